@@ -1,0 +1,166 @@
+"""Bytes on disk -> a greyscale working image, safely.
+
+The traps this module exists for (see shared notes, section 5):
+- `cv2.imread` segfaults on a path that is not valid UTF-8, so the file is opened here (any path,
+  str or bytes) and the bytes handed to `cv2.imdecode`. `cv2.imread` is not used anywhere.
+- A FIFO or device named like an image would block a plain `open()`; the file is opened with
+  O_NONBLOCK and rejected unless `fstat` says it is a regular file.
+- A small file can claim billions of pixels; the header is read first and the file refused
+  before any pixel is allocated.
+- libjpeg decodes a half-written JPEG without complaint; the end-of-image marker is checked.
+- A file rewritten while being read is noticed by comparing `fstat` before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import ImageError
+from . import formats
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What the reconcile compares to decide whether a file changed without reading it."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "FileIdentity":
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_pixels: int
+    max_file_bytes: int
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    data: bytes
+    identity: FileIdentity
+    content_hash: bytes      # BLAKE2b-128 of the bytes: finds byte-identical copies without matching
+
+
+@dataclass(frozen=True)
+class WorkingImage:
+    pixels: np.ndarray       # uint8, 2-D, longest side at most the working size
+    format: str
+    width: int               # as displayed, after EXIF orientation
+    height: int
+
+
+def read_file(path: str | bytes, limits: DecodeLimits) -> LoadedFile:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ImageError(path, "missing", "no such file") from None
+    except PermissionError:
+        raise ImageError(path, "unreadable", "permission denied") from None
+    except OSError as exc:
+        raise ImageError(path, "unreadable", exc.strerror or str(exc)) from None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise ImageError(path, "not_a_file", "not a regular file")
+        if before.st_size == 0:
+            raise ImageError(path, "empty", "the file is empty")
+        if before.st_size > limits.max_file_bytes:
+            raise ImageError(path, "too_large",
+                             f"{before.st_size} bytes is over the cap of {limits.max_file_bytes}")
+        try:
+            data = _read_all(fd, before.st_size)
+        except OSError as exc:
+            raise ImageError(path, "unreadable", exc.strerror or str(exc)) from None
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(data) != after.st_size:
+        raise ImageError(path, "changed", "the file changed while it was being read")
+    return LoadedFile(data, FileIdentity.of(after), hashlib.blake2b(data, digest_size=16).digest())
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks = []
+    remaining = size
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 22))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+_REDUCED_GREY = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+
+
+def decode(path: str | bytes, data: bytes, limits: DecodeLimits, working_size: int) -> WorkingImage:
+    """Decode to greyscale, EXIF orientation applied, longest side at most `working_size`."""
+    try:
+        header = formats.sniff(data[:formats.HEADER_PROBE_BYTES])
+    except formats.HeaderError as exc:
+        if exc.reason == "truncated" and len(data) > formats.HEADER_PROBE_BYTES:
+            try:
+                header = formats.sniff(data)
+            except formats.HeaderError as again:
+                raise ImageError(path, again.reason, again.detail) from None
+        else:
+            raise ImageError(path, exc.reason, exc.detail) from None
+    if header.width <= 0 or header.height <= 0:
+        raise ImageError(path, "corrupt", f"{header.format} header gives {header.width}x{header.height} pixels")
+    pixels = header.width * header.height
+    if pixels > limits.max_pixels:
+        raise ImageError(path, "too_large", f"{header.width}x{header.height} = {pixels} pixels "
+                                            f"is over the cap of {limits.max_pixels}")
+    if not formats.is_complete(header.format, data):
+        raise ImageError(path, "truncated", f"{header.format} data ends before the image does")
+
+    # DCT scaling makes a reduced JPEG decode several times cheaper than a full one; other
+    # formats have no such shortcut, so they decode at full size and are resized below.
+    flag = cv2.IMREAD_GRAYSCALE
+    if header.format == "jpeg":
+        for factor in (8, 4, 2):
+            if max(header.width, header.height) // factor >= working_size:
+                flag = _REDUCED_GREY[factor]
+                break
+    try:
+        grey = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error as exc:
+        raise ImageError(path, "corrupt", f"decoder error: {str(exc).strip().splitlines()[-1]}") from None
+    if grey is None or grey.size == 0:
+        raise ImageError(path, "corrupt", f"the {header.format} decoder could not read the data")
+
+    width, height = header.width, header.height
+    rotated = (grey.shape[1] >= grey.shape[0]) != (width >= height) and width != height
+    if rotated:     # EXIF orientation 5-8 turned the picture on its side
+        width, height = height, width
+    return WorkingImage(to_working_size(grey, working_size), header.format, width, height)
+
+
+def to_working_size(pixels: np.ndarray, working_size: int) -> np.ndarray:
+    """Scale so the longest side is `working_size`, up or down.
+
+    Small images are scaled up too: a thumbnail-sized copy then has its keypoints detected at
+    the same scales as the full-size original, which is what makes the two match
+    (CALIBRATION.md, "Working size").
+    """
+    longest = max(pixels.shape[:2])
+    if longest == working_size:
+        return pixels
+    scale = working_size / longest
+    size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(pixels, size, interpolation=interpolation)

@@ -1,0 +1,204 @@
+"""A working image -> local features (keypoints + descriptors) and a global fingerprint.
+
+Local features carry the geometric evidence that two images are copies of each other (crops,
+rotations, overlays). The fingerprint is a 64-bit DCT sign hash: cheap to compare, and its
+rotations and flips are bit operations on the stored value, so one stored hash answers all eight
+orientations of a query.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import cv2
+import numpy as np
+
+DETECTORS = ("akaze", "orb", "sift", "brisk")
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    name: str
+    binary: bool            # Hamming-matched bytes; else float32 matched by L2
+    bits_per_descriptor: int
+
+
+def _xfeatures(name: str):
+    # OpenCV 5 moved AKAZE and BRISK into the contrib module; 4.x had them in cv2 itself.
+    contrib = getattr(cv2, "xfeatures2d", None)
+    return getattr(contrib, name, None) or getattr(cv2, name)
+
+
+def create_detector(name: str, max_features: int):
+    if name == "akaze":
+        # A lower threshold than OpenCV's 0.001 so that smooth photos still yield enough
+        # keypoints; the strongest `max_features` are kept afterwards anyway.
+        return _xfeatures("AKAZE_create")(threshold=0.0003)
+    if name == "orb":
+        return cv2.ORB_create(nfeatures=max_features, fastThreshold=10)
+    if name == "sift":
+        return cv2.SIFT_create(nfeatures=max_features)
+    if name == "brisk":
+        return _xfeatures("BRISK_create")(thresh=20)
+    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+
+
+@lru_cache(maxsize=None)
+def detector_info(name: str) -> DetectorInfo:
+    probe = np.zeros((96, 96), np.uint8)
+    cv2.circle(probe, (48, 48), 20, 255, -1)
+    detector = create_detector(name, 10)
+    size = detector.descriptorSize()
+    binary = detector.descriptorType() == cv2.CV_8U
+    return DetectorInfo(name, binary, size * 8 if binary else size * 32)
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    keypoints: np.ndarray    # float32 (N, 4): x, y, size, angle in degrees, in working-image pixels
+    descriptors: np.ndarray  # uint8 (N, bytes) for binary detectors, float32 (N, 128) for SIFT
+    width: int               # working image size the keypoints refer to
+    height: int
+
+    @property
+    def count(self) -> int:
+        return len(self.keypoints)
+
+
+def extract_local(pixels: np.ndarray, detector_name: str, max_features: int) -> LocalFeatures:
+    detector = create_detector(detector_name, max_features)
+    keypoints, descriptors = detector.detectAndCompute(pixels, None)
+    info = detector_info(detector_name)
+    if descriptors is None or not keypoints:
+        width = detector.descriptorSize()
+        empty = np.zeros((0, width), np.uint8 if info.binary else np.float32)
+        return LocalFeatures(np.zeros((0, 4), np.float32), empty, pixels.shape[1], pixels.shape[0])
+    points = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in keypoints], np.float32)
+    responses = np.array([k.response for k in keypoints], np.float32)
+    keep = spread_strongest(points, responses, pixels.shape, max_features)
+    return LocalFeatures(points[keep], np.ascontiguousarray(descriptors[keep]), pixels.shape[1], pixels.shape[0])
+
+
+GRID_CELLS = 6
+
+
+def spread_strongest(points: np.ndarray, responses: np.ndarray, shape: tuple, count: int) -> np.ndarray:
+    """Indices of the strongest `count` keypoints, spread over the picture.
+
+    Taking the strongest keypoints outright lets a caption or watermark, whose sharp strokes
+    respond far above any texture of the photo, take most of the budget; its copy without the
+    text then shares few keypoints with it. So keypoints are taken round-robin over the cells
+    of a grid: every cell's strongest, then every cell's second strongest, and so on.
+    """
+    order = np.argsort(-responses, kind="stable")
+    if len(order) <= count:
+        return order
+    height, width = shape[:2]
+    cell = (np.minimum(points[order, 1] * GRID_CELLS // height, GRID_CELLS - 1) * GRID_CELLS
+            + np.minimum(points[order, 0] * GRID_CELLS // width, GRID_CELLS - 1)).astype(np.intp)
+    by_cell = np.argsort(cell, kind="stable")      # strongest first within each cell
+    cell_start = np.searchsorted(cell[by_cell], np.arange(GRID_CELLS * GRID_CELLS))
+    rank_in_cell = np.empty(len(order), np.intp)
+    rank_in_cell[by_cell] = np.arange(len(order)) - cell_start[cell[by_cell]]
+    round_robin = np.argsort(rank_in_cell, kind="stable")
+    return order[round_robin[:count]]
+
+
+# --- thumbnail ------------------------------------------------------------------------------
+
+THUMBNAIL_SIDE = 160
+
+
+def thumbnail(working: np.ndarray) -> np.ndarray:
+    """The working image at 160 pixels: enough for match.py to check that pixels agree."""
+    scale = THUMBNAIL_SIDE / max(working.shape[:2])
+    size = (max(1, round(working.shape[1] * scale)), max(1, round(working.shape[0] * scale)))
+    return cv2.resize(working, size, interpolation=cv2.INTER_AREA)
+
+
+# --- global fingerprint -------------------------------------------------------------------
+
+FINGERPRINT_SIDE = 32
+
+
+def fingerprint(pixels: np.ndarray) -> int:
+    """Signs of the 8x8 lowest DCT frequencies of a 32x32 thumbnail (DC bit always 0)."""
+    thumb = cv2.resize(pixels, (FINGERPRINT_SIDE, FINGERPRINT_SIDE), interpolation=cv2.INTER_AREA)
+    thumb = thumb.astype(np.float32)
+    coefficients = cv2.dct(thumb - thumb.mean())[:8, :8]
+    bits = (coefficients > 0).ravel()
+    bits[0] = False
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def _bit_masks() -> tuple[int, int]:
+    rows, cols = np.indices((8, 8))
+    odd_col = np.packbits((cols % 2 == 1).ravel()).view(">u8")[0]
+    odd_row = np.packbits((rows % 2 == 1).ravel()).view(">u8")[0]
+    return int(odd_col), int(odd_row)
+
+
+_ODD_COLUMN, _ODD_ROW = _bit_masks()
+
+
+def _transpose(value: int) -> int:
+    bits = np.unpackbits(np.array([value], ">u8").view(np.uint8)).reshape(8, 8)
+    return int(np.packbits(bits.T.ravel()).view(">u8")[0])
+
+
+def fingerprint_variants(value: int) -> dict[str, int]:
+    """The fingerprint each orientation of the image would have, keyed by transform name.
+
+    Mirroring the image left-right negates the DCT coefficients of odd horizontal frequency,
+    mirroring it top-bottom those of odd vertical frequency, and transposing it transposes the
+    coefficients; the eight rotations and flips are compositions of these.
+    """
+    flip_h = value ^ _ODD_COLUMN
+    flip_v = value ^ _ODD_ROW
+    both = value ^ _ODD_COLUMN ^ _ODD_ROW
+    return {
+        "identity": value,
+        "flip_horizontal": flip_h,
+        "flip_vertical": flip_v,
+        "rotate_180": both,
+        "transpose": _transpose(value),
+        "rotate_90": _transpose(flip_v),     # clockwise: transpose, then mirror left-right
+        "rotate_270": _transpose(flip_h),
+        "transverse": _transpose(both),
+    }
+
+
+# --- mirrored descriptors -----------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def mirror_table(detector_name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Bit permutation and inversion mask that turn a descriptor into its mirror image's.
+
+    AKAZE's MLDB descriptor compares cells of a grid laid over the keypoint's oriented patch;
+    mirroring the patch permutes the cells and negates one gradient component, so each bit of
+    the mirrored descriptor is (nearly always) one bit of the original, possibly inverted. The
+    table was learned from real photos by bench/derive_mirror_table.py. Detectors with random
+    sampling patterns (ORB, BRISK) have no such table; SIFT is not handled.
+    """
+    if detector_name != "akaze":
+        return None
+    text = resources.files(__package__).joinpath("akaze_mirror.json").read_text()
+    table = json.loads(text)
+    return np.array(table["permutation"], np.intp), np.array(table["invert"], bool)
+
+
+def mirrored(features: LocalFeatures, detector_name: str) -> LocalFeatures | None:
+    """The features the left-right mirror image would have, or None if the detector has no table."""
+    table = mirror_table(detector_name)
+    if table is None:
+        return None
+    permutation, invert = table
+    bits = np.unpackbits(features.descriptors, axis=1)
+    flipped = np.packbits(bits[:, permutation] ^ invert, axis=1)
+    points = features.keypoints.copy()
+    points[:, 0] = (features.width - 1) - points[:, 0]
+    points[:, 3] = (180.0 - points[:, 3]) % 360.0
+    return LocalFeatures(points, flipped, features.width, features.height)

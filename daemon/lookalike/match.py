@@ -1,0 +1,259 @@
+"""Pairwise verification: are two images copies of one picture, and how alike are they (0-100)?
+
+Three kinds of evidence, each measured, then weighed by a model fitted on real photos
+(bench/calibrate.py; figures in CALIBRATION.md):
+
+1. Descriptor matches (ratio test) that agree on one affine transform (RANSAC). Copies, even
+   cropped, rotated, flipped or rescaled, are related by an affine map; different shots of one
+   scene are not (parallax, perspective), so they keep fewer and looser inliers.
+2. Repeatability: the share of keypoints inside the common area that found their partner.
+3. Pixels: the stored thumbnails, one warped onto the other by the transform found, must show
+   the same structure (gradient magnitudes correlate tile by tile). Two shots of one building
+   line up in geometry but not in light, sky and passers-by.
+
+A flipped copy is matched through the mirrored descriptors (imaging.features.mirrored), so no
+second extraction is needed. The result carries its evidence: transform, flip, crop boxes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .imaging.features import LocalFeatures, mirrored
+
+RATIO_TEST = 0.8
+RANSAC_THRESHOLD = 4.0       # pixels at the working size
+TIGHT_RESIDUAL = 1.5         # in Candidate.pixel_unit: keypoint localisation noise
+MIN_INLIERS = 8
+MAX_ANISOTROPY = 4.0         # a stretched copy (4:3 -> 1:1 is 1.33) stays well below this
+PHOTO_TILES = 4
+
+# Logistic model over the evidence, fitted by bench/calibrate.py on ../shared/photos with its
+# transformed copies (CALIBRATION.md). similarity = 100 * sigmoid(w . features + b).
+MODEL_FEATURES = ("repeatability", "residual", "photo_median", "photo_low")
+MODEL_WEIGHTS = (9.903, -18.042, 5.134, 7.174)
+MODEL_BIAS = -0.882
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How the first image maps onto the second."""
+
+    matrix: tuple[tuple[float, ...], ...]   # 2x3 affine, first working image -> second
+    flipped: bool                           # the first image was mirrored left-right first
+    rotation_degrees: float
+    scale: float                            # how many times larger the picture is in the second
+    crop_first: tuple[float, float, float, float]   # common area in the first, fractions x0,y0,x1,y1
+    crop_second: tuple[float, float, float, float]  # and in the second
+
+    def to_json(self) -> dict:
+        return {"flipped": self.flipped, "rotation_degrees": round(self.rotation_degrees, 1),
+                "scale": round(self.scale, 3),
+                "common_area_first": [round(v, 3) for v in self.crop_first],
+                "common_area_second": [round(v, 3) for v in self.crop_second],
+                "coverage_first": round(_area(self.crop_first), 3),
+                "coverage_second": round(_area(self.crop_second), 3)}
+
+
+def _area(box: tuple[float, float, float, float]) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+@dataclass(frozen=True)
+class Evidence:
+    matches: int
+    inliers: int
+    tight_inliers: int
+    repeatability: float      # tight inliers / keypoints inside the common area (smaller side)
+    residual: float           # median inlier residual, in Candidate.pixel_unit
+    photo_median: float       # median tile correlation of structure, -1..1
+    photo_low: float          # 25th percentile of the same
+
+    def features(self) -> tuple[float, ...]:
+        return (min(self.repeatability, 1.0), min(self.residual, 3.0), self.photo_median, self.photo_low)
+
+
+@dataclass(frozen=True)
+class Match:
+    similarity: float                 # 0..100
+    evidence: Evidence | None
+    transform: Transform | None
+
+    def to_json(self) -> dict:
+        out: dict = {"similarity": round(self.similarity, 1)}
+        if self.transform is not None:
+            out["transform"] = self.transform.to_json()
+        if self.evidence is not None:
+            out["evidence"] = {"matches": self.evidence.matches, "inliers": self.evidence.inliers,
+                               "tight_inliers": self.evidence.tight_inliers,
+                               "repeatability": round(self.evidence.repeatability, 3),
+                               "residual_px": round(self.evidence.residual, 2),
+                               "pixel_agreement": round(self.evidence.photo_median, 3)}
+        return out
+
+
+NO_MATCH = Match(0.0, None, None)
+IDENTICAL = Match(100.0, None, None)
+
+
+def score(evidence: Evidence) -> float:
+    z = MODEL_BIAS + sum(w * f for w, f in zip(MODEL_WEIGHTS, evidence.features()))
+    return 100.0 / (1.0 + math.exp(-z))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One side of a comparison: what the context stores about an image."""
+
+    local: LocalFeatures
+    thumbnail: np.ndarray
+    content_hash: bytes
+    width: int               # original size: tells how far the working image was scaled up
+    height: int
+
+    @property
+    def pixel_unit(self) -> float:
+        """Working pixels per pixel of localisation noise.
+
+        Keypoints are located to about a pixel of whichever is coarser: the image's own pixels
+        (when it was scaled up to the working size) or a 640-pixel grid.
+        """
+        working = max(self.local.width, self.local.height)
+        return max(working / 640.0, working / max(self.width, self.height))
+
+
+def compare(first: Candidate, second: Candidate, detector: str) -> Match:
+    if first.content_hash == second.content_hash:
+        return IDENTICAL
+    unit = second.pixel_unit
+    best = _verify(first.local, second.local, unit, flipped=False)
+    mirror = mirrored(first.local, detector)
+    if mirror is not None:
+        flipped = _verify(mirror, second.local, unit, flipped=True)
+        if flipped is not None and (best is None or flipped[1] > best[1]):
+            best = flipped
+    if best is None:
+        return NO_MATCH
+    matrix, _, geometry = best
+    transform = _describe(matrix, geometry["flipped"], first.local, second.local)
+    photo_median, photo_low = _pixel_agreement(first, second, matrix, geometry["flipped"])
+    evidence = Evidence(photo_median=photo_median, photo_low=photo_low,
+                        **{k: v for k, v in geometry.items() if k != "flipped"})
+    return Match(score(evidence), evidence, transform)
+
+
+_MATCHERS = {True: cv2.BFMatcher(cv2.NORM_HAMMING), False: cv2.BFMatcher(cv2.NORM_L2)}
+
+
+def _ratio_matches(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """(query index, train index) pairs passing Lowe's ratio test."""
+    if len(first) < 2 or len(second) < 2:
+        return np.zeros((0, 2), np.intp)
+    matcher = _MATCHERS[first.dtype == np.uint8]
+    pairs = [(a.queryIdx, a.trainIdx) for a, b in (m for m in matcher.knnMatch(first, second, k=2) if len(m) == 2)
+             if a.distance < RATIO_TEST * b.distance]
+    return np.array(pairs, np.intp).reshape(-1, 2)
+
+
+def _inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    return (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+
+
+def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def _verify(first: LocalFeatures, second: LocalFeatures, unit: float, flipped: bool):
+    pairs = _ratio_matches(first.descriptors, second.descriptors)
+    if len(pairs) < MIN_INLIERS:
+        return None
+    p1 = first.keypoints[pairs[:, 0], :2]
+    p2 = second.keypoints[pairs[:, 1], :2]
+    matrix, mask = cv2.estimateAffine2D(p1, p2, ransacReprojThreshold=RANSAC_THRESHOLD,
+                                        maxIters=2000, confidence=0.995)
+    if matrix is None:
+        return None
+    inliers = mask.ravel().astype(bool)
+    if inliers.sum() < MIN_INLIERS:
+        return None
+    singular = np.linalg.svd(matrix[:, :2], compute_uv=False)
+    if singular[1] < 1e-3 or singular[0] / singular[1] > MAX_ANISOTROPY:
+        return None          # a degenerate fit to a handful of coincidental matches
+    residuals = np.hypot(*(_apply(matrix, p1) - p2).T)
+    tight = int((residuals < TIGHT_RESIDUAL * unit).sum())
+    in_second = _inside(_apply(matrix, first.keypoints[:, :2]), second.width, second.height).sum()
+    inverse = cv2.invertAffineTransform(matrix)
+    in_first = _inside(_apply(inverse, second.keypoints[:, :2]), first.width, first.height).sum()
+    common = max(min(in_first, in_second), 1)
+    geometry = {"flipped": flipped, "matches": len(pairs), "inliers": int(inliers.sum()),
+                "tight_inliers": tight, "repeatability": float(tight / common),
+                "residual": float(np.median(residuals[inliers]) / unit)}
+    return matrix, tight, geometry
+
+
+def _describe(matrix: np.ndarray, flipped: bool, first: LocalFeatures, second: LocalFeatures) -> Transform:
+    linear = matrix[:, :2]
+    rotation = math.degrees(math.atan2(linear[1, 0], linear[0, 0]))
+    scale_factor = math.sqrt(abs(float(np.linalg.det(linear))))
+    # The common area: each frame's corners mapped into the other, clipped to it.
+    def box(points: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
+        x0, y0 = np.clip(points.min(axis=0), 0, [width, height])
+        x1, y1 = np.clip(points.max(axis=0), 0, [width, height])
+        return (float(x0 / width), float(y0 / height), float(x1 / width), float(y1 / height))
+    corners_first = np.float32([[0, 0], [first.width, 0], [first.width, first.height], [0, first.height]])
+    corners_second = np.float32([[0, 0], [second.width, 0], [second.width, second.height], [0, second.height]])
+    in_second = box(_apply(matrix, corners_first), second.width, second.height)
+    in_first_mirrored = box(_apply(cv2.invertAffineTransform(matrix), corners_second), first.width, first.height)
+    if flipped:     # the box was found in the mirrored first image
+        x0, y0, x1, y1 = in_first_mirrored
+        in_first_mirrored = (1 - x1, y0, 1 - x0, y1)
+    return Transform(tuple(tuple(float(v) for v in row) for row in matrix), flipped, rotation,
+                     scale_factor, in_first_mirrored, in_second)
+
+
+def _to_thumbnail(working_width: int, thumbnail: np.ndarray) -> np.ndarray:
+    """Affine map from working-image pixel coordinates to thumbnail pixel coordinates."""
+    s = thumbnail.shape[1] / working_width
+    return np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1]])
+
+
+def _structure(pixels: np.ndarray) -> np.ndarray:
+    smooth = cv2.GaussianBlur(pixels, (0, 0), 1.0)
+    return cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+
+
+def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, flipped: bool) -> tuple[float, float]:
+    source = first.thumbnail.astype(np.float32)
+    if flipped:
+        source = np.ascontiguousarray(source[:, ::-1])
+    target = second.thumbnail.astype(np.float32)
+    working = np.vstack([matrix, [0, 0, 1]])
+    to_target = _to_thumbnail(second.local.width, target)
+    from_source = np.linalg.inv(_to_thumbnail(first.local.width, source))
+    warp = (to_target @ working @ from_source)[:2]
+    size = (target.shape[1], target.shape[0])
+    warped = cv2.warpAffine(source, warp, size, flags=cv2.INTER_LINEAR)
+    valid = cv2.warpAffine(np.ones_like(source), warp, size, flags=cv2.INTER_NEAREST) > 0
+    valid = cv2.erode(valid.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    a, b = _structure(warped), _structure(target)
+    height, width = target.shape
+    correlations = []
+    for i in range(PHOTO_TILES):
+        for j in range(PHOTO_TILES):
+            tile = (slice(i * height // PHOTO_TILES, (i + 1) * height // PHOTO_TILES),
+                    slice(j * width // PHOTO_TILES, (j + 1) * width // PHOTO_TILES))
+            mask = valid[tile]
+            if mask.mean() < 0.5:
+                continue
+            x = a[tile][mask] - a[tile][mask].mean()
+            y = b[tile][mask] - b[tile][mask].mean()
+            norm = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+            if norm > 1e-3:
+                correlations.append(float((x * y).sum()) / norm)
+    if not correlations:
+        return 0.0, 0.0
+    return float(np.median(correlations)), float(np.percentile(correlations, 25))
