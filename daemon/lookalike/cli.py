@@ -1,0 +1,391 @@
+"""The command line: one function per subcommand, thin over the library the daemon uses.
+
+Output is JSON on stdout (documented in README.md, "Command reference"); messages go to stderr.
+This is the only place errors become exit codes (errors.ExitCode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from . import __version__, config as config_module
+from .duplicates import find_groups
+from .errors import ExitCode, ImageError, LookalikeError, NotFoundError, UsageError, display_path
+from .extract import ImageFeatures, extract_file
+from .imaging.features import detector_info
+from .imaging.formats import EXTENSIONS
+from .match import compare
+from .reports import atomic_write, render, to_document
+from .search import query_candidate, similar
+from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
+from .store import SearchContext
+
+OUTPUT_VERSION = 1
+
+
+def _print_json(document) -> None:
+    sys.stdout.write(json.dumps(document, indent=1) + "\n")
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"lookalike: {message}\n")
+
+
+# --- where the context is ------------------------------------------------------------------
+
+def _context_dir(args) -> Path:
+    if args.context:
+        return Path(args.context).absolute()
+    if args.config:
+        return config_module.load(args.config).context_dir
+    raise UsageError("name the search context with --context DIR or --config FILE")
+
+
+def _open(args) -> SearchContext:
+    return SearchContext.open(_context_dir(args))
+
+
+def _settings(args) -> ExtractionSettings:
+    """The named context's settings, or the defaults when no context is named."""
+    if args.context or args.config:
+        with _open(args) as context:
+            return context.settings
+    return ExtractionSettings()
+
+
+# --- context -------------------------------------------------------------------------------
+
+def cmd_context_create(args) -> int:
+    settings = ExtractionSettings(detector=args.detector, max_features=args.max_features,
+                                  working_size=args.working_size)
+    with SearchContext.create(_context_dir(args), settings) as context:
+        _print_json(context.info())
+    return ExitCode.OK
+
+
+def cmd_context_info(args) -> int:
+    with _open(args) as context:
+        _print_json(context.info())
+    return ExitCode.OK
+
+
+def cmd_context_delete(args) -> int:
+    directory = _context_dir(args)
+    SearchContext.delete(directory)
+    _print_json({"deleted": str(directory)})
+    return ExitCode.OK
+
+
+# --- features ------------------------------------------------------------------------------
+
+def image_files(paths: Iterable[str]) -> Iterator[str]:
+    """Files named, and image files under folders named (recursively, symlinks not followed)."""
+    for given in paths:
+        path = os.path.abspath(given)
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    if os.path.splitext(name)[1].lower() in EXTENSIONS and not name.startswith("."):
+                        full = os.path.join(root, name)
+                        if not os.path.islink(full):
+                            yield full
+        else:
+            yield path
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent when stderr is not one."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.enabled = sys.stderr.isatty() and total > 1
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        if self.enabled:
+            total = total or self.total
+            width = 30
+            filled = int(width * done / max(total, 1))
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def add_files(context: SearchContext, files: list[str], progress=None) -> dict:
+    """Extract and store files whose content is not stored yet; the core of `features add` and `scan`."""
+    summary = {"added": 0, "updated": 0, "unchanged": 0, "failed": 0, "failures": []}
+    batch: list[ImageFeatures] = []
+
+    def flush():
+        context.upsert_many(batch)
+        batch.clear()
+
+    with context.busy("extracting"):
+        for done, path in enumerate(files, 1):
+            stored = context.find(path)
+            try:
+                st = os.stat(path)
+                if stored and (stored.identity.size, stored.identity.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                    summary["unchanged"] += 1
+                    continue
+                features = extract_file(path, context.settings)
+            except ImageError as exc:
+                summary["failed"] += 1
+                summary["failures"].append({"path": exc.path, "reason": exc.reason, "detail": exc.detail})
+                context.record_failure(path, None, exc.reason, exc.detail)
+            except OSError as exc:
+                summary["failed"] += 1
+                reason = "missing" if isinstance(exc, FileNotFoundError) else "unreadable"
+                summary["failures"].append({"path": path, "reason": reason, "detail": exc.strerror or str(exc)})
+            else:
+                summary["updated" if stored else "added"] += 1
+                batch.append(features)
+                if len(batch) >= 32:
+                    flush()
+            finally:
+                if progress:
+                    progress(done)
+        flush()
+    return summary
+
+
+def cmd_features_add(args) -> int:
+    files = list(image_files(args.paths))
+    with _open(args) as context:
+        summary = add_files(context, files, _Progress(len(files)))
+    _print_json(summary)
+    for failure in summary["failures"]:
+        _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
+    return ExitCode.FAILED if summary["failed"] else ExitCode.OK
+
+
+def features_document(path: str, local, detector: str) -> dict:
+    info = detector_info(detector)
+    return {"ImageId": path, "FeaturesCount": local.count, "FeatureLengthInBits": info.bits_per_descriptor,
+            "Features": base64.b64encode(local.descriptors.tobytes()).decode("ascii")}
+
+
+def cmd_features_extract(args) -> int:
+    settings = _settings(args)
+    features = extract_file(os.path.abspath(args.image), settings)
+    _print_json(features_document(features.path, features.local, settings.detector))
+    return ExitCode.OK
+
+
+def cmd_features_get(args) -> int:
+    path = os.path.abspath(args.id)
+    with _open(args) as context:
+        local = context.local_features(path)
+        _print_json(features_document(path, local, context.settings.detector))
+    return ExitCode.OK
+
+
+def cmd_features_update(args) -> int:
+    path = os.path.abspath(args.id)
+    with _open(args) as context:
+        context.image(path)                          # must exist: update is not add
+        features = extract_file(os.path.abspath(args.image), context.settings)
+        features = ImageFeatures(**{**features.__dict__, "path": path})
+        context.upsert(features)
+        _print_json(features_document(path, features.local, context.settings.detector))
+    return ExitCode.OK
+
+
+def cmd_features_delete(args) -> int:
+    path = os.path.abspath(args.id)
+    with _open(args) as context:
+        if not context.remove(path):
+            raise NotFoundError(f"{display_path(path)}: not in the search context")
+    _print_json({"deleted": path})
+    return ExitCode.OK
+
+
+def cmd_features_list(args) -> int:
+    with _open(args) as context:
+        _print_json({"images": [{"path": i.path, "size": i.identity.size, "mtime": i.identity.mtime_ns / 1e9,
+                                 "features": i.features} for i in context.images()]})
+    return ExitCode.OK
+
+
+def cmd_features_failed(args) -> int:
+    with _open(args) as context:
+        _print_json({"failed": [{"path": f.path, "reason": f.reason, "detail": f.detail}
+                                for f in context.failures()]})
+    return ExitCode.OK
+
+
+# --- search --------------------------------------------------------------------------------
+
+def cmd_compare(args) -> int:
+    settings = _settings(args)
+    first = extract_file(os.path.abspath(args.first), settings)
+    second = extract_file(os.path.abspath(args.second), settings)
+    result = compare(query_candidate(first), query_candidate(second), settings.detector)
+    _print_json(result.to_json())
+    return ExitCode.OK
+
+
+def cmd_similar(args) -> int:
+    with _open(args) as context:
+        features = extract_file(os.path.abspath(args.image), context.settings)
+        with context.busy("searching"):
+            hits = similar(context, features, args.threshold, args.max_count)
+    _print_json({"version": OUTPUT_VERSION, "query": features.path, "threshold": args.threshold,
+                 "results": [hit.to_json() for hit in hits]})
+    return ExitCode.OK
+
+
+def write_duplicates_report(context: SearchContext, threshold: float, output: Path | None, fmt: str,
+                            progress=None) -> dict:
+    with context.busy("matching"):
+        groups = find_groups(context, threshold, progress)
+    document = to_document(groups, threshold, str(context.directory))
+    text = render(document, fmt)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write(output, text)
+    return document
+
+
+def cmd_duplicates(args) -> int:
+    with _open(args) as context:
+        progress = _Progress(context.count())
+        output = Path(args.output).absolute() if args.output else None
+        write_duplicates_report(context, args.threshold, output, args.format, progress)
+    return ExitCode.OK
+
+
+def cmd_scan(args) -> int:
+    """One pass over the configured folders, then a duplicates report in the reports folder."""
+    if not args.config:
+        raise UsageError("scan needs --config FILE (the folders to scan and where to keep the context)")
+    config = config_module.load(args.config)
+    if (config.context_dir / "data.mdb").exists():
+        context = SearchContext.open(config.context_dir, expect=config.extraction)
+    else:
+        context = SearchContext.create(config.context_dir, config.extraction)
+    with context:
+        files = list(image_files(str(folder.path) for folder in config.watch))
+        summary = add_files(context, files, _Progress(len(files)))
+        for failure in summary["failures"]:
+            _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
+        report = config.reports / "duplicates-latest.json"
+        document = write_duplicates_report(context, config.duplicates_threshold, report, "json")
+        if "csv" in config.report_formats:
+            atomic_write(config.reports / "duplicates-latest.csv", render(document, "csv"))
+    groups = document["groups"]
+    _print_json({"scanned": len(files), **{k: summary[k] for k in ("added", "updated", "unchanged", "failed")},
+                 "groups": len(groups), "images_in_groups": sum(len(g["images"]) for g in groups),
+                 "report": str(report)})
+    return ExitCode.OK
+
+
+def cmd_config_check(args) -> int:
+    config = config_module.load(args.file)
+    _print_json({"config": str(Path(args.file).absolute()), "valid": True,
+                 "watch": [str(f.path) for f in config.watch], "state_dir": str(config.state_dir)})
+    return ExitCode.OK
+
+
+# --- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lookalike", description="Find duplicate and lookalike images.")
+    parser.add_argument("--version", action="version", version=f"lookalike {__version__}")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--context", metavar="DIR", help="the search context directory")
+    where.add_argument("--config", metavar="FILE", help="a YAML config; its state_dir holds the context")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    context = commands.add_parser("context", help="create, inspect or delete a search context")
+    context_commands = context.add_subparsers(dest="action", required=True)
+    create = context_commands.add_parser("create", help="create an empty context")
+    defaults = ExtractionSettings()
+    create.add_argument("--detector", choices=("akaze", "orb", "sift", "brisk"), default=defaults.detector)
+    create.add_argument("--max-features", type=int, default=defaults.max_features)
+    create.add_argument("--working-size", type=int, default=defaults.working_size)
+    create.set_defaults(handler=cmd_context_create)
+    context_commands.add_parser("info", help="settings, image count, size, status").set_defaults(handler=cmd_context_info)
+    context_commands.add_parser("delete", help="delete the context").set_defaults(handler=cmd_context_delete)
+
+    features = commands.add_parser("features", help="add, extract, get, update, delete or list image features")
+    feature_commands = features.add_subparsers(dest="action", required=True)
+    add = feature_commands.add_parser("add", help="extract and store files, or every image under folders")
+    add.add_argument("paths", nargs="+", metavar="PATH")
+    add.set_defaults(handler=cmd_features_add)
+    extract = feature_commands.add_parser("extract", help="extract an image's features without storing them")
+    extract.add_argument("image")
+    extract.set_defaults(handler=cmd_features_extract)
+    get = feature_commands.add_parser("get", help="a stored image's features")
+    get.add_argument("id", help="the stored image's absolute path")
+    get.set_defaults(handler=cmd_features_get)
+    update = feature_commands.add_parser("update", help="replace a stored image's features with IMAGE's")
+    update.add_argument("id")
+    update.add_argument("image")
+    update.set_defaults(handler=cmd_features_update)
+    delete = feature_commands.add_parser("delete", help="remove a stored image")
+    delete.add_argument("id")
+    delete.set_defaults(handler=cmd_features_delete)
+    feature_commands.add_parser("list", help="every stored image").set_defaults(handler=cmd_features_list)
+    feature_commands.add_parser("failed", help="files that could not be read, with reasons").set_defaults(
+        handler=cmd_features_failed)
+
+    compare_parser = commands.add_parser("compare", help="similarity of two image files, 0 to 100")
+    compare_parser.add_argument("first")
+    compare_parser.add_argument("second")
+    compare_parser.set_defaults(handler=cmd_compare)
+
+    similar_parser = commands.add_parser("similar", help="stored images that look like IMAGE")
+    similar_parser.add_argument("image")
+    similar_parser.add_argument("--threshold", type=float, default=DEFAULT_SIMILAR_THRESHOLD)
+    similar_parser.add_argument("--max-count", type=int, default=None)
+    similar_parser.set_defaults(handler=cmd_similar)
+
+    duplicates = commands.add_parser("duplicates", help="groups of duplicate images in the context")
+    duplicates.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD)
+    duplicates.add_argument("--output", metavar="FILE")
+    duplicates.add_argument("--format", choices=("json", "csv"), default="json")
+    duplicates.set_defaults(handler=cmd_duplicates)
+
+    scan = commands.add_parser("scan", help="one pass over the configured folders, then a duplicates report")
+    scan.set_defaults(handler=cmd_scan)
+
+    config_parser = commands.add_parser("config", help="check a configuration file")
+    config_commands = config_parser.add_subparsers(dest="action", required=True)
+    check = config_commands.add_parser("check", help="validate FILE and exit (78 when invalid)")
+    check.add_argument("file")
+    check.set_defaults(handler=cmd_config_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("threshold",):
+        value = getattr(args, name, None)
+        if value is not None and not 0 <= value <= 100:
+            parser.error(f"--{name} must be from 0 to 100")
+    if getattr(args, "max_count", None) is not None and args.max_count < 1:
+        parser.error("--max-count must be at least 1")
+    try:
+        return args.handler(args)
+    except LookalikeError as exc:
+        _warn(exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _warn("interrupted")
+        return 130
+    except BrokenPipeError:
+        return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

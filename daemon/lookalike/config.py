@@ -1,0 +1,276 @@
+"""The YAML configuration: one validated, frozen object handed to every stage.
+
+Schema first: every key is declared below with its type and default; unknown keys, wrong types,
+relative paths, missing folders and bad addresses are all reported at once, each with its key
+path, as one ConfigError (exit code 78). Paths must be absolute; `${CONFIG_DIR}` stands for the
+folder holding the config file, so the example config runs from any checkout.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
+
+DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.jpe", "*.jfif", "*.png", "*.webp", "*.gif", "*.bmp", "*.tif", "*.tiff")
+DEFAULT_EXCLUDE = (".*", "*.tmp", "*.part", "*.crdownload", "*.partial", "*.download", "~*", ".~*", "*~")
+WATCH_MODES = ("native", "poll")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+REPORT_FORMATS = ("json", "csv", "html")
+DEFAULT_METRICS_PORT = 9847
+
+
+@dataclass(frozen=True)
+class WatchedFolder:
+    path: Path
+    recursive: bool = True
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    follow_symlinks: bool = False
+    mode: str = "native"
+    poll_interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    watch: tuple[WatchedFolder, ...]
+    state_dir: Path
+    extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
+    workers: int = os.cpu_count() or 1
+    settle_seconds: float = 2.0
+    reconcile_interval: float = 3600.0
+    duplicates_interval: float = 900.0
+    duplicates_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
+    reports_dir: Path | None = None          # default: state_dir / "reports"
+    report_formats: tuple[str, ...] = ("json", "csv")
+    reports_keep: int = 10
+    metrics_listen: str = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @property
+    def context_dir(self) -> Path:
+        return self.state_dir / "context"
+
+    @property
+    def reports(self) -> Path:
+        return self.reports_dir or self.state_dir / "reports"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class _Reader:
+    """Walks the YAML document, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, source: Path):
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{key}: {message}")
+
+    def mapping(self, value, key: str, allowed: set[str]) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(key, f"must be a mapping, not {type(value).__name__}")
+            return {}
+        for unknown in sorted(set(map(str, value)) - allowed):
+            self.problem(f"{key}.{unknown}" if key else unknown,
+                         f"unknown key (known: {', '.join(sorted(allowed))})")
+        return value
+
+    def typed(self, section: dict, name: str, key: str, kinds, default, check=None, describe=""):
+        if name not in section:
+            return default
+        value = section[name]
+        if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+            self.problem(key, f"must be {describe or kinds.__name__}, not a boolean")
+            return default
+        if not isinstance(value, kinds):
+            self.problem(key, f"must be {describe or getattr(kinds, '__name__', kinds)}, not {type(value).__name__}")
+            return default
+        if check is not None:
+            message = check(value)
+            if message:
+                self.problem(key, message)
+                return default
+        return value
+
+    def duration(self, section: dict, name: str, key: str, default: float) -> float:
+        if name not in section:
+            return default
+        value = section[name]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.match(value)):
+            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        else:
+            self.problem(key, f"must be a duration such as 30, '30s', '15m' or '1h', not {value!r}")
+            return default
+        if seconds <= 0:
+            self.problem(key, "must be longer than zero")
+            return default
+        return seconds
+
+    def path(self, value, key: str, must_exist: bool) -> Path | None:
+        if not isinstance(value, str) or not value:
+            self.problem(key, f"must be a path, not {value!r}")
+            return None
+        expanded = os.path.expanduser(value.replace("${CONFIG_DIR}", str(self.source.parent.resolve())))
+        if not os.path.isabs(expanded):
+            self.problem(key, f"must be an absolute path (or start with ${{CONFIG_DIR}}), not {value!r}")
+            return None
+        path = Path(os.path.normpath(expanded))
+        if must_exist and not path.is_dir():
+            self.problem(key, f"folder {path} does not exist" if not path.exists() else f"{path} is not a folder")
+            return None
+        return path
+
+    def patterns(self, section: dict, name: str, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.typed(section, name, key, list, None, describe="a list of glob patterns")
+        if value is None:
+            return default
+        if not all(isinstance(p, str) and p for p in value):
+            self.problem(key, "every pattern must be a non-empty string")
+            return default
+        return tuple(value)
+
+
+def _positive(value) -> str | None:
+    return None if value > 0 else "must be greater than zero"
+
+
+def _listen(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return f"must be HOST:PORT with a port from 0 to 65535, not {value!r}"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if host != "localhost":
+            return f"host must be an IP address or localhost, not {host!r}"
+    return None
+
+
+def _watch_folder(reader: _Reader, entry, key: str) -> WatchedFolder | None:
+    section = reader.mapping(entry, key, {"path", "recursive", "include", "exclude", "follow_symlinks",
+                                          "mode", "poll_interval"})
+    if "path" not in section:
+        reader.problem(key, "needs a path")
+        return None
+    path = reader.path(section["path"], f"{key}.path", must_exist=True)
+    mode = reader.typed(section, "mode", f"{key}.mode", str, "native",
+                        lambda v: None if v in WATCH_MODES else f"must be one of {', '.join(WATCH_MODES)}")
+    folder = WatchedFolder(
+        path=path or Path("/"),
+        recursive=reader.typed(section, "recursive", f"{key}.recursive", bool, True),
+        include=reader.patterns(section, "include", f"{key}.include", DEFAULT_INCLUDE),
+        exclude=reader.patterns(section, "exclude", f"{key}.exclude", DEFAULT_EXCLUDE),
+        follow_symlinks=reader.typed(section, "follow_symlinks", f"{key}.follow_symlinks", bool, False),
+        mode=mode,
+        poll_interval=reader.duration(section, "poll_interval", f"{key}.poll_interval", 30.0),
+    )
+    return folder if path else None
+
+
+def load(path: str | Path) -> Config:
+    source = Path(path)
+    try:
+        document = yaml.safe_load(source.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(source), ["file not found"]) from None
+    except OSError as exc:
+        raise ConfigError(str(source), [f"cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(source), [f"not valid YAML: {exc}".replace("\n", " ")]) from None
+    return parse(document, source)
+
+
+def parse(document, source: Path) -> Config:
+    reader = _Reader(source)
+    top = reader.mapping(document, "", {"watch", "state_dir", "extraction", "workers", "settle_seconds",
+                                         "reconcile_interval", "duplicates", "reports", "metrics", "log"})
+    if document is None or not isinstance(document, dict):
+        reader.problems[:0] = ["(top level): must be a mapping with at least 'watch' and 'state_dir'"] if document is None else []
+
+    folders = []
+    watch = top.get("watch")
+    if "watch" not in top:
+        reader.problem("watch", "is required: a list of folders to watch")
+    elif not isinstance(watch, list) or not watch:
+        reader.problem("watch", "must be a non-empty list of folders")
+    else:
+        for i, entry in enumerate(watch):
+            if isinstance(entry, str):
+                entry = {"path": entry}
+            folder = _watch_folder(reader, entry, f"watch[{i}]")
+            if folder:
+                folders.append(folder)
+
+    state_dir = None
+    if "state_dir" not in top:
+        reader.problem("state_dir", "is required: the folder that holds the search context")
+    else:
+        state_dir = reader.path(top["state_dir"], "state_dir", must_exist=False)
+
+    extraction = ExtractionSettings()
+    section = reader.mapping(top.get("extraction"), "extraction",
+                             {"detector", "max_features", "working_size", "max_pixels", "max_file_bytes"})
+    if section:
+        values = {}
+        for name in ("max_features", "working_size", "max_pixels", "max_file_bytes"):
+            values[name] = reader.typed(section, name, f"extraction.{name}", int, getattr(extraction, name), _positive)
+        values["detector"] = reader.typed(section, "detector", "extraction.detector", str, extraction.detector)
+        try:
+            extraction = ExtractionSettings(**values)
+        except ValueError as exc:
+            reader.problem("extraction", str(exc))
+
+    duplicates = reader.mapping(top.get("duplicates"), "duplicates", {"interval", "threshold"})
+    reports = reader.mapping(top.get("reports"), "reports", {"dir", "formats", "keep"})
+    metrics = reader.mapping(top.get("metrics"), "metrics", {"listen"})
+    log = reader.mapping(top.get("log"), "log", {"level", "format"})
+
+    formats = reader.typed(reports, "formats", "reports.formats", list, ["json", "csv"], describe="a list")
+    if any(f not in REPORT_FORMATS for f in formats):
+        reader.problem("reports.formats", f"each format must be one of {', '.join(REPORT_FORMATS)}, not {formats!r}")
+        formats = ["json", "csv"]
+    reports_dir = reader.path(reports["dir"], "reports.dir", must_exist=False) if "dir" in reports else None
+
+    config = Config(
+        source=str(source),
+        watch=tuple(folders),
+        state_dir=state_dir or Path("/"),
+        extraction=extraction,
+        workers=reader.typed(top, "workers", "workers", int, Config.workers, _positive),
+        settle_seconds=reader.duration(top, "settle_seconds", "settle_seconds", 2.0),
+        reconcile_interval=reader.duration(top, "reconcile_interval", "reconcile_interval", 3600.0),
+        duplicates_interval=reader.duration(duplicates, "interval", "duplicates.interval", 900.0),
+        duplicates_threshold=reader.typed(duplicates, "threshold", "duplicates.threshold", (int, float),
+                                          DEFAULT_DUPLICATE_THRESHOLD,
+                                          lambda v: None if 0 <= v <= 100 else "must be from 0 to 100",
+                                          describe="a number"),
+        reports_dir=reports_dir,
+        report_formats=tuple(formats),
+        reports_keep=reader.typed(reports, "keep", "reports.keep", int, 10, _positive),
+        metrics_listen=reader.typed(metrics, "listen", "metrics.listen", str, Config.metrics_listen, _listen),
+        log_level=reader.typed(log, "level", "log.level", str, "info",
+                               lambda v: None if v in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"),
+        log_format=reader.typed(log, "format", "log.format", str, "text",
+                                lambda v: None if v in LOG_FORMATS else f"must be one of {', '.join(LOG_FORMATS)}"),
+    )
+    if reader.problems:
+        raise ConfigError(str(source), reader.problems)
+    return config

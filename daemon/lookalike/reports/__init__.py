@@ -1,0 +1,78 @@
+"""Duplicate reports: JSON (versioned, for programs) and CSV (one row per image).
+
+Both are written atomically: a temporary file in the target folder, fsync, rename. A reader
+never sees half a report. The JSON schema is documented in README.md ("Report formats").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ..duplicates import Group
+
+REPORT_VERSION = 1
+
+
+def to_document(groups: list[Group], threshold: float, context: str) -> dict:
+    return {
+        "version": REPORT_VERSION,
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "context": context,
+        "threshold": threshold,
+        "groups": [{
+            "id": number,
+            "reclaimable_bytes": group.reclaimable_bytes,
+            "images": [{
+                "path": m.image.path,
+                "similarity": round(m.similarity, 1),
+                "width": m.image.width,
+                "height": m.image.height,
+                "size": m.image.identity.size,
+                "mtime": m.image.identity.mtime_ns / 1e9,
+                "keeper": m is group.members[0],
+                **({"transform": m.match.transform.to_json()} if m.match and m.match.transform else {}),
+            } for m in group.members],
+        } for number, group in enumerate(groups, 1)],
+    }
+
+
+CSV_COLUMNS = ("group", "path", "similarity", "keeper", "width", "height", "size", "mtime")
+
+
+def to_csv(document: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for group in document["groups"]:
+        for image in group["images"]:
+            writer.writerow([group["id"], image["path"], image["similarity"], "yes" if image["keeper"] else "no",
+                             image["width"], image["height"], image["size"], f"{image['mtime']:.3f}"])
+    return out.getvalue()
+
+
+def render(document: dict, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(document, indent=1) + "\n"
+    if fmt == "csv":
+        return to_csv(document)
+    raise ValueError(f"unknown report format {fmt!r}")
+
+
+def atomic_write(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

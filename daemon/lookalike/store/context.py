@@ -1,0 +1,415 @@
+"""The search context: one LMDB environment in a directory, and the only code that opens it.
+
+Sub-databases:
+  meta          schema version, settings, status, next image number
+  paths         path key -> image number (the key is the path's bytes, or a digest when the
+                path is longer than LMDB's 511-byte key limit)
+  images        image number -> record: path, file identity, content hash, sizes, fingerprint
+  features      image number -> record: keypoints, descriptors, thumbnail
+  failed        path key -> record: path, file identity, reason, detail (not retried until
+                the file changes)
+  hashes, fingerprints, chunks, lsh     the candidate index (index.py)
+
+Every change to an image (record, features, path, index entries) is one write transaction, so
+a crash leaves either the old image or the new one, never half of either. The map starts small
+and doubles on MapFullError up to a cap. An environment opened in one process must not be used
+in a fork of it (LMDB's rule); every transaction checks the PID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import lmdb
+import numpy as np
+
+from .. import __version__
+from ..errors import NotFoundError, StoreError, StoreFullError, display_path
+from ..extract import ImageFeatures
+from ..imaging.decode import FileIdentity
+from ..imaging.features import LocalFeatures, detector_info, mirrored
+from ..match import Candidate
+from ..settings import ExtractionSettings
+from . import codec, index
+
+SCHEMA_VERSION = 1
+STATUSES = ("idle", "extracting", "matching", "searching")
+INITIAL_MAP_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_MAP_SIZE = 1 << 40
+_DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "fingerprints", "chunks", "lsh")
+_DUPSORT = ("hashes", "chunks", "lsh")
+
+
+def path_key(path: str) -> bytes:
+    raw = os.fsencode(path)
+    if len(raw) <= 500:
+        return raw
+    return b"\x00sha256:" + hashlib.sha256(raw).digest()
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """What `features list` and reports show about one image."""
+
+    num: int
+    path: str
+    identity: FileIdentity
+    content_hash: bytes
+    format: str
+    width: int
+    height: int
+    features: int
+    fingerprint: int
+    added: float
+
+    @classmethod
+    def from_record(cls, num: int, doc: dict) -> "StoredImage":
+        return cls(num, doc["path"], FileIdentity(**doc["identity"]), bytes.fromhex(doc["content_hash"]),
+                   doc["format"], doc["width"], doc["height"], doc["features"], int(doc["fingerprint"], 16),
+                   doc["added"])
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    identity: FileIdentity | None
+    reason: str
+    detail: str
+    when: float
+
+
+class SearchContext:
+    def __init__(self, directory: Path, env: lmdb.Environment, settings: ExtractionSettings, max_map_size: int):
+        self.directory = directory
+        self.settings = settings
+        self._env = env
+        self._pid = os.getpid()
+        self._max_map_size = max_map_size
+        self._dbs = {name: env.open_db(name.encode(), dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
+                     for name in _DATABASES}
+        self._index = index.Databases(self._dbs["hashes"], self._dbs["fingerprints"], self._dbs["chunks"],
+                                      self._dbs["lsh"])
+        info = detector_info(settings.detector)
+        self._hasher = index.Hasher(info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: str | Path, settings: ExtractionSettings | None = None,
+               max_map_size: int = DEFAULT_MAX_MAP_SIZE) -> "SearchContext":
+        directory = Path(directory)
+        if (directory / "data.mdb").exists():
+            raise StoreError(str(directory), "a search context already exists here")
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        context = cls(directory, _open_env(directory, create=True), settings or ExtractionSettings(), max_map_size)
+        with context._write() as txn:
+            meta = context._dbs["meta"]
+            txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
+            txn.put(b"settings", json.dumps(context.settings.to_dict()).encode(), db=meta)
+            txn.put(b"created", json.dumps({"at": time.time(), "by": __version__}).encode(), db=meta)
+            txn.put(b"next", b"1", db=meta)
+        return context
+
+    @classmethod
+    def open(cls, directory: str | Path, expect: ExtractionSettings | None = None,
+             max_map_size: int = DEFAULT_MAX_MAP_SIZE) -> "SearchContext":
+        """Open an existing context; `expect` refuses one created with other extraction settings."""
+        directory = Path(directory)
+        if not (directory / "data.mdb").exists():
+            raise NotFoundError(f"{directory}: no search context here (create one with 'lookalike context create')")
+        env = _open_env(directory, create=False)
+        try:
+            with env.begin() as txn:
+                meta = env.open_db(b"meta", txn=txn, create=False)
+                schema = int(txn.get(b"schema", db=meta) or b"0")
+                stored = json.loads(txn.get(b"settings", db=meta))
+        except (lmdb.Error, ValueError, TypeError) as exc:
+            env.close()
+            raise StoreError(str(directory), f"not a readable search context: {exc}") from None
+        if schema > SCHEMA_VERSION:
+            env.close()
+            raise StoreError(str(directory), f"created by a newer lookalike (schema {schema}; this one reads up to "
+                                             f"{SCHEMA_VERSION}); upgrade lookalike to use it")
+        settings = ExtractionSettings.from_dict(stored)
+        if expect is not None:
+            differences = [f"{k}: context has {v!r}, asked for {expect.to_dict()[k]!r}"
+                           for k, v in settings.to_dict().items()
+                           if k in ("detector", "max_features", "working_size") and expect.to_dict()[k] != v]
+            if differences:
+                env.close()
+                raise StoreError(str(directory), "was created with other extraction settings ("
+                                 + "; ".join(differences) + "); use another state directory or delete this context")
+        env.reader_check()
+        return cls(directory, env, settings, max_map_size)
+
+    @staticmethod
+    def delete(directory: str | Path) -> None:
+        directory = Path(directory)
+        if not (directory / "data.mdb").exists():
+            raise NotFoundError(f"{directory}: no search context here")
+        for name in ("data.mdb", "lock.mdb"):
+            (directory / name).unlink(missing_ok=True)
+        try:
+            directory.rmdir()
+        except OSError:
+            pass      # other files live there (reports, config): leave them
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> "SearchContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- transactions --------------------------------------------------------------------
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise StoreError(str(self.directory), "used after fork: LMDB environments must not cross fork()")
+
+    @contextmanager
+    def _read(self) -> Iterator[lmdb.Transaction]:
+        self._check_process()
+        try:
+            txn = self._env.begin(buffers=False)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)        # another process grew the map: adopt its size
+            txn = self._env.begin(buffers=False)
+        with txn:
+            yield txn
+
+    @contextmanager
+    def _write(self) -> Iterator[lmdb.Transaction]:
+        self._check_process()
+        with self._env.begin(write=True) as txn:
+            yield txn
+
+    def _apply(self, change) -> object:
+        """Run `change(txn)` in one write transaction, growing the map while it is full."""
+        while True:
+            try:
+                with self._write() as txn:
+                    return change(txn)
+            except lmdb.MapFullError:
+                current = self._env.info()["map_size"]
+                if current >= self._max_map_size:
+                    raise StoreFullError(str(self.directory), f"the context reached its size cap of "
+                                         f"{self._max_map_size} bytes; nothing of the last change was written") from None
+                self._env.set_mapsize(min(current * 2, self._max_map_size))
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)
+
+    # --- writes --------------------------------------------------------------------------
+
+    def upsert(self, features: ImageFeatures) -> int:
+        return self.upsert_many([features])[0]
+
+    def upsert_many(self, batch: list[ImageFeatures]) -> list[int]:
+        """Store images (replacing any older record of the same path) in one transaction."""
+        def change(txn):
+            return [self._put_image(txn, features) for features in batch]
+        return self._apply(change)
+
+    def _put_image(self, txn, features: ImageFeatures) -> int:
+        key = path_key(features.path)
+        old = txn.get(key, db=self._dbs["paths"])
+        if old is not None:
+            self._drop_image(txn, index.NUM.unpack(old)[0])
+        meta = self._dbs["meta"]
+        num = int(txn.get(b"next", db=meta))
+        txn.put(b"next", str(num + 1).encode(), db=meta)
+        value = index.NUM.pack(num)
+        doc = {"path": features.path, "identity": features.identity.__dict__,
+               "content_hash": features.content_hash.hex(), "format": features.format,
+               "width": features.width, "height": features.height, "features": features.local.count,
+               "fingerprint": f"{features.fingerprint:016x}", "added": time.time()}
+        txn.put(value, codec.pack(doc), db=self._dbs["images"])
+        txn.put(value, codec.pack(
+            {"width": features.local.width, "height": features.local.height},
+            {"keypoints": features.local.keypoints, "descriptors": features.local.descriptors,
+             "thumbnail": features.thumbnail}), db=self._dbs["features"])
+        txn.put(key, value, db=self._dbs["paths"])
+        txn.delete(key, db=self._dbs["failed"])
+        index.add(txn, self._index, num, features.content_hash, features.fingerprint, features.local, self._hasher)
+        return num
+
+    def _drop_image(self, txn, num: int) -> None:
+        value = index.NUM.pack(num)
+        image = StoredImage.from_record(num, codec.unpack(txn.get(value, db=self._dbs["images"]))[0])
+        local = self._local(txn, num)
+        index.remove(txn, self._index, num, image.content_hash, image.fingerprint, local, self._hasher)
+        txn.delete(value, db=self._dbs["images"])
+        txn.delete(value, db=self._dbs["features"])
+        txn.delete(path_key(image.path), db=self._dbs["paths"])
+
+    def remove(self, path: str) -> bool:
+        """Forget an image (and any failure recorded for the path). True if it was stored."""
+        def change(txn):
+            key = path_key(path)
+            txn.delete(key, db=self._dbs["failed"])
+            num = txn.get(key, db=self._dbs["paths"])
+            if num is None:
+                return False
+            self._drop_image(txn, index.NUM.unpack(num)[0])
+            return True
+        return self._apply(change)
+
+    def record_failure(self, path: str, identity: FileIdentity | None, reason: str, detail: str) -> None:
+        """Remember that a file could not be read, so it is not retried until it changes."""
+        def change(txn):
+            key = path_key(path)
+            num = txn.get(key, db=self._dbs["paths"])
+            if num is not None:
+                self._drop_image(txn, index.NUM.unpack(num)[0])
+            doc = {"path": path, "identity": identity.__dict__ if identity else None, "reason": reason,
+                   "detail": detail, "when": time.time()}
+            txn.put(key, codec.pack(doc), db=self._dbs["failed"])
+        self._apply(change)
+
+    @contextmanager
+    def busy(self, status: str) -> Iterator[None]:
+        """Show `status` in `context info` while a long operation runs."""
+        assert status in STATUSES
+        def put(value):
+            def change(txn):
+                txn.put(b"status", json.dumps(value).encode(), db=self._dbs["meta"])
+            self._apply(change)
+        put({"state": status, "pid": os.getpid(), "since": time.time()})
+        try:
+            yield
+        finally:
+            put({"state": "idle", "pid": None, "since": time.time()})
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def _local(self, txn, num: int) -> LocalFeatures:
+        doc, arrays = codec.unpack(txn.get(index.NUM.pack(num), db=self._dbs["features"]))
+        return LocalFeatures(arrays["keypoints"], arrays["descriptors"], doc["width"], doc["height"])
+
+    def _num(self, txn, path: str) -> int | None:
+        value = txn.get(path_key(path), db=self._dbs["paths"])
+        return None if value is None else index.NUM.unpack(value)[0]
+
+    def image(self, path: str) -> StoredImage:
+        with self._read() as txn:
+            num = self._num(txn, path)
+            if num is None:
+                raise NotFoundError(f"{display_path(path)}: not in the search context")
+            return self._image(txn, num)
+
+    def _image(self, txn, num: int) -> StoredImage:
+        return StoredImage.from_record(num, codec.unpack(txn.get(index.NUM.pack(num), db=self._dbs["images"]))[0])
+
+    def find(self, path: str) -> StoredImage | None:
+        with self._read() as txn:
+            num = self._num(txn, path)
+            return None if num is None else self._image(txn, num)
+
+    def local_features(self, path: str) -> LocalFeatures:
+        with self._read() as txn:
+            num = self._num(txn, path)
+            if num is None:
+                raise NotFoundError(f"{display_path(path)}: not in the search context")
+            return self._local(txn, num)
+
+    def candidate(self, num: int) -> tuple[StoredImage, Candidate]:
+        with self._read() as txn:
+            return self._candidate(txn, num)
+
+    def _candidate(self, txn, num: int) -> tuple[StoredImage, Candidate]:
+        image = self._image(txn, num)
+        doc, arrays = codec.unpack(txn.get(index.NUM.pack(num), db=self._dbs["features"]))
+        local = LocalFeatures(arrays["keypoints"], arrays["descriptors"], doc["width"], doc["height"])
+        return image, Candidate(local, arrays["thumbnail"], image.content_hash, image.width, image.height)
+
+    def images(self, batch: int = 512) -> Iterator[StoredImage]:
+        """Every stored image, in insertion order, read in short transactions.
+
+        Long-lived read transactions stop LMDB from reusing freed pages, so a long listing
+        while the daemon writes reads a page at a time.
+        """
+        start = b""
+        while True:
+            with self._read() as txn, txn.cursor(db=self._dbs["images"]) as cursor:
+                if not cursor.set_range(start):
+                    return
+                page = []
+                for key, value in cursor:
+                    page.append(StoredImage.from_record(index.NUM.unpack(key)[0], codec.unpack(value)[0]))
+                    if len(page) == batch:
+                        break
+            yield from page
+            if len(page) < batch:
+                return
+            start = index.NUM.pack(page[-1].num + 1)
+
+    def failures(self) -> list[Failure]:
+        with self._read() as txn, txn.cursor(db=self._dbs["failed"]) as cursor:
+            out = []
+            for _, value in cursor:
+                doc = codec.unpack(value)[0]
+                identity = FileIdentity(**doc["identity"]) if doc["identity"] else None
+                out.append(Failure(doc["path"], identity, doc["reason"], doc["detail"], doc["when"]))
+            return out
+
+    def failure(self, path: str) -> Failure | None:
+        with self._read() as txn:
+            value = txn.get(path_key(path), db=self._dbs["failed"])
+        if value is None:
+            return None
+        doc = codec.unpack(value)[0]
+        return Failure(doc["path"], FileIdentity(**doc["identity"]) if doc["identity"] else None,
+                       doc["reason"], doc["detail"], doc["when"])
+
+    def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> list[int]:
+        """Image numbers worth verifying against these features (index.candidates)."""
+        mirror = mirrored(local, self.settings.detector)
+        with self._read() as txn:
+            return index.candidates(txn, self._index, content_hash, fingerprint, local, mirror, self._hasher)
+
+    def count(self) -> int:
+        with self._read() as txn:
+            return txn.stat(self._dbs["images"])["entries"]
+
+    def info(self) -> dict:
+        with self._read() as txn:
+            meta = self._dbs["meta"]
+            status = json.loads(txn.get(b"status", db=meta) or b'{"state": "idle", "pid": null}')
+            created = json.loads(txn.get(b"created", db=meta))
+            images = txn.stat(self._dbs["images"])["entries"]
+            failed = txn.stat(self._dbs["failed"])["entries"]
+        if status.get("pid") and not _alive(status["pid"]):
+            status = {"state": "idle", "pid": None, "note": f"was {status['state']} in a process that ended"}
+        files = [self.directory / "data.mdb", self.directory / "lock.mdb"]
+        return {"context": str(self.directory), "schema": SCHEMA_VERSION, "settings": self.settings.to_dict(),
+                "images": images, "failed": failed, "status": status["state"],
+                **({"status_note": status["note"]} if "note" in status else {}),
+                "size_bytes": sum(f.stat().st_blocks * 512 for f in files if f.exists()),
+                "map_size_bytes": self._env.info()["map_size"], "created": created}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _open_env(directory: Path, create: bool) -> lmdb.Environment:
+    try:
+        return lmdb.open(str(directory), map_size=INITIAL_MAP_SIZE, max_dbs=len(_DATABASES) + 4,
+                         subdir=True, create=create, max_readers=256, mode=0o600)
+    except lmdb.Error as exc:
+        raise StoreError(str(directory), f"cannot open the LMDB environment: {exc}") from None
