@@ -17,7 +17,7 @@ TARGET = Path(__file__).resolve().parent.parent / "example" / "photos"
 def main() -> None:
     TARGET.mkdir(parents=True, exist_ok=True)
     photos = {name: cv2.cvtColor(getattr(data, name)(), cv2.COLOR_RGB2BGR)
-              for name in ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")}
+              for name in ("astronaut", "chelsea", "coffee", "rocket", "retina")}
     copies = {
         "chelsea-small.jpg": cv2.resize(photos["chelsea"], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA),
         "coffee-cropped.jpg": photos["coffee"][:, : photos["coffee"].shape[1] // 2],
