@@ -18,6 +18,7 @@ from . import __version__, config as config_module
 from .duplicates import find_groups
 from .errors import ExitCode, ImageError, LookalikeError, NotFoundError, UsageError, display_path
 from .extract import ImageFeatures, extract_file
+from .imaging.decode import FileIdentity
 from .imaging.features import detector_info
 from .imaging.formats import EXTENSIONS
 from .match import compare
@@ -121,6 +122,8 @@ class _Progress:
 def add_files(context: SearchContext, files: list[str], progress=None) -> dict:
     """Extract and store files whose content is not stored yet; the core of `features add` and `scan`."""
     summary = {"added": 0, "updated": 0, "unchanged": 0, "failed": 0, "failures": []}
+    # A file that failed before is counted as unchanged, not failed again, until it changes:
+    # `features failed` lists it with its reason.
     batch: list[ImageFeatures] = []
 
     def flush():
@@ -130,16 +133,18 @@ def add_files(context: SearchContext, files: list[str], progress=None) -> dict:
     with context.busy("extracting"):
         for done, path in enumerate(files, 1):
             stored = context.find(path)
+            identity = None
             try:
-                st = os.stat(path)
-                if stored and (stored.identity.size, stored.identity.mtime_ns) == (st.st_size, st.st_mtime_ns):
-                    summary["unchanged"] += 1
+                identity = FileIdentity.of(os.stat(path))
+                known = stored.identity if stored else getattr(context.failure(path), "identity", None)
+                if known and (known.size, known.mtime_ns) == (identity.size, identity.mtime_ns):
+                    summary["unchanged"] += 1        # stored, or failed before and not changed since
                     continue
                 features = extract_file(path, context.settings)
             except ImageError as exc:
                 summary["failed"] += 1
                 summary["failures"].append({"path": exc.path, "reason": exc.reason, "detail": exc.detail})
-                context.record_failure(path, None, exc.reason, exc.detail)
+                context.record_failure(path, identity, exc.reason, exc.detail)
             except OSError as exc:
                 summary["failed"] += 1
                 reason = "missing" if isinstance(exc, FileNotFoundError) else "unreadable"

@@ -84,7 +84,7 @@ class _Reader:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.problem(key, f"must be a mapping, not {type(value).__name__}")
+            self.problem(key or "(top level)", f"must be a mapping, not {type(value).__name__}")
             return {}
         for unknown in sorted(set(map(str, value)) - allowed):
             self.problem(f"{key}.{unknown}" if key else unknown,

@@ -139,7 +139,7 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
     if best is None:
         return NO_MATCH
     matrix, _, geometry = best
-    transform = _describe(matrix, geometry["flipped"], first.local, second.local)
+    transform = _describe(matrix, geometry["flipped"], first, second)
     photo_median, photo_low = _pixel_agreement(first, second, matrix, geometry["flipped"])
     evidence = Evidence(photo_median=photo_median, photo_low=photo_low,
                         **{k: v for k, v in geometry.items() if k != "flipped"})
@@ -195,10 +195,13 @@ def _verify(first: LocalFeatures, second: LocalFeatures, unit: float, flipped: b
     return matrix, tight, geometry
 
 
-def _describe(matrix: np.ndarray, flipped: bool, first: LocalFeatures, second: LocalFeatures) -> Transform:
+def _describe(matrix: np.ndarray, flipped: bool, first_image: Candidate, second_image: Candidate) -> Transform:
+    first, second = first_image.local, second_image.local
     linear = matrix[:, :2]
     rotation = math.degrees(math.atan2(linear[1, 0], linear[0, 0]))
-    scale_factor = math.sqrt(abs(float(np.linalg.det(linear))))
+    # The matrix maps working pixels; in original pixels the picture's size changes by this much.
+    scale_factor = (math.sqrt(abs(float(np.linalg.det(linear))))
+                    * (first.width / first_image.width) * (second_image.width / second.width))
     # The common area: each frame's corners mapped into the other, clipped to it.
     def box(points: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
         x0, y0 = np.clip(points.min(axis=0), 0, [width, height])

@@ -84,6 +84,12 @@ class Failure:
     detail: str
     when: float
 
+    @classmethod
+    def from_record(cls, record: bytes) -> "Failure":
+        doc = codec.unpack(record)[0]
+        identity = FileIdentity(**doc["identity"]) if doc["identity"] else None
+        return cls(doc["path"], identity, doc["reason"], doc["detail"], doc["when"])
+
 
 class SearchContext:
     def __init__(self, directory: Path, env: lmdb.Environment, settings: ExtractionSettings, max_map_size: int):
@@ -354,21 +360,12 @@ class SearchContext:
 
     def failures(self) -> list[Failure]:
         with self._read() as txn, txn.cursor(db=self._dbs["failed"]) as cursor:
-            out = []
-            for _, value in cursor:
-                doc = codec.unpack(value)[0]
-                identity = FileIdentity(**doc["identity"]) if doc["identity"] else None
-                out.append(Failure(doc["path"], identity, doc["reason"], doc["detail"], doc["when"]))
-            return out
+            return [Failure.from_record(value) for _, value in cursor]
 
     def failure(self, path: str) -> Failure | None:
         with self._read() as txn:
             value = txn.get(path_key(path), db=self._dbs["failed"])
-        if value is None:
-            return None
-        doc = codec.unpack(value)[0]
-        return Failure(doc["path"], FileIdentity(**doc["identity"]) if doc["identity"] else None,
-                       doc["reason"], doc["detail"], doc["when"])
+        return None if value is None else Failure.from_record(value)
 
     def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> list[int]:
         """Image numbers worth verifying against these features (index.candidates)."""

@@ -1,0 +1,193 @@
+"""Accuracy end to end: real photos and the copies people make of them, through the library.
+
+Five scikit-image photos and fifteen kinds of edited copy, made at test time, go into a real
+search context; `duplicates.find_groups` at the default threshold must put every copy in its
+original's group and never put two different photos together. `match.compare` must also say
+how a copy was made (flip, quarter turn, crop). A kind that fails is reported with the
+similarity measured for it, so a regression shows which edit it broke.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+import images
+from lookalike.duplicates import find_groups
+from lookalike.extract import ImageFeatures, extract_file
+from lookalike.match import compare
+from lookalike.search import query_candidate
+from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
+from lookalike.store import SearchContext
+
+SETTINGS = ExtractionSettings()
+# Four colour photos of different sizes and shapes and one greyscale (camera, 512 x 512).
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera")
+
+
+def photo(name: str) -> np.ndarray:
+    if name in images.PHOTOS:
+        return images.photo(name)
+    pixels = getattr(skimage.data, name)()
+    return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
+
+
+def _rotate(pixels: np.ndarray, degrees: float) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    return cv2.warpAffine(np.ascontiguousarray(pixels), cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h))
+
+
+def _recolour(pixels: np.ndarray) -> np.ndarray:
+    hsv = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2HSV).astype(np.int16)
+    hsv[..., 0] = (hsv[..., 0] + 60) % 180                          # a third of the way round the wheel
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.3, 0, 255)
+    out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    return np.clip(255.0 * (out / 255.0) ** 0.8, 0, 255).astype(np.uint8)
+
+
+def _caption(pixels: np.ndarray) -> np.ndarray:
+    out = np.ascontiguousarray(pixels).copy()
+    h, w = out.shape[:2]
+    scale = max(h, w) / 400
+    for text, y in (("HOLIDAY 2026", 0.2), ("BEST DAY EVER", 0.85)):
+        cv2.putText(out, text, (int(w * 0.05), int(h * y)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                    max(2, int(scale * 3)), cv2.LINE_AA)
+    return out
+
+
+def _write(ext: str, **params):
+    def writer(folder: Path, name: str, pixels: np.ndarray) -> Path:
+        if ext == ".webp":
+            return images.write_webp(folder, name + ext, pixels, params.get("quality", 80))
+        return images.write_jpeg(folder, name + ext, pixels, params.get("quality", 90))
+    return writer
+
+
+# kind -> (pixels -> pixels, file writer)
+TRANSFORMS = {
+    "resize": (lambda p: images.resized(p, p.shape[1] // 2, p.shape[0] // 2), _write(".jpg")),
+    "recompress": (lambda p: p, _write(".jpg", quality=30)),
+    "webp": (lambda p: p, _write(".webp", quality=80)),
+    "crop_half": (lambda p: np.ascontiguousarray(p[:, : p.shape[1] // 2]), _write(".jpg")),
+    "rotate_90": (lambda p: np.ascontiguousarray(np.rot90(p, -1)), _write(".jpg")),
+    "rotate_180": (lambda p: np.ascontiguousarray(p[::-1, ::-1]), _write(".jpg")),
+    "rotate_270": (lambda p: np.ascontiguousarray(np.rot90(p, 1)), _write(".jpg")),
+    "rotate_5": (lambda p: _rotate(p, 5), _write(".jpg")),
+    "flip": (lambda p: np.ascontiguousarray(p[:, ::-1]), _write(".jpg")),
+    "recolour": (_recolour, _write(".jpg")),
+    "grayscale": (images.grey, _write(".jpg")),
+    "blur": (lambda p: cv2.GaussianBlur(p, (0, 0), max(p.shape[:2]) / 640 * 2.0), _write(".jpg")),
+    "border": (lambda p: cv2.copyMakeBorder(np.ascontiguousarray(p), *[max(p.shape[:2]) // 12] * 4,
+                                            cv2.BORDER_CONSTANT, value=(255, 255, 255)), _write(".jpg")),
+    "text": (_caption, _write(".jpg")),
+}
+
+
+class Corpus:
+    def __init__(self, originals: dict[str, ImageFeatures], copies: dict[tuple[str, str], ImageFeatures],
+                 group_of: dict[str, int], groups: list):
+        self.originals = originals
+        self.copies = copies
+        self.group_of = group_of          # path -> group number, for grouped images only
+        self.groups = groups
+
+    def similarity(self, first: ImageFeatures, second: ImageFeatures) -> float:
+        return compare(query_candidate(first), query_candidate(second), SETTINGS.detector).similarity
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Corpus:
+    folder = tmp_path_factory.mktemp("accuracy")
+    files: dict[tuple[str, str], Path] = {}
+    for name in PHOTOS:
+        pixels = photo(name)
+        files[(name, "original")] = images.write_jpeg(folder, name, pixels, 95)
+        for kind, (transform, writer) in TRANSFORMS.items():
+            files[(name, kind)] = writer(folder, f"{name}-{kind}", transform(pixels))
+    # OpenCV releases the GIL while it decodes and detects: threads use every core.
+    with ThreadPoolExecutor() as pool:
+        extracted = dict(zip(files, pool.map(lambda p: extract_file(str(p), SETTINGS), files.values())))
+    with SearchContext.create(folder / "context") as context:
+        context.upsert_many(list(extracted.values()))
+        groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
+    group_of = {member.image.path: number for number, group in enumerate(groups) for member in group.members}
+    originals = {name: extracted[(name, "original")] for name in PHOTOS}
+    copies = {key: features for key, features in extracted.items() if key[1] != "original"}
+    return Corpus(originals, copies, group_of, groups)
+
+
+@pytest.mark.parametrize("kind", list(TRANSFORMS))
+def test_each_kind_of_copy_is_grouped_with_its_original(corpus, kind):
+    missed = []
+    for name in PHOTOS:
+        original, copy = corpus.originals[name], corpus.copies[(name, kind)]
+        group = corpus.group_of.get(original.path)
+        if group is None or corpus.group_of.get(copy.path) != group:
+            missed.append(f"{name}: similarity {corpus.similarity(original, copy):.1f} "
+                          f"(threshold {DEFAULT_DUPLICATE_THRESHOLD})")
+    assert not missed, f"{kind} copies not grouped with their original: " + "; ".join(missed)
+
+
+def test_different_photos_are_never_grouped_together(corpus):
+    photo_of = {features.path: name for name, features in corpus.originals.items()}
+    photo_of.update({features.path: name for (name, _), features in corpus.copies.items()})
+    for group in corpus.groups:
+        names = {photo_of[member.image.path] for member in group.members}
+        assert len(names) == 1, f"one group mixes {sorted(names)}: " + ", ".join(
+            f"{Path(m.image.path).name} {m.similarity:.1f}" for m in group.members)
+    assert len(corpus.groups) == len(PHOTOS)
+
+
+def test_different_photos_score_low(corpus):
+    for first in PHOTOS:
+        for second in PHOTOS:
+            if first < second:
+                score = corpus.similarity(corpus.originals[first], corpus.originals[second])
+                assert score < 20, f"{first} vs {second}: {score:.1f}"
+
+
+def evidence(corpus: Corpus, name: str, kind: str) -> dict:
+    result = compare(query_candidate(corpus.originals[name]), query_candidate(corpus.copies[(name, kind)]),
+                     SETTINGS.detector)
+    assert result.transform is not None, f"{name}/{kind}: no transform found (similarity {result.similarity:.1f})"
+    return result.transform.to_json()
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_flip_is_reported_as_flipped(corpus, name):
+    found = evidence(corpus, name, "flip")
+    assert found["flipped"] is True and abs(found["rotation_degrees"]) < 3, found
+    for kind in ("resize", "rotate_90", "crop_half"):
+        assert evidence(corpus, name, kind)["flipped"] is False, kind
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_rotations_are_measured(corpus, name):
+    quarter = evidence(corpus, name, "rotate_90")["rotation_degrees"]
+    assert abs(abs(quarter) - 90) < 3, quarter
+    assert abs(abs(evidence(corpus, name, "rotate_180")["rotation_degrees"]) - 180) < 3
+    three_quarters = evidence(corpus, name, "rotate_270")["rotation_degrees"]
+    assert abs(abs(three_quarters) - 90) < 3 and np.sign(three_quarters) == -np.sign(quarter)
+    assert 3 < abs(evidence(corpus, name, "rotate_5")["rotation_degrees"]) < 7
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_crop_half_covers_half_of_the_original(corpus, name):
+    found = evidence(corpus, name, "crop_half")
+    assert abs(found["coverage_first"] - 0.5) < 0.08, found
+    assert found["coverage_second"] > 0.9, found
+    x0, _, x1, _ = found["common_area_first"]
+    assert x0 < 0.05 and abs(x1 - 0.5) < 0.08, found          # the left half
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_scale_is_measured_in_original_pixels(corpus, name):
+    found = evidence(corpus, name, "resize")
+    original = corpus.originals[name]
+    copy = corpus.copies[(name, "resize")]
+    assert abs(found["scale"] - copy.width / original.width) < 0.05, found

@@ -1,0 +1,454 @@
+"""The command line (cli.py): every subcommand, its JSON on stdout and its exit code.
+
+Most commands run in-process through `cli.main` (fast; output read with capsys); a few run the
+installed console script and `python -m lookalike` to prove the entry points and that exit
+codes reach the shell.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import images
+from lookalike import cli
+from lookalike.errors import ExitCode
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("lookalike")
+COPIES = ("astronaut", "astronaut-small", "astronaut-flip", "astronaut-crop")     # one picture
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = cli.main([os.fspath(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys, *args, expect: int = ExitCode.OK):
+    code, out, err = run(capsys, *args)
+    assert code == expect, f"exit {code}, stderr: {err}"
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """Originals and edited copies; `other` holds a picture not in the main folder."""
+    folder = tmp_path_factory.mktemp("photos")
+    astronaut = images.photo("astronaut")
+    out = {name: images.write_jpeg(folder, f"{name}.jpg", images.photo(name))
+           for name in ("astronaut", "chelsea", "coffee")}
+    out["astronaut-small"] = images.write_jpeg(folder, "astronaut-small.jpg", images.resized(astronaut, 256, 256), 80)
+    out["astronaut-flip"] = images.write_jpeg(folder, "astronaut-flip.jpg", np.ascontiguousarray(astronaut[:, ::-1]))
+    out["astronaut-crop"] = images.write_jpeg(folder, "astronaut-crop.jpg", astronaut[100:300, 100:300].copy())
+    other = folder / "other"
+    other.mkdir()
+    out["rocket"] = images.write_jpeg(other, "rocket.jpg", images.photo("rocket"))
+    return out
+
+
+@pytest.fixture
+def context(tmp_path, capsys) -> Path:
+    directory = tmp_path / "ctx"
+    run_json(capsys, "--context", directory, "context", "create")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def stored_once(photos, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("stored") / "ctx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["--context", str(directory), "context", "create"]) == 0
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert cli.main(["--context", str(directory), "features", "add", *map(str, photos.values())]) == 0
+    assert json.loads(out.getvalue())["added"] == len(photos)
+    return directory
+
+
+@pytest.fixture
+def stored(stored_once, tmp_path) -> Path:
+    """A context holding every photo of the fixture (a copy of one built once: a closed LMDB
+    environment is two plain files)."""
+    return Path(shutil.copytree(stored_once, tmp_path / "ctx"))
+
+
+# --- context ------------------------------------------------------------------------------
+
+def test_context_create_info_delete(tmp_path, capsys):
+    directory = tmp_path / "ctx"
+    created = run_json(capsys, "--context", directory, "context", "create", "--max-features", "300")
+    assert created["images"] == 0 and created["status"] == "idle"
+    assert created["settings"]["max_features"] == 300 and created["settings"]["detector"] == "akaze"
+    info = run_json(capsys, "--context", directory, "context", "info")
+    assert info["context"] == str(directory) and info["images"] == 0 and info["schema"] == 1
+    assert info["size_bytes"] > 0 and info["map_size_bytes"] > 0
+
+    code, _, err = run(capsys, "--context", directory, "context", "create")
+    assert code == ExitCode.STORE and "already exists" in err
+
+    assert run_json(capsys, "--context", directory, "context", "delete") == {"deleted": str(directory)}
+    assert not (directory / "data.mdb").exists()
+    code, out, err = run(capsys, "--context", directory, "context", "info")
+    assert code == ExitCode.NOT_FOUND and out == "" and "no search context" in err
+    code, _, _ = run(capsys, "--context", directory, "context", "delete")
+    assert code == ExitCode.NOT_FOUND
+
+
+def test_no_context_named_is_a_usage_error(capsys):
+    for args in (["context", "info"], ["features", "list"], ["features", "add", "x.jpg"], ["duplicates"],
+                 ["similar", "x.jpg"], ["scan"]):
+        code, out, err = run(capsys, *args)
+        assert code == ExitCode.USAGE, args
+        assert out == "" and ("--context" in err or "--config" in err)
+
+
+def test_a_relative_context_directory_is_made_absolute(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    created = run_json(capsys, "--context", "ctx", "context", "create")
+    assert created["context"] == str(tmp_path / "ctx")
+
+
+# --- features -----------------------------------------------------------------------------
+
+def test_features_add_files_and_folders_recursively(context, photos, capsys):
+    folder = photos["astronaut"].parent
+    hidden = folder / ".hidden.jpg"
+    shutil.copy(photos["coffee"], hidden)
+    (folder / "notes.txt").write_text("not an image")
+    try:
+        summary = run_json(capsys, "--context", context, "features", "add", folder)
+    finally:
+        hidden.unlink()
+        (folder / "notes.txt").unlink()
+    assert summary == {"added": len(photos), "updated": 0, "unchanged": 0, "failed": 0, "failures": []}
+    listed = run_json(capsys, "--context", context, "features", "list")["images"]
+    assert sorted(i["path"] for i in listed) == sorted(str(p) for p in photos.values())   # rocket from other/
+    assert all(i["features"] > 0 and i["size"] > 0 and i["mtime"] > 0 for i in listed)
+
+    # Unchanged files are not extracted again; a file named twice counts twice.
+    again = run_json(capsys, "--context", context, "features", "add", folder, photos["coffee"])
+    assert (again["added"], again["unchanged"], again["failed"]) == (0, len(photos) + 1, 0)
+    info = run_json(capsys, "--context", context, "context", "info")
+    assert info["images"] == len(photos) and info["status"] == "idle"
+
+
+def test_features_add_counts_a_changed_file_as_updated(context, tmp_path, capsys):
+    path = images.write_jpeg(tmp_path, "changing.jpg", images.photo("coffee"))
+    assert run_json(capsys, "--context", context, "features", "add", path)["added"] == 1
+    images.write_jpeg(tmp_path, "changing.jpg", images.photo("rocket"))
+    os.utime(path, ns=(1, 1))
+    summary = run_json(capsys, "--context", context, "features", "add", path)
+    assert (summary["added"], summary["updated"], summary["unchanged"]) == (0, 1, 0)
+    assert run_json(capsys, "--context", context, "features", "list")["images"][0]["mtime"] == 1e-9
+
+
+def test_features_add_with_bad_files_exits_1_and_lists_them(context, photos, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    truncated = images.truncated_jpeg(bad, "half.jpg")
+    text = images.text_file_named_png(bad)
+    empty = images.zero_byte(bad, "empty.webp")
+    missing = tmp_path / "missing.jpg"
+    code, out, err = run(capsys, "--context", context, "features", "add", bad, photos["chelsea"], missing)
+    assert code == ExitCode.FAILED
+    summary = json.loads(out)
+    assert (summary["added"], summary["failed"]) == (1, 4)
+    reasons = {f["path"]: f["reason"] for f in summary["failures"]}
+    assert reasons == {str(truncated): "truncated", str(text): "unsupported", str(empty): "empty",
+                       str(missing): "missing"}
+    for path in reasons:
+        assert path in err
+    failed = run_json(capsys, "--context", context, "features", "failed")["failed"]
+    # The files that exist are remembered (not retried until they change).
+    assert {f["path"]: f["reason"] for f in failed} == {str(truncated): "truncated", str(text): "unsupported",
+                                                        str(empty): "empty"}
+    assert all(f["detail"] for f in failed)
+    assert [i["path"] for i in run_json(capsys, "--context", context, "features", "list")["images"]] == [
+        str(photos["chelsea"])]
+
+
+def check_features_document(document: dict, path: Path) -> bytes:
+    assert set(document) == {"ImageId", "FeaturesCount", "FeatureLengthInBits", "Features"}
+    assert document["ImageId"] == str(path)
+    assert document["FeatureLengthInBits"] == 488
+    assert 0 < document["FeaturesCount"] <= 500
+    raw = base64.b64decode(document["Features"], validate=True)
+    assert len(raw) == document["FeaturesCount"] * 61
+    return raw
+
+
+def test_features_extract_needs_no_context(photos, capsys):
+    document = run_json(capsys, "features", "extract", photos["coffee"])
+    check_features_document(document, photos["coffee"])
+    assert document["FeaturesCount"] == 500
+
+
+def test_features_extract_uses_the_named_contexts_settings(tmp_path, photos, capsys):
+    run_json(capsys, "--context", tmp_path / "ctx", "context", "create", "--max-features", "200")
+    document = run_json(capsys, "--context", tmp_path / "ctx", "features", "extract", photos["coffee"])
+    check_features_document(document, photos["coffee"])
+    assert document["FeaturesCount"] == 200
+
+
+def test_features_get_gives_the_extract_document(stored, photos, capsys):
+    for name in ("coffee", "rocket"):
+        extracted = run_json(capsys, "features", "extract", photos[name])
+        assert run_json(capsys, "--context", stored, "features", "get", photos[name]) == extracted
+
+
+def test_features_get_accepts_a_relative_id(stored, photos, capsys, monkeypatch):
+    monkeypatch.chdir(photos["coffee"].parent)
+    document = run_json(capsys, "--context", stored, "features", "get", "coffee.jpg")
+    assert document["ImageId"] == str(photos["coffee"])
+
+
+def test_features_update_replaces_the_stored_features(stored, photos, capsys):
+    updated = run_json(capsys, "--context", stored, "features", "update", photos["coffee"], photos["rocket"])
+    rocket = run_json(capsys, "features", "extract", photos["rocket"])
+    assert updated == {**rocket, "ImageId": str(photos["coffee"])}
+    assert run_json(capsys, "--context", stored, "features", "get", photos["coffee"]) == updated
+    listed = run_json(capsys, "--context", stored, "features", "list")["images"]
+    assert len(listed) == len(photos) and sorted(i["path"] for i in listed) == sorted(str(p) for p in photos.values())
+
+
+def test_features_delete(stored, photos, capsys):
+    assert run_json(capsys, "--context", stored, "features", "delete", photos["chelsea"]) == {
+        "deleted": str(photos["chelsea"])}
+    listed = run_json(capsys, "--context", stored, "features", "list")["images"]
+    assert str(photos["chelsea"]) not in [i["path"] for i in listed] and len(listed) == len(photos) - 1
+
+
+@pytest.mark.parametrize("action", ["get", "delete", "update"])
+def test_unknown_id_is_not_found(stored, photos, tmp_path, capsys, action):
+    unknown = tmp_path / "never-added.jpg"
+    extra = [photos["coffee"]] if action == "update" else []
+    code, out, err = run(capsys, "--context", stored, "features", action, unknown, *extra)
+    assert code == ExitCode.NOT_FOUND == 3
+    assert out == "" and str(unknown) in err and "not in the search context" in err
+    assert len(run_json(capsys, "--context", stored, "features", "list")["images"]) == len(photos)
+
+
+def test_bad_image_exits_4(context, photos, tmp_path, capsys):
+    truncated = images.truncated_jpeg(tmp_path)
+    run_json(capsys, "--context", context, "features", "add", photos["coffee"])
+    for args in (["features", "extract", truncated], ["compare", truncated, photos["coffee"]],
+                 ["--context", context, "similar", truncated],
+                 ["--context", context, "features", "update", photos["coffee"], truncated]):
+        code, out, err = run(capsys, *args)
+        assert code == ExitCode.BAD_IMAGE == 4, args
+        assert out == "" and str(truncated) in err and "truncated" in err
+
+
+def test_missing_image_file(photos, tmp_path, capsys):
+    code, out, err = run(capsys, "features", "extract", tmp_path / "nothing.jpg")
+    assert code == ExitCode.BAD_IMAGE and "missing" in err
+
+
+def test_non_utf8_and_long_paths_through_the_cli(context, tmp_path, capsys):
+    latin1 = images.non_utf8_name(tmp_path)
+    long_path = images.long_name(tmp_path, images.photo("rocket"))
+    summary = run_json(capsys, "--context", context, "features", "add", tmp_path)
+    assert summary["added"] == 2 and summary["failed"] == 0
+    listed = sorted(i["path"] for i in run_json(capsys, "--context", context, "features", "list")["images"])
+    assert listed == sorted([str(latin1), str(long_path)])
+    assert run_json(capsys, "--context", context, "features", "get", latin1)["ImageId"] == str(latin1)
+    run_json(capsys, "--context", context, "features", "delete", latin1)
+    run_json(capsys, "--context", context, "features", "delete", long_path)
+    assert run_json(capsys, "--context", context, "features", "list") == {"images": []}
+
+
+# --- compare and similar ------------------------------------------------------------------
+
+def test_compare(photos, capsys):
+    copy = run_json(capsys, "compare", photos["astronaut"], photos["astronaut-small"])
+    assert copy["similarity"] >= 80
+    assert abs(copy["transform"]["rotation_degrees"]) < 2 and copy["transform"]["flipped"] is False
+    assert copy["evidence"]["inliers"] >= 8
+    flipped = run_json(capsys, "compare", photos["astronaut"], photos["astronaut-flip"])
+    assert flipped["similarity"] >= 80 and flipped["transform"]["flipped"] is True
+    different = run_json(capsys, "compare", photos["astronaut"], photos["coffee"])
+    assert different["similarity"] < 20
+    assert run_json(capsys, "compare", photos["coffee"], photos["coffee"]) == {"similarity": 100.0}
+
+
+def test_similar_finds_copies_and_excludes_the_query(stored, photos, capsys):
+    result = run_json(capsys, "--context", stored, "similar", photos["astronaut"])
+    assert result["version"] == 1 and result["query"] == str(photos["astronaut"]) and result["threshold"] == 20
+    paths = [hit["path"] for hit in result["results"]]
+    assert set(paths) == {str(photos[n]) for n in COPIES} - {str(photos["astronaut"])}
+    assert paths[-1] == str(photos["astronaut-crop"])      # a crop is less alike than a whole copy
+    similarities = [hit["similarity"] for hit in result["results"]]
+    assert similarities == sorted(similarities, reverse=True) and similarities[-1] >= 50
+    assert similarities[-2] > similarities[-1]
+    assert all("transform" in hit and "evidence" in hit for hit in result["results"])
+
+    top = run_json(capsys, "--context", stored, "similar", photos["astronaut"], "--max-count", "1")
+    assert [hit["path"] for hit in top["results"]] == paths[:1]
+    two = run_json(capsys, "--context", stored, "similar", photos["astronaut"], "--max-count", "2")
+    assert [hit["path"] for hit in two["results"]] == paths[:2]
+
+    cut = (similarities[-2] + similarities[-1]) / 2
+    above = run_json(capsys, "--context", stored, "similar", photos["astronaut"], "--threshold", str(cut))
+    assert [hit["path"] for hit in above["results"]] == paths[:-1] and above["threshold"] == cut
+    assert run_json(capsys, "--context", stored, "similar", photos["astronaut"], "--threshold", "100")["results"] == []
+
+
+def test_similar_finds_a_transformed_copy_of_an_unstored_query(stored, photos, tmp_path, capsys):
+    astronaut = images.photo("astronaut")
+    h, w = astronaut.shape[:2]
+    rotated = cv2.warpAffine(np.ascontiguousarray(astronaut), cv2.getRotationMatrix2D((w / 2, h / 2), 5, 1.0), (w, h))
+    query = images.write_jpeg(tmp_path, "query.jpg", np.rot90(rotated).copy(), 70)
+    result = run_json(capsys, "--context", stored, "similar", query)
+    assert result["results"][0]["path"] in {str(photos["astronaut"]), str(photos["astronaut-small"])}
+    assert {hit["path"] for hit in result["results"]} <= {str(photos[n]) for n in COPIES}
+
+
+@pytest.mark.parametrize("args", [["--threshold", "101"], ["--threshold", "-1"], ["--max-count", "0"]])
+def test_bad_option_values_are_usage_errors(stored, photos, capsys, args):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--context", str(stored), "similar", str(photos["coffee"]), *args])
+    assert caught.value.code == ExitCode.USAGE
+
+
+# --- duplicates ---------------------------------------------------------------------------
+
+def check_report(document: dict, photos: dict[str, Path], threshold: float = 50.0) -> None:
+    assert document["version"] == 1 and document["threshold"] == threshold
+    [group] = document["groups"]
+    paths = [image["path"] for image in group["images"]]
+    assert sorted(paths) == sorted(str(photos[n]) for n in COPIES)
+    keeper = group["images"][0]
+    assert keeper["keeper"] is True and keeper["similarity"] == 100.0
+    assert (keeper["width"], keeper["height"]) == (512, 512)      # the larger picture is kept
+    for image in group["images"]:
+        assert set(image) >= {"path", "similarity", "width", "height", "size", "mtime", "keeper"}
+        assert image["size"] == os.path.getsize(image["path"]) and image["similarity"] >= threshold
+    assert group["reclaimable_bytes"] == sum(i["size"] for i in group["images"][1:])
+    small = next(i for i in group["images"] if i["path"] == str(photos["astronaut-small"]))
+    assert (small["width"], small["height"]) == (256, 256) and small["transform"]["flipped"] is False
+
+
+def test_duplicates_json_to_stdout(stored, photos, capsys):
+    document = run_json(capsys, "--context", stored, "duplicates")
+    check_report(document, photos)
+    assert document["context"] == str(stored)
+
+
+def test_duplicates_csv_to_stdout(stored, photos, capsys):
+    code, out, _ = run(capsys, "--context", stored, "duplicates", "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == ["group", "path", "similarity", "keeper", "width", "height", "size", "mtime"]
+    assert sorted(r["path"] for r in rows) == sorted(str(photos[n]) for n in COPIES)
+    assert [r["keeper"] for r in rows] == ["yes", "no", "no", "no"] and {r["group"] for r in rows} == {"1"}
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_duplicates_output_file(stored, photos, tmp_path, capsys, fmt):
+    target = tmp_path / "reports" / f"dups.{fmt}"
+    code, out, _ = run(capsys, "--context", stored, "duplicates", "--format", fmt, "--output", target,
+                       "--threshold", "40")
+    assert code == 0 and out == ""
+    text = target.read_text()
+    if fmt == "json":
+        check_report(json.loads(text), photos, threshold=40.0)
+    else:
+        assert len(list(csv.DictReader(io.StringIO(text)))) == len(COPIES)
+    assert [p.name for p in target.parent.iterdir()] == [target.name]      # no temporary file left
+
+
+def test_duplicates_of_an_empty_context(context, capsys):
+    document = run_json(capsys, "--context", context, "duplicates")
+    assert document["groups"] == []
+
+
+# --- scan and config ----------------------------------------------------------------------
+
+def write_config(path: Path, photos_dir: Path, state_dir: Path, extra: str = "") -> Path:
+    path.write_text(f"watch:\n  - path: {photos_dir}\nstate_dir: {state_dir}\n{extra}")
+    return path
+
+
+def test_scan_writes_the_duplicates_report(photos, tmp_path, capsys):
+    config = write_config(tmp_path / "lookalike.yaml", photos["astronaut"].parent, tmp_path / "state")
+    result = run_json(capsys, "--config", config, "scan")
+    report = tmp_path / "state" / "reports" / "duplicates-latest.json"
+    assert result == {"scanned": len(photos), "added": len(photos), "updated": 0, "unchanged": 0, "failed": 0,
+                      "groups": 1, "images_in_groups": len(COPIES), "report": str(report)}
+    check_report(json.loads(report.read_text()), photos)
+    assert len(list(csv.DictReader(io.StringIO((report.parent / "duplicates-latest.csv").read_text())))) == len(COPIES)
+
+    again = run_json(capsys, "--config", config, "scan")
+    assert (again["added"], again["unchanged"], again["groups"]) == (0, len(photos), 1)
+    info = run_json(capsys, "--config", config, "context", "info")
+    assert info["context"] == str(tmp_path / "state" / "context") and info["images"] == len(photos)
+
+
+def test_scan_refuses_a_context_made_with_other_settings(photos, tmp_path, capsys):
+    config = write_config(tmp_path / "lookalike.yaml", photos["astronaut"].parent, tmp_path / "state",
+                          "extraction:\n  max_features: 300\n")
+    run_json(capsys, "--context", tmp_path / "state" / "context", "context", "create")
+    code, out, err = run(capsys, "--config", config, "scan")
+    assert code == ExitCode.STORE and "max_features" in err and out == ""
+
+
+def test_scan_with_an_invalid_config_exits_78(tmp_path, capsys):
+    config = write_config(tmp_path / "lookalike.yaml", tmp_path / "absent", tmp_path / "state")
+    code, out, err = run(capsys, "--config", config, "scan")
+    assert code == ExitCode.CONFIG == 78 and "watch[0].path" in err and out == ""
+
+
+def test_config_check(photos, tmp_path, capsys):
+    config = write_config(tmp_path / "good.yaml", photos["astronaut"].parent, tmp_path / "state")
+    checked = run_json(capsys, "config", "check", config)
+    assert checked == {"config": str(config), "valid": True, "watch": [str(photos["astronaut"].parent)],
+                       "state_dir": str(tmp_path / "state")}
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("watch:\n  - path: relative/photos\nstate_dir: /tmp/x\nlog:\n  level: loud\ncolour: red\n")
+    code, out, err = run(capsys, "config", "check", bad)
+    assert code == ExitCode.CONFIG == 78 and out == ""
+    for key in ("watch[0].path", "log.level", "colour"):
+        assert key in err
+    code, _, err = run(capsys, "config", "check", tmp_path / "missing.yaml")
+    assert code == 78 and "file not found" in err
+
+
+# --- the installed entry points ------------------------------------------------------------
+
+def test_console_script_and_module_exit_codes(stored, photos, tmp_path):
+    assert CONSOLE_SCRIPT.exists()
+    listed = subprocess.run([CONSOLE_SCRIPT, "--context", stored, "features", "list"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)["images"]) == len(photos)
+    missing = subprocess.run([sys.executable, "-m", "lookalike", "--context", stored, "features", "get",
+                              tmp_path / "nope.jpg"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 3 and missing.stdout == "" and "not in the search context" in missing.stderr
+    usage = subprocess.run([CONSOLE_SCRIPT, "features", "list"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2
+    bad = subprocess.run([CONSOLE_SCRIPT, "config", "check", tmp_path / "missing.yaml"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 78
+
+
+def test_a_failed_file_is_not_read_again_until_it_changes(context, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    truncated = images.truncated_jpeg(folder, "half.jpg")
+    assert run_json(capsys, "--context", context, "features", "add", folder, expect=ExitCode.FAILED)["failed"] == 1
+    again = run_json(capsys, "--context", context, "features", "add", folder)
+    assert (again["failed"], again["unchanged"]) == (0, 1)
+    truncated.write_bytes(truncated.read_bytes() + b"\x00")       # it changed: read again
+    os.utime(truncated, ns=(0, 10**18))
+    assert run_json(capsys, "--context", context, "features", "add", folder, expect=ExitCode.FAILED)["failed"] == 1

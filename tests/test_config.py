@@ -1,0 +1,415 @@
+"""The YAML configuration (config.py): schema first, every problem at once, key paths in messages.
+
+Each bad kind is checked alone (the problem names its key path) and all together (one
+ConfigError lists every one). The example config in config/ is loaded from a copy of the
+checkout layout and must give the defaults, so the comments in it cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lookalike import config
+from lookalike.errors import ConfigError, ExitCode
+from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "config" / "example.yaml"
+
+
+@pytest.fixture
+def folders(tmp_path) -> dict[str, Path]:
+    photos = tmp_path / "photos"
+    (photos / "more").mkdir(parents=True)
+    return {"photos": photos, "more": photos / "more", "state": tmp_path / "state"}
+
+
+def write(tmp_path: Path, text: str, name: str = "lookalike.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load_text(tmp_path: Path, text: str) -> config.Config:
+    return config.load(write(tmp_path, text))
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    assert caught.value.exit_code == ExitCode.CONFIG == 78
+    for problem in caught.value.problems:       # every problem is in the message the CLI prints
+        assert problem in caught.value.message
+    return caught.value.problems
+
+
+def keyed(found: list[str]) -> dict[str, str]:
+    """problems by key path ('watch[0].path: folder ... does not exist' -> {'watch[0].path': ...})."""
+    return dict(p.split(": ", 1) for p in found)
+
+
+def minimal(folders) -> str:
+    return f"watch:\n  - path: {folders['photos']}\nstate_dir: {folders['state']}\n"
+
+
+# --- valid configs ------------------------------------------------------------------------
+
+def test_minimal_config_gets_the_defaults(tmp_path, folders):
+    loaded = load_text(tmp_path, minimal(folders))
+    assert loaded.source == str(tmp_path / "lookalike.yaml")
+    [folder] = loaded.watch
+    assert folder == config.WatchedFolder(path=folders["photos"])
+    assert folder.recursive and folder.mode == "native" and not folder.follow_symlinks
+    assert folder.include == config.DEFAULT_INCLUDE and folder.exclude == config.DEFAULT_EXCLUDE
+    assert loaded.state_dir == folders["state"]
+    assert loaded.context_dir == folders["state"] / "context"
+    assert loaded.reports == folders["state"] / "reports" and loaded.reports_dir is None
+    assert loaded.extraction == ExtractionSettings()
+    assert loaded.duplicates_threshold == DEFAULT_DUPLICATE_THRESHOLD
+    assert (loaded.settle_seconds, loaded.reconcile_interval, loaded.duplicates_interval) == (2.0, 3600.0, 900.0)
+    assert loaded.report_formats == ("json", "csv") and loaded.reports_keep == 10
+    assert loaded.metrics_listen == "127.0.0.1:9847"
+    assert (loaded.log_level, loaded.log_format) == ("info", "text")
+    assert loaded.workers >= 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.state_dir = Path("/elsewhere")
+
+
+def test_every_key_set(tmp_path, folders):
+    loaded = load_text(tmp_path, f"""
+        watch:
+          - path: {folders['photos']}
+            recursive: false
+            include: ["*.jpg"]
+            exclude: ["skip-*"]
+            follow_symlinks: true
+            mode: poll
+            poll_interval: 10s
+          - {folders['more']}
+        state_dir: {folders['state']}
+        extraction:
+          detector: orb
+          max_features: 800
+          working_size: 1024
+          max_pixels: 1000000
+          max_file_bytes: 2000000
+        workers: 3
+        settle_seconds: 500ms
+        reconcile_interval: 2h
+        duplicates:
+          interval: 1d
+          threshold: 62.5
+        reports:
+          dir: {tmp_path / 'reports'}
+          formats: [json, csv, html]
+          keep: 3
+        metrics:
+          listen: "[::1]:9100"
+        log:
+          level: debug
+          format: json
+    """)
+    first, second = loaded.watch
+    assert first == config.WatchedFolder(folders["photos"], False, ("*.jpg",), ("skip-*",), True, "poll", 10.0)
+    assert second == config.WatchedFolder(folders["more"])          # a plain string is a path
+    assert loaded.extraction == ExtractionSettings("orb", 800, 1024, 1_000_000, 2_000_000)
+    assert (loaded.workers, loaded.settle_seconds, loaded.reconcile_interval) == (3, 0.5, 7200.0)
+    assert (loaded.duplicates_interval, loaded.duplicates_threshold) == (86400.0, 62.5)
+    assert loaded.reports == tmp_path / "reports" and loaded.report_formats == ("json", "csv", "html")
+    assert loaded.reports_keep == 3 and loaded.metrics_listen == "[::1]:9100"
+    assert (loaded.log_level, loaded.log_format) == ("debug", "json")
+
+
+@pytest.mark.parametrize("value, seconds", [
+    ("30s", 30.0), ("15m", 900.0), ("1h", 3600.0), ("2d", 172800.0), ("250ms", 0.25), ("1.5h", 5400.0),
+    (" 45 s ", 45.0), ("90", 90.0), (45, 45.0), (0.5, 0.5),
+])
+def test_durations(tmp_path, folders, value, seconds):
+    literal = f'"{value}"' if isinstance(value, str) else value
+    loaded = load_text(tmp_path, minimal(folders) + f"reconcile_interval: {literal}\nduplicates:\n  interval: {literal}\n")
+    assert loaded.reconcile_interval == seconds and loaded.duplicates_interval == seconds
+
+
+@pytest.mark.parametrize("value", ['"soon"', '"10 minutes"', '"-5s"', "0", "-3", '"0s"', "true", "[1]", '"1w"'])
+def test_bad_durations(tmp_path, folders, value):
+    found = keyed(problems(tmp_path, minimal(folders) + f"settle_seconds: {value}\n"))
+    assert list(found) == ["settle_seconds"]
+
+
+def test_config_dir_and_home_expansion(tmp_path, monkeypatch):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "home" / "pictures").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    conf = tmp_path / "etc" / "lookalike"
+    conf.mkdir(parents=True)
+    path = write(conf, """
+        watch:
+          - ${CONFIG_DIR}/../../photos
+          - path: ~/pictures
+        state_dir: ${CONFIG_DIR}/state
+        reports:
+          dir: ${CONFIG_DIR}/../../reports
+    """)
+    loaded = config.load(path)
+    assert [f.path for f in loaded.watch] == [tmp_path / "photos", tmp_path / "home" / "pictures"]
+    assert loaded.state_dir == conf / "state"
+    assert loaded.reports == tmp_path / "reports"
+    # Relative to the config file, not to the working directory.
+    monkeypatch.chdir(tmp_path / "home")
+    assert config.load(Path("../etc/lookalike/lookalike.yaml")).state_dir == conf.resolve() / "state"
+
+
+# --- one bad kind at a time ---------------------------------------------------------------
+
+def test_unknown_keys_top_level_and_nested(tmp_path, folders):
+    found = keyed(problems(tmp_path, minimal(folders) + f"""\
+colour: blue
+reports:
+  colour: red
+  keep: 2
+extraction:
+  detectr: orb
+watch_dirs: []
+"""))
+    assert set(found) == {"colour", "reports.colour", "extraction.detectr", "watch_dirs"}
+    assert "unknown key" in found["reports.colour"] and "formats" in found["reports.colour"]   # lists known keys
+
+
+def test_unknown_key_in_a_watch_entry(tmp_path, folders):
+    found = keyed(problems(tmp_path, f"watch:\n  - path: {folders['photos']}\n    recursiv: false\n"
+                                     f"state_dir: {folders['state']}\n"))
+    assert list(found) == ["watch[0].recursiv"]
+
+
+@pytest.mark.parametrize("extra, key", [
+    ("workers: many\n", "workers"),
+    ("workers: 2.5\n", "workers"),
+    ("workers: true\n", "workers"),
+    ("duplicates:\n  threshold: high\n", "duplicates.threshold"),
+    ("duplicates:\n  threshold: true\n", "duplicates.threshold"),
+    ("reports:\n  formats: json\n", "reports.formats"),
+    ("reports:\n  keep: '10'\n", "reports.keep"),
+    ("metrics:\n  listen: 9847\n", "metrics.listen"),
+    ("log: verbose\n", "log"),
+    ("extraction:\n  max_features: lots\n", "extraction.max_features"),
+    ("extraction:\n  detector: 5\n", "extraction.detector"),
+])
+def test_wrong_types(tmp_path, folders, extra, key):
+    found = keyed(problems(tmp_path, minimal(folders) + extra))
+    assert list(found) == [key] and "must be" in found[key]
+
+
+@pytest.mark.parametrize("entry, key", [
+    ("    recursive: 'yes'\n", "watch[0].recursive"),
+    ("    follow_symlinks: 1\n", "watch[0].follow_symlinks"),
+    ("    include: '*.jpg'\n", "watch[0].include"),
+    ("    exclude: ['', '*.tmp']\n", "watch[0].exclude"),
+    ("    mode: inotify\n", "watch[0].mode"),
+    ("    poll_interval: often\n", "watch[0].poll_interval"),
+])
+def test_wrong_watch_entry_values(tmp_path, folders, entry, key):
+    found = keyed(problems(tmp_path, f"watch:\n  - path: {folders['photos']}\n{entry}state_dir: {folders['state']}\n"))
+    assert list(found) == [key]
+
+
+def test_missing_and_non_folder_watch_paths(tmp_path, folders):
+    a_file = tmp_path / "file.jpg"
+    a_file.write_bytes(b"x")
+    found = keyed(problems(tmp_path, f"""\
+watch:
+  - path: {tmp_path / 'absent'}
+  - {a_file}
+  - path: {folders['photos']}
+  - recursive: true
+state_dir: {folders['state']}
+"""))
+    assert set(found) == {"watch[0].path", "watch[1].path", "watch[3]"}
+    assert "does not exist" in found["watch[0].path"] and "not a folder" in found["watch[1].path"]
+    assert "needs a path" in found["watch[3]"]
+
+
+@pytest.mark.parametrize("text, key", [
+    ("watch: []\nstate_dir: /tmp/state\n", "watch"),
+    ("watch: /photos\nstate_dir: /tmp/state\n", "watch"),
+    ("state_dir: /tmp/state\n", "watch"),
+])
+def test_watch_must_be_a_non_empty_list(tmp_path, text, key):
+    assert list(keyed(problems(tmp_path, text))) == [key]
+
+
+def test_required_keys(tmp_path):
+    assert set(keyed(problems(tmp_path, "workers: 2\n"))) == {"watch", "state_dir"}
+
+
+def test_empty_file(tmp_path):
+    found = problems(tmp_path, "")
+    assert found[0].startswith("(top level)")
+    assert {"watch", "state_dir"} <= set(keyed(found[1:]))
+
+
+def test_top_level_that_is_not_a_mapping(tmp_path):
+    found = problems(tmp_path, "- /photos\n- /state\n")
+    assert "(top level): must be a mapping, not list" in found
+    assert {"watch", "state_dir"} <= set(keyed(found))
+
+
+@pytest.mark.parametrize("key_yaml, key", [
+    ("state_dir: state\n", "state_dir"),
+    ("state_dir: ./state\n", "state_dir"),
+    ("state_dir: 42\n", "state_dir"),
+    ("reports:\n  dir: reports\n", "reports.dir"),
+])
+def test_relative_or_non_string_paths(tmp_path, folders, key_yaml, key):
+    text = f"watch:\n  - path: {folders['photos']}\n" + (key_yaml if key == "state_dir" else
+                                                          f"state_dir: {folders['state']}\n" + key_yaml)
+    found = keyed(problems(tmp_path, text))
+    assert list(found) == [key]
+
+
+def test_relative_watch_path(tmp_path, folders, monkeypatch):
+    monkeypatch.chdir(tmp_path)          # "photos" exists relative to here, and is still refused
+    found = keyed(problems(tmp_path, f"watch:\n  - path: photos\nstate_dir: {folders['state']}\n"))
+    assert list(found) == ["watch[0].path"] and "absolute" in found["watch[0].path"]
+
+
+@pytest.mark.parametrize("listen", ["localhost", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:http",
+                                    "example.com:9847", "300.1.1.1:9847", ":9847x", ":9847"])
+def test_bad_metrics_listen(tmp_path, folders, listen):
+    found = keyed(problems(tmp_path, minimal(folders) + f'metrics:\n  listen: "{listen}"\n'))
+    assert list(found) == ["metrics.listen"]
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9847", "0.0.0.0:0", "localhost:8080", "[::]:9847"])
+def test_good_metrics_listen(tmp_path, folders, listen):
+    assert load_text(tmp_path, minimal(folders) + f'metrics:\n  listen: "{listen}"\n').metrics_listen == listen
+
+
+@pytest.mark.parametrize("level", ["verbose", "INFO", "trace", "warn"])
+def test_bad_log_level(tmp_path, folders, level):
+    found = keyed(problems(tmp_path, minimal(folders) + f"log:\n  level: {level}\n"))
+    assert list(found) == ["log.level"] and "debug" in found["log.level"]
+
+
+def test_bad_log_format_and_report_format(tmp_path, folders):
+    found = keyed(problems(tmp_path, minimal(folders) + "log:\n  format: xml\nreports:\n  formats: [json, pdf]\n"))
+    assert set(found) == {"log.format", "reports.formats"}
+
+
+@pytest.mark.parametrize("threshold, ok", [(-0.1, False), (100.5, False), (1000, False), (0, True), (100, True),
+                                           (37.5, True)])
+def test_threshold_range(tmp_path, folders, threshold, ok):
+    text = minimal(folders) + f"duplicates:\n  threshold: {threshold}\n"
+    if ok:
+        assert load_text(tmp_path, text).duplicates_threshold == threshold
+    else:
+        assert list(keyed(problems(tmp_path, text))) == ["duplicates.threshold"]
+
+
+@pytest.mark.parametrize("extra, key", [
+    ("workers: 0\n", "workers"),
+    ("reports:\n  keep: -1\n", "reports.keep"),
+    ("extraction:\n  max_features: 0\n", "extraction.max_features"),
+    ("extraction:\n  working_size: 32\n", "extraction.working_size"),     # positive, but below the minimum
+    ("extraction:\n  detector: surf\n", "extraction.detector"),
+])
+def test_out_of_range_numbers_and_names(tmp_path, folders, extra, key):
+    [problem] = problems(tmp_path, minimal(folders) + extra)
+    # The settings' own checks report under "extraction" and name the field in the message.
+    section, _, field = key.partition(".")
+    assert problem.startswith(f"{key}:") or (problem.startswith(f"{section}:") and field in problem), problem
+
+
+def test_invalid_yaml(tmp_path):
+    found = problems(tmp_path, "watch: [unclosed\nstate_dir: /x\n")
+    assert len(found) == 1 and found[0].startswith("not valid YAML") and "\n" not in found[0]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path / "nowhere.yaml")
+    assert caught.value.problems == ["file not found"]
+    assert str(tmp_path / "nowhere.yaml") in caught.value.message
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path)          # a directory
+    assert len(caught.value.problems) == 1 and caught.value.problems[0].startswith("cannot read")
+
+
+def test_every_problem_is_listed_at_once(tmp_path, folders):
+    found = keyed(problems(tmp_path, f"""\
+watch:
+  - path: {tmp_path / 'absent'}
+  - path: relative/photos
+    mode: sometimes
+state_dir: state
+colour: blue
+workers: many
+settle_seconds: soon
+duplicates:
+  threshold: 150
+reports:
+  colour: red
+metrics:
+  listen: "localhost"
+log:
+  level: loud
+"""))
+    assert set(found) == {"watch[0].path", "watch[1].path", "watch[1].mode", "state_dir", "colour", "workers",
+                          "settle_seconds", "duplicates.threshold", "reports.colour", "metrics.listen", "log.level"}
+
+
+# --- the example config -------------------------------------------------------------------
+
+@pytest.fixture
+def example(tmp_path) -> Path:
+    """config/example.yaml in a copy of the checkout layout, with its photo folder."""
+    if not EXAMPLE.exists():
+        pytest.skip("config/example.yaml is not in this checkout")
+    copy = tmp_path / "checkout" / "config" / "example.yaml"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(EXAMPLE, copy)
+    (tmp_path / "checkout" / "example" / "photos").mkdir(parents=True)
+    return copy
+
+
+def test_example_config_loads_to_the_defaults(example):
+    checkout = example.parent.parent
+    loaded = config.load(example)
+    assert [f.path for f in loaded.watch] == [checkout / "example" / "photos"]
+    assert loaded.state_dir == checkout / "state" and loaded.reports == checkout / "state" / "reports"
+    # Everything else it sets is what the code defaults to: the comments cannot lie.
+    defaults = config.parse({"watch": [str(checkout / "example" / "photos")], "state_dir": str(checkout / "state")},
+                            example)
+    assert dataclasses.replace(loaded, reports_dir=None) == defaults
+
+
+def test_example_config_commented_values_are_the_defaults(example):
+    """Uncommenting the example's commented-out settings changes nothing."""
+    setting = re.compile(r"^(\s*)#\s?(\s*(?:extraction|detector|max_features|working_size|mode|threshold):.*)$")
+    lines = example.read_text().splitlines()
+    uncommented = [setting.sub(r"\1\2", line) for line in lines]
+    if uncommented == lines:
+        pytest.skip("the example has no commented-out settings")
+    plain = config.load(example)
+    example.write_text("\n".join(uncommented) + "\n")
+    assert config.load(example) == plain
+
+
+def test_example_config_without_its_photo_folder_says_so(example):
+    shutil.rmtree(example.parent.parent / "example")
+    found = keyed(problems_of(example))
+    assert list(found) == ["watch[0].path"] and "does not exist" in found["watch[0].path"]
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    return caught.value.problems
