@@ -393,3 +393,10 @@ def test_fingerprint_variants_predict_each_orientation(name):
     for variant, row in distances.items():
         nearest_other = min(d for other, d in row.items() if other != variant)
         assert nearest_other > row[variant] + 8, f"{variant}: {row}"
+
+
+def test_no_code_reads_images_through_cv2_imread():
+    """cv2.imread segfaults the whole process on a non-UTF-8 path; files are opened by decode.py."""
+    source = Path(__file__).resolve().parent.parent / "daemon"
+    offenders = [str(p) for p in source.rglob("*.py") if "cv2.imread(" in p.read_text()]
+    assert offenders == []

@@ -305,12 +305,15 @@ class SearchContext:
         value = txn.get(path_key(path), db=self._dbs["paths"])
         return None if value is None else index.NUM.unpack(value)[0]
 
+    def _require_num(self, txn, path: str) -> int:
+        num = self._num(txn, path)
+        if num is None:
+            raise NotFoundError(f"{display_path(path)}: not in the search context")
+        return num
+
     def image(self, path: str) -> StoredImage:
         with self._read() as txn:
-            num = self._num(txn, path)
-            if num is None:
-                raise NotFoundError(f"{display_path(path)}: not in the search context")
-            return self._image(txn, num)
+            return self._image(txn, self._require_num(txn, path))
 
     def _image(self, txn, num: int) -> StoredImage:
         return StoredImage.from_record(num, codec.unpack(txn.get(index.NUM.pack(num), db=self._dbs["images"]))[0])
@@ -322,10 +325,7 @@ class SearchContext:
 
     def local_features(self, path: str) -> LocalFeatures:
         with self._read() as txn:
-            num = self._num(txn, path)
-            if num is None:
-                raise NotFoundError(f"{display_path(path)}: not in the search context")
-            return self._local(txn, num)
+            return self._local(txn, self._require_num(txn, path))
 
     def candidate(self, num: int) -> tuple[StoredImage, Candidate]:
         with self._read() as txn:
