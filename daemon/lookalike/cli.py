@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import sys
@@ -197,7 +198,7 @@ def cmd_features_update(args) -> int:
     with _open(args) as context:
         context.image(path)                          # must exist: update is not add
         features = extract_file(os.path.abspath(args.image), context.settings)
-        features = ImageFeatures(**{**features.__dict__, "path": path})
+        features = dataclasses.replace(features, path=path)
         context.upsert(features)
         _print_json(features_document(path, features.local, context.settings.detector))
     return ExitCode.OK

@@ -56,7 +56,8 @@ def find_groups(context: SearchContext, threshold: float,
                 progress: Callable[[int, int], None] | None = None) -> list[Group]:
     detector = context.settings.detector
     links = _UnionFind()
-    verified: set[tuple[int, int]] = set()
+    # Unordered pair -> its result when it was compared lower number first, else None.
+    verified: dict[tuple[int, int], Match | None] = {}
     stored = {image.num: image for image in context.images()}
     for done, image in enumerate(stored.values(), 1):
         _, candidate = context.candidate(image.num)
@@ -64,9 +65,10 @@ def find_groups(context: SearchContext, threshold: float,
             pair = (min(image.num, other), max(image.num, other))
             if other == image.num or pair in verified or other not in stored:
                 continue
-            verified.add(pair)
             _, other_candidate = context.candidate(other)
-            if compare(candidate, other_candidate, detector).similarity >= threshold:
+            result = compare(candidate, other_candidate, detector)
+            verified[pair] = result if pair == (image.num, other) else None
+            if result.similarity >= threshold:
                 links.union(image.num, other)
         if progress:
             progress(done, len(stored))
@@ -83,8 +85,11 @@ def find_groups(context: SearchContext, threshold: float,
         _, keeper_candidate = context.candidate(keeper.num)
         group = Group(keeper, [Member(keeper, 100.0)])
         for member in members[1:]:
-            _, candidate = context.candidate(member.num)
-            result = compare(keeper_candidate, candidate, detector)
+            # Reuse the grouping pass's result when it compared keeper -> member (the
+            # direction matters: the transform is reported from the keeper's side).
+            result = verified.get((keeper.num, member.num)) if keeper.num < member.num else None
+            if result is None:
+                result = compare(keeper_candidate, context.candidate(member.num)[1], detector)
             group.members.append(Member(member, result.similarity, result))
         groups.append(group)
     groups.sort(key=lambda g: (-g.reclaimable_bytes, g.keeper.path))

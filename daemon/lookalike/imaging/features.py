@@ -48,8 +48,6 @@ def create_detector(name: str, max_features: int):
 
 @lru_cache(maxsize=None)
 def detector_info(name: str) -> DetectorInfo:
-    probe = np.zeros((96, 96), np.uint8)
-    cv2.circle(probe, (48, 48), 20, 255, -1)
     detector = create_detector(name, 10)
     size = detector.descriptorSize()
     binary = detector.descriptorType() == cv2.CV_8U

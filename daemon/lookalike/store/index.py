@@ -121,14 +121,14 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
         for num in _postings(cursor, content_hash):
             found[num] = float("inf")
 
+    variants = set(fingerprint_variants(fingerprint).values())
     near: set[int] = set()
     with txn.cursor(db=dbs.chunks) as cursor:
-        for variant in set(fingerprint_variants(fingerprint).values()):
+        for variant in variants:
             for i in range(4):
                 chunk = (variant >> (48 - 16 * i)) & 0xFFFF
                 for probe in [chunk] + [chunk ^ (1 << b) for b in range(16)]:
                     near.update(_postings(cursor, bytes([i]) + probe.to_bytes(2, "big")))
-    variants = list(set(fingerprint_variants(fingerprint).values()))
     for num in near:
         stored = txn.get(NUM.pack(num), db=dbs.fingerprints)
         if stored is None:
