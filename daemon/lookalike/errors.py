@@ -64,6 +64,8 @@ class ImageError(LookalikeError):
         "corrupt",       # the decoder rejected the data
         "too_large",     # over the pixel or byte cap
         "changed",       # rewritten while it was being read
+        "crashed",       # the decoder's process died on it (the daemon decodes in worker processes)
+        "timeout",       # the decoder took longer than the daemon allows
     )
 
     def __init__(self, path: str | bytes, reason: str, detail: str):
@@ -90,3 +92,11 @@ class StoreError(LookalikeError):
 
 class StoreFullError(StoreError):
     """The map reached its configured cap; nothing of the failed batch was written."""
+
+
+class ReportError(LookalikeError):
+    """A report file that cannot be read or is not a report this version understands."""
+
+    def __init__(self, path, detail: str):
+        self.path = path
+        super().__init__(f"{display_path(os.fspath(path))}: {detail}")

@@ -1,7 +1,9 @@
 """The extract stage: a file path -> everything the context stores about that image.
 
 A pure function of the file's bytes and the settings, safe to run in worker processes: it never
-touches the search context. Failures are raised as ImageError with the path and a reason.
+touches the search context. `extract_file` raises ImageError with the path and a reason;
+`examine`, the daemon's unit of work, returns every result as data (an Outcome) so that it can
+cross a process boundary and be recorded, never lost.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .imaging.decode import FileIdentity, decode, read_file
+from .errors import ImageError
+from .imaging.decode import FileIdentity, LoadedFile, decode, read_file
 from .imaging.features import LocalFeatures, extract_local, fingerprint, thumbnail
 from .settings import ExtractionSettings
 
@@ -33,7 +36,10 @@ class ImageFeatures:
 
 def extract_file(path: str, settings: ExtractionSettings) -> ImageFeatures:
     started = time.perf_counter()
-    loaded = read_file(path, settings.limits)
+    return _extract(path, read_file(path, settings.limits), settings, started)
+
+
+def _extract(path: str, loaded: LoadedFile, settings: ExtractionSettings, started: float) -> ImageFeatures:
     image = decode(path, loaded.data, settings.limits, settings.working_size)
     decoded = time.perf_counter()
     local = extract_local(image.pixels, settings.detector, settings.max_features)
@@ -50,3 +56,38 @@ def extract_file(path: str, settings: ExtractionSettings) -> ImageFeatures:
         decode_seconds=decoded - started,
         extract_seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class Extracted:
+    features: ImageFeatures
+
+
+@dataclass(frozen=True)
+class SameContent:
+    """The bytes hash to what the context already holds: only the file's identity changed."""
+
+    path: str
+    identity: FileIdentity
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    path: str
+    reason: str               # one of ImageError.REASONS
+    detail: str
+
+
+Outcome = Extracted | SameContent | Unreadable
+
+
+def examine(path: str, settings: ExtractionSettings, known_hash: bytes | None) -> Outcome:
+    """Read a file once; extract its features unless its content is already stored."""
+    started = time.perf_counter()
+    try:
+        loaded = read_file(path, settings.limits)
+        if loaded.content_hash == known_hash:
+            return SameContent(path, loaded.identity)
+        return Extracted(_extract(path, loaded, settings, started))
+    except ImageError as exc:
+        return Unreadable(path, exc.reason, exc.detail)

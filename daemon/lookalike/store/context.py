@@ -38,6 +38,7 @@ from ..imaging.features import LocalFeatures, detector_info, mirrored
 from ..match import Candidate
 from ..settings import ExtractionSettings
 from . import codec, index
+from .changes import Change, Fail, Move, Put, Remove, Touch
 
 SCHEMA_VERSION = 1
 STATUSES = ("idle", "extracting", "matching", "searching")
@@ -47,11 +48,18 @@ _DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "finger
 _DUPSORT = ("hashes", "chunks", "lsh")
 
 
+_LONG_KEY = b"\x00sha256:"
+
+
 def path_key(path: str) -> bytes:
     raw = os.fsencode(path)
     if len(raw) <= 500:
         return raw
-    return b"\x00sha256:" + hashlib.sha256(raw).digest()
+    return _LONG_KEY + hashlib.sha256(raw).digest()
+
+
+def _is_under(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip("/") + "/")
 
 
 @dataclass(frozen=True)
@@ -216,14 +224,43 @@ class SearchContext:
 
     # --- writes --------------------------------------------------------------------------
 
+    def commit(self, changes: list[Change]) -> list:
+        """Apply changes in order, in one transaction; one result per change.
+
+        Put -> the new image number; Remove and Move -> how many records they touched;
+        Touch -> whether the path was stored; Fail -> None.
+        """
+        def change(txn):
+            return [self._apply_one(txn, item) for item in changes]
+        return self._apply(change)
+
+    def _apply_one(self, txn, item: Change):
+        if isinstance(item, Put):
+            return self._put_image(txn, item.features)
+        if isinstance(item, Touch):
+            return self._touch(txn, item.path, item.identity)
+        if isinstance(item, Fail):
+            return self._put_failure(txn, item)
+        if isinstance(item, Remove):
+            return self._remove(txn, item.path)
+        if isinstance(item, Move):
+            return self._move(txn, item.source, item.destination)
+        raise TypeError(f"not a store change: {item!r}")
+
     def upsert(self, features: ImageFeatures) -> int:
         return self.upsert_many([features])[0]
 
     def upsert_many(self, batch: list[ImageFeatures]) -> list[int]:
         """Store images (replacing any older record of the same path) in one transaction."""
-        def change(txn):
-            return [self._put_image(txn, features) for features in batch]
-        return self._apply(change)
+        return self.commit([Put(features) for features in batch])
+
+    def remove(self, path: str) -> bool:
+        """Forget an image (and any failure recorded for the path). True if it was stored."""
+        return self.commit([Remove(path)])[0] > 0
+
+    def record_failure(self, path: str, identity: FileIdentity | None, reason: str, detail: str) -> None:
+        """Remember that a file could not be read, so it is not retried until it changes."""
+        self.commit([Fail(path, identity, reason, detail)])
 
     def _put_image(self, txn, features: ImageFeatures) -> int:
         key = path_key(features.path)
@@ -257,29 +294,84 @@ class SearchContext:
         txn.delete(value, db=self._dbs["features"])
         txn.delete(path_key(image.path), db=self._dbs["paths"])
 
-    def remove(self, path: str) -> bool:
-        """Forget an image (and any failure recorded for the path). True if it was stored."""
-        def change(txn):
-            key = path_key(path)
-            txn.delete(key, db=self._dbs["failed"])
-            num = txn.get(key, db=self._dbs["paths"])
-            if num is None:
-                return False
-            self._drop_image(txn, index.NUM.unpack(num)[0])
-            return True
-        return self._apply(change)
+    def _touch(self, txn, path: str, identity: FileIdentity) -> bool:
+        num = self._num(txn, path)
+        if num is None:
+            return False
+        self._update_image_doc(txn, num, identity=identity.__dict__)
+        return True
 
-    def record_failure(self, path: str, identity: FileIdentity | None, reason: str, detail: str) -> None:
-        """Remember that a file could not be read, so it is not retried until it changes."""
-        def change(txn):
-            key = path_key(path)
-            num = txn.get(key, db=self._dbs["paths"])
-            if num is not None:
-                self._drop_image(txn, index.NUM.unpack(num)[0])
-            doc = {"path": path, "identity": identity.__dict__ if identity else None, "reason": reason,
-                   "detail": detail, "when": time.time()}
-            txn.put(key, codec.pack(doc), db=self._dbs["failed"])
-        self._apply(change)
+    def _update_image_doc(self, txn, num: int, **fields) -> None:
+        value = index.NUM.pack(num)
+        doc = codec.unpack(txn.get(value, db=self._dbs["images"]))[0]
+        doc.update(fields)
+        txn.put(value, codec.pack(doc), db=self._dbs["images"])
+
+    def _put_failure(self, txn, failure: Fail) -> None:
+        key = path_key(failure.path)
+        num = txn.get(key, db=self._dbs["paths"])
+        if num is not None:
+            self._drop_image(txn, index.NUM.unpack(num)[0])
+        doc = {"path": failure.path, "identity": failure.identity.__dict__ if failure.identity else None,
+               "reason": failure.reason, "detail": failure.detail, "when": time.time()}
+        txn.put(key, codec.pack(doc), db=self._dbs["failed"])
+
+    def _entries(self, txn, db: str, path: str) -> list[tuple[bytes, str]]:
+        """(key, path) of the entries of `paths` or `failed` for `path` and everything under it."""
+        found = []
+        key = path_key(path)
+        if txn.get(key, db=self._dbs[db]) is not None:
+            found.append((key, path))
+        prefix = os.fsencode(path.rstrip("/") + "/")
+        with txn.cursor(db=self._dbs[db]) as cursor:
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(values=False):
+                    if not key.startswith(prefix):
+                        break
+                    found.append((key, os.fsdecode(key)))
+            # Paths too long for a key are stored under a digest: their own record names them.
+            if cursor.set_range(_LONG_KEY):
+                for key, value in cursor:
+                    if not key.startswith(_LONG_KEY):
+                        break
+                    long_path = self._path_of(txn, db, value)
+                    if _is_under(long_path, path):
+                        found.append((key, long_path))
+        return found
+
+    def _path_of(self, txn, db: str, value: bytes) -> str:
+        if db == "failed":
+            return codec.unpack(value)[0]["path"]
+        return self._image(txn, index.NUM.unpack(value)[0]).path
+
+    def _remove(self, txn, path: str) -> int:
+        for key, _ in self._entries(txn, "failed", path):
+            txn.delete(key, db=self._dbs["failed"])
+        images = self._entries(txn, "paths", path)
+        for key, _ in images:
+            self._drop_image(txn, index.NUM.unpack(txn.get(key, db=self._dbs["paths"]))[0])
+        return len(images)
+
+    def _move(self, txn, source: str, destination: str) -> int:
+        def moved(old_path: str) -> str:
+            return destination + old_path[len(source):]
+
+        for key, old_path in self._entries(txn, "failed", source):
+            doc = codec.unpack(txn.pop(key, db=self._dbs["failed"]))[0]
+            doc["path"] = moved(old_path)
+            txn.put(path_key(doc["path"]), codec.pack(doc), db=self._dbs["failed"])
+        images = self._entries(txn, "paths", source)
+        for key, old_path in images:
+            new_path = moved(old_path)
+            new_key = path_key(new_path)
+            value = txn.pop(key, db=self._dbs["paths"])
+            replaced = txn.get(new_key, db=self._dbs["paths"])
+            if replaced is not None:            # moved over another stored image
+                self._drop_image(txn, index.NUM.unpack(replaced)[0])
+            txn.put(new_key, value, db=self._dbs["paths"])
+            txn.delete(new_key, db=self._dbs["failed"])
+            self._update_image_doc(txn, index.NUM.unpack(value)[0], path=new_path)
+        return len(images)
 
     @contextmanager
     def busy(self, status: str) -> Iterator[None]:
@@ -367,6 +459,26 @@ class SearchContext:
             value = txn.get(path_key(path), db=self._dbs["failed"])
         return None if value is None else Failure.from_record(value)
 
+    def known(self, path: str) -> tuple[FileIdentity | None, bytes | None]:
+        """The identity last seen for `path` (stored or failed) and its content hash if stored."""
+        with self._read() as txn:
+            num = self._num(txn, path)
+            if num is not None:
+                image = self._image(txn, num)
+                return image.identity, image.content_hash
+            value = txn.get(path_key(path), db=self._dbs["failed"])
+        return (Failure.from_record(value).identity if value else None), None
+
+    def known_under(self, folder: str) -> dict[str, FileIdentity | None]:
+        """Every path under `folder` the context knows (stored or failed), with its identity."""
+        with self._read() as txn:
+            known: dict[str, FileIdentity | None] = {}
+            for key, path in self._entries(txn, "failed", folder):
+                known[path] = Failure.from_record(txn.get(key, db=self._dbs["failed"])).identity
+            for key, path in self._entries(txn, "paths", folder):
+                known[path] = self._image(txn, index.NUM.unpack(txn.get(key, db=self._dbs["paths"]))[0]).identity
+        return known
+
     def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> list[int]:
         """Image numbers worth verifying against these features (index.candidates)."""
         mirror = mirrored(local, self.settings.detector)
@@ -377,6 +489,10 @@ class SearchContext:
         with self._read() as txn:
             return txn.stat(self._dbs["images"])["entries"]
 
+    def size_on_disk(self) -> int:
+        files = [self.directory / "data.mdb", self.directory / "lock.mdb"]
+        return sum(f.stat().st_blocks * 512 for f in files if f.exists())
+
     def info(self) -> dict:
         with self._read() as txn:
             meta = self._dbs["meta"]
@@ -386,11 +502,10 @@ class SearchContext:
             failed = txn.stat(self._dbs["failed"])["entries"]
         if status.get("pid") and not _alive(status["pid"]):
             status = {"state": "idle", "pid": None, "note": f"was {status['state']} in a process that ended"}
-        files = [self.directory / "data.mdb", self.directory / "lock.mdb"]
         return {"context": str(self.directory), "schema": SCHEMA_VERSION, "settings": self.settings.to_dict(),
                 "images": images, "failed": failed, "status": status["state"],
                 **({"status_note": status["note"]} if "note" in status else {}),
-                "size_bytes": sum(f.stat().st_blocks * 512 for f in files if f.exists()),
+                "size_bytes": self.size_on_disk(),
                 "map_size_bytes": self._env.info()["map_size"], "created": created}
 
 
