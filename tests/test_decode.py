@@ -400,3 +400,50 @@ def test_no_code_reads_images_through_cv2_imread():
     source = Path(__file__).resolve().parent.parent / "daemon"
     offenders = [str(p) for p in source.rglob("*.py") if "cv2.imread(" in p.read_text()]
     assert offenders == []
+
+
+# --- colour thumbnails (for the HTML report) -------------------------------------------------
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_colour_thumbnail_shows_the_displayed_picture(tmp_path, orientation):
+    path = images.exif_rotated_jpeg(tmp_path, PHOTO, orientation)
+    thumb = decode_module.colour_thumbnail(str(path), path.read_bytes(), SETTINGS.limits, 200)
+    shown = images.displayed(PHOTO, orientation)
+    assert thumb.dtype == np.uint8 and thumb.ndim == 3 and thumb.shape[2] == 3
+    assert max(thumb.shape[:2]) == 200
+    assert (thumb.shape[0] > thumb.shape[1]) == (shown.shape[0] > shown.shape[1])
+    wanted = cv2.cvtColor(images.resized(shown, thumb.shape[1], thumb.shape[0]), cv2.COLOR_RGB2BGR)
+    assert np.abs(thumb.astype(int) - wanted).mean() < 12
+
+
+def test_colour_thumbnail_of_a_large_jpeg_is_decoded_reduced(tmp_path, monkeypatch):
+    path = images.large_jpeg(tmp_path, 4000, 3000)
+    flags = []
+    real_imdecode = cv2.imdecode
+
+    def spy(buf, flag):
+        flags.append(flag)
+        return real_imdecode(buf, flag)
+
+    monkeypatch.setattr(decode_module.cv2, "imdecode", spy)
+    thumb = decode_module.colour_thumbnail(str(path), path.read_bytes(), SETTINGS.limits, 200)
+    assert flags == [cv2.IMREAD_REDUCED_COLOR_8] and thumb.shape == (150, 200, 3)
+
+
+def test_colour_thumbnail_is_never_enlarged_and_always_colour(tmp_path):
+    small = images.write_jpeg(tmp_path, "small.jpg", images.resized(PHOTO, 90, 60))
+    assert decode_module.colour_thumbnail(str(small), small.read_bytes(), SETTINGS.limits, 200).shape == (60, 90, 3)
+    grey = images.write_png(tmp_path, "grey.png", images.grey(PHOTO))
+    assert decode_module.colour_thumbnail(str(grey), grey.read_bytes(), SETTINGS.limits, 200).shape == (133, 200, 3)
+
+
+@pytest.mark.parametrize("build, reason", [
+    (images.truncated_jpeg, "truncated"),
+    (lambda d: images.png_bomb(d, 20000), "too_large"),
+    (images.text_file_named_png, "unsupported"),
+])
+def test_colour_thumbnail_refuses_what_decode_refuses(tmp_path, build, reason):
+    path = build(tmp_path)
+    with pytest.raises(ImageError) as caught:
+        decode_module.colour_thumbnail(str(path), path.read_bytes(), SETTINGS.limits, 200)
+    assert caught.value.reason == reason

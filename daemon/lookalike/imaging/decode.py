@@ -1,4 +1,4 @@
-"""Bytes on disk -> a greyscale working image, safely.
+"""Bytes on disk -> a greyscale working image (and a colour thumbnail for reports), safely.
 
 The traps this module exists for (see shared notes, section 5):
 - `cv2.imread` segfaults on a path that is not valid UTF-8, so the file is opened here (any path,
@@ -105,10 +105,36 @@ def _read_all(fd: int, size: int) -> bytes:
 
 _REDUCED_GREY = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                  8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+_REDUCED_COLOUR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                   8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 def decode(path: str | bytes, data: bytes, limits: DecodeLimits, working_size: int) -> WorkingImage:
     """Decode to greyscale, EXIF orientation applied, longest side at most `working_size`."""
+    header = _checked_header(path, data, limits)
+    grey = _imdecode(path, header, data, _flag(header, working_size, cv2.IMREAD_GRAYSCALE, _REDUCED_GREY))
+    width, height = header.width, header.height
+    rotated = (grey.shape[1] >= grey.shape[0]) != (width >= height) and width != height
+    if rotated:     # EXIF orientation 5-8 turned the picture on its side
+        width, height = height, width
+    return WorkingImage(to_working_size(grey, working_size), header.format, width, height)
+
+
+def colour_thumbnail(path: str | bytes, data: bytes, limits: DecodeLimits, longest: int) -> np.ndarray:
+    """A BGR picture for people to look at (reports), longest side at most `longest`, never enlarged.
+
+    The same checks as `decode` (pixel cap, truncation) and the same EXIF orientation, so a
+    thumbnail shows the picture the features were taken from.
+    """
+    header = _checked_header(path, data, limits)
+    pixels = _imdecode(path, header, data, _flag(header, longest, cv2.IMREAD_COLOR, _REDUCED_COLOUR))
+    if max(pixels.shape[:2]) > longest:
+        pixels = to_working_size(pixels, longest)
+    return pixels
+
+
+def _checked_header(path: str | bytes, data: bytes, limits: DecodeLimits) -> formats.Header:
+    """The header, once it is known the decoder may be given the data: sane size, under the cap, complete."""
     try:
         header = formats.sniff(data[:formats.HEADER_PROBE_BYTES])
     except formats.HeaderError as exc:
@@ -127,27 +153,28 @@ def decode(path: str | bytes, data: bytes, limits: DecodeLimits, working_size: i
                                             f"is over the cap of {limits.max_pixels}")
     if not formats.is_complete(header.format, data):
         raise ImageError(path, "truncated", f"{header.format} data ends before the image does")
+    return header
 
+
+def _flag(header: formats.Header, wanted: int, full: int, reduced: dict[int, int]) -> int:
     # DCT scaling makes a reduced JPEG decode several times cheaper than a full one; other
-    # formats have no such shortcut, so they decode at full size and are resized below.
-    flag = cv2.IMREAD_GRAYSCALE
+    # formats have no such shortcut, so they decode at full size and are resized afterwards.
     if header.format == "jpeg":
         for factor in (8, 4, 2):
-            if max(header.width, header.height) // factor >= working_size:
-                flag = _REDUCED_GREY[factor]
-                break
+            if max(header.width, header.height) // factor >= wanted:
+                return reduced[factor]
+    return full
+
+
+def _imdecode(path: str | bytes, header: formats.Header, data: bytes, flag: int) -> np.ndarray:
+    # Every flag used here leaves out IMREAD_IGNORE_ORIENTATION: OpenCV applies EXIF orientation.
     try:
-        grey = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:
         raise ImageError(path, "corrupt", f"decoder error: {str(exc).strip().splitlines()[-1]}") from None
-    if grey is None or grey.size == 0:
+    if pixels is None or pixels.size == 0:
         raise ImageError(path, "corrupt", f"the {header.format} decoder could not read the data")
-
-    width, height = header.width, header.height
-    rotated = (grey.shape[1] >= grey.shape[0]) != (width >= height) and width != height
-    if rotated:     # EXIF orientation 5-8 turned the picture on its side
-        width, height = height, width
-    return WorkingImage(to_working_size(grey, working_size), header.format, width, height)
+    return pixels
 
 
 def to_working_size(pixels: np.ndarray, working_size: int) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""Duplicate reports: JSON (versioned, for programs) and CSV (one row per image).
+"""Duplicate reports: JSON (versioned, for programs), CSV (one row per image) and HTML (one
+self-contained page for people, reports/html.py).
 
-Both are written atomically: a temporary file in the target folder, fsync, rename. A reader
+All are written atomically: a temporary file in the target folder, fsync, rename. A reader
 never sees half a report. The JSON schema is documented in README.md ("Report formats").
 """
 
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 from ..duplicates import Group
+from ..errors import NotFoundError, ReportError
+from .html import to_html
 
 REPORT_VERSION = 1
 
@@ -61,7 +64,27 @@ def render(document: dict, fmt: str) -> str:
         return json.dumps(document, indent=1) + "\n"
     if fmt == "csv":
         return to_csv(document)
+    if fmt == "html":
+        return to_html(document)
     raise ValueError(f"unknown report format {fmt!r}")
+
+
+def load(path: Path) -> dict:
+    """A JSON report written by `to_document`, checked enough to be shown."""
+    try:
+        document = json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such report") from None
+    except OSError as exc:
+        raise ReportError(path, f"cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ReportError(path, f"not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("groups"), list):
+        raise ReportError(path, "not a lookalike duplicates report")
+    if document.get("version") != REPORT_VERSION:
+        raise ReportError(path, f"report version {document.get('version')!r}; this lookalike reads "
+                                f"version {REPORT_VERSION}")
+    return document
 
 
 def atomic_write(target: Path, text: str) -> None:
