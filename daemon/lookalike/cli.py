@@ -23,8 +23,10 @@ from .imaging.decode import FileIdentity
 from .imaging.features import detector_info
 from .imaging.formats import EXTENSIONS
 from .match import compare
-from .reports import atomic_write, render, to_document
+from .reports import atomic_write, load as load_report, render, to_document
+from .reports.text import summary as report_summary
 from .search import query_candidate, similar
+from .service import Service, configure_logging
 from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 from .store import SearchContext
 
@@ -285,13 +287,42 @@ def cmd_scan(args) -> int:
             _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
         report = config.reports / "duplicates-latest.json"
         document = write_duplicates_report(context, config.duplicates_threshold, report, "json")
-        if "csv" in config.report_formats:
-            atomic_write(config.reports / "duplicates-latest.csv", render(document, "csv"))
+        for fmt in ("csv", "html"):
+            if fmt in config.report_formats:
+                atomic_write(config.reports / f"duplicates-latest.{fmt}", render(document, fmt))
     groups = document["groups"]
     _print_json({"scanned": len(files), **{k: summary[k] for k in ("added", "updated", "unchanged", "failed")},
                  "groups": len(groups), "images_in_groups": sum(len(g["images"]) for g in groups),
                  "report": str(report)})
     return ExitCode.OK
+
+
+def cmd_report_show(args) -> int:
+    """A short summary of a JSON report for people: the latest one by default."""
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    if args.file:
+        path = Path(args.file).absolute()
+    elif args.config:
+        path = config_module.load(args.config).reports / "duplicates-latest.json"
+    elif args.context:
+        # The layout a config gives by default: state_dir/context beside state_dir/reports.
+        path = Path(args.context).absolute().parent / "reports" / "duplicates-latest.json"
+    else:
+        raise UsageError("name the report with --file PATH, or its config with --config FILE")
+    document = load_report(path)
+    arrow = "→" if "utf" in (getattr(sys.stdout, "encoding", None) or "").lower() else "->"
+    sys.stdout.write(report_summary(document, display_path(str(path)), args.top, arrow))
+    return ExitCode.OK
+
+
+def cmd_run(args) -> int:
+    """The daemon: watch the configured folders until SIGTERM (see service.py)."""
+    if not args.config:
+        raise UsageError("run needs --config FILE")
+    config = config_module.load(args.config)
+    configure_logging(config.log_level, config.log_format)
+    return Service(config).run()
 
 
 def cmd_config_check(args) -> int:
@@ -358,11 +389,29 @@ def build_parser() -> argparse.ArgumentParser:
     duplicates = commands.add_parser("duplicates", help="groups of duplicate images in the context")
     duplicates.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD)
     duplicates.add_argument("--output", metavar="FILE")
-    duplicates.add_argument("--format", choices=("json", "csv"), default="json")
+    duplicates.add_argument("--format", choices=("json", "csv", "html"), default="json")
     duplicates.set_defaults(handler=cmd_duplicates)
+
+    run = commands.add_parser("run", help="the daemon: keep the context in step with the folders, report duplicates")
+    run.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="the YAML config (also accepted "
+                     "before the command)")
+    run.set_defaults(handler=cmd_run)
 
     scan = commands.add_parser("scan", help="one pass over the configured folders, then a duplicates report")
     scan.set_defaults(handler=cmd_scan)
+
+    report = commands.add_parser("report", help="show a duplicates report")
+    report_commands = report.add_subparsers(dest="action", required=True)
+    show = report_commands.add_parser("show", help="summary of the latest JSON report (or --file PATH)")
+    show_where = show.add_mutually_exclusive_group()
+    show_where.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                            help="the YAML config whose reports folder holds the report (also accepted before the command)")
+    show_where.add_argument("--context", metavar="DIR", default=argparse.SUPPRESS,
+                            help="a context DIR: the report is DIR/../reports/duplicates-latest.json")
+    show.add_argument("--file", metavar="PATH", help="a JSON report (default: duplicates-latest.json "
+                                                     "in the configured reports folder)")
+    show.add_argument("--top", type=int, default=10, metavar="N", help="groups to list (default 10)")
+    show.set_defaults(handler=cmd_report_show)
 
     config_parser = commands.add_parser("config", help="check a configuration file")
     config_commands = config_parser.add_subparsers(dest="action", required=True)

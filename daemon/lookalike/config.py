@@ -56,6 +56,7 @@ class Config:
     metrics_listen: str = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
     log_level: str = "info"
     log_format: str = "text"
+    stop_timeout: float = 10.0
 
     @property
     def context_dir(self) -> Path:
@@ -171,16 +172,17 @@ def _watch_folder(reader: _Reader, entry, key: str) -> WatchedFolder | None:
         reader.problem(key, "needs a path")
         return None
     path = reader.path(section["path"], f"{key}.path", must_exist=True)
-    mode = reader.typed(section, "mode", f"{key}.mode", str, "native",
+    mode = reader.typed(section, "mode", f"{key}.mode", str, WatchedFolder.mode,
                         lambda v: None if v in WATCH_MODES else f"must be one of {', '.join(WATCH_MODES)}")
     folder = WatchedFolder(
         path=path or Path("/"),
-        recursive=reader.typed(section, "recursive", f"{key}.recursive", bool, True),
+        recursive=reader.typed(section, "recursive", f"{key}.recursive", bool, WatchedFolder.recursive),
         include=reader.patterns(section, "include", f"{key}.include", DEFAULT_INCLUDE),
         exclude=reader.patterns(section, "exclude", f"{key}.exclude", DEFAULT_EXCLUDE),
-        follow_symlinks=reader.typed(section, "follow_symlinks", f"{key}.follow_symlinks", bool, False),
+        follow_symlinks=reader.typed(section, "follow_symlinks", f"{key}.follow_symlinks", bool,
+                                     WatchedFolder.follow_symlinks),
         mode=mode,
-        poll_interval=reader.duration(section, "poll_interval", f"{key}.poll_interval", 30.0),
+        poll_interval=reader.duration(section, "poll_interval", f"{key}.poll_interval", WatchedFolder.poll_interval),
     )
     return folder if path else None
 
@@ -201,7 +203,8 @@ def load(path: str | Path) -> Config:
 def parse(document, source: Path) -> Config:
     reader = _Reader(source)
     top = reader.mapping(document, "", {"watch", "state_dir", "extraction", "workers", "settle_seconds",
-                                         "reconcile_interval", "duplicates", "reports", "metrics", "log"})
+                                         "reconcile_interval", "duplicates", "reports", "metrics", "log",
+                                         "stop_timeout"})
     if document is None or not isinstance(document, dict):
         reader.problems[:0] = ["(top level): must be a mapping with at least 'watch' and 'state_dir'"] if document is None else []
 
@@ -243,10 +246,10 @@ def parse(document, source: Path) -> Config:
     metrics = reader.mapping(top.get("metrics"), "metrics", {"listen"})
     log = reader.mapping(top.get("log"), "log", {"level", "format"})
 
-    formats = reader.typed(reports, "formats", "reports.formats", list, ["json", "csv"], describe="a list")
+    formats = reader.typed(reports, "formats", "reports.formats", list, list(Config.report_formats), describe="a list")
     if any(f not in REPORT_FORMATS for f in formats):
         reader.problem("reports.formats", f"each format must be one of {', '.join(REPORT_FORMATS)}, not {formats!r}")
-        formats = ["json", "csv"]
+        formats = list(Config.report_formats)
     reports_dir = reader.path(reports["dir"], "reports.dir", must_exist=False) if "dir" in reports else None
 
     config = Config(
@@ -255,20 +258,21 @@ def parse(document, source: Path) -> Config:
         state_dir=state_dir or Path("/"),
         extraction=extraction,
         workers=reader.typed(top, "workers", "workers", int, Config.workers, _positive),
-        settle_seconds=reader.duration(top, "settle_seconds", "settle_seconds", 2.0),
-        reconcile_interval=reader.duration(top, "reconcile_interval", "reconcile_interval", 3600.0),
-        duplicates_interval=reader.duration(duplicates, "interval", "duplicates.interval", 900.0),
+        settle_seconds=reader.duration(top, "settle_seconds", "settle_seconds", Config.settle_seconds),
+        reconcile_interval=reader.duration(top, "reconcile_interval", "reconcile_interval", Config.reconcile_interval),
+        stop_timeout=reader.duration(top, "stop_timeout", "stop_timeout", Config.stop_timeout),
+        duplicates_interval=reader.duration(duplicates, "interval", "duplicates.interval", Config.duplicates_interval),
         duplicates_threshold=reader.typed(duplicates, "threshold", "duplicates.threshold", (int, float),
-                                          DEFAULT_DUPLICATE_THRESHOLD,
+                                          Config.duplicates_threshold,
                                           lambda v: None if 0 <= v <= 100 else "must be from 0 to 100",
                                           describe="a number"),
         reports_dir=reports_dir,
         report_formats=tuple(formats),
-        reports_keep=reader.typed(reports, "keep", "reports.keep", int, 10, _positive),
+        reports_keep=reader.typed(reports, "keep", "reports.keep", int, Config.reports_keep, _positive),
         metrics_listen=reader.typed(metrics, "listen", "metrics.listen", str, Config.metrics_listen, _listen),
-        log_level=reader.typed(log, "level", "log.level", str, "info",
+        log_level=reader.typed(log, "level", "log.level", str, Config.log_level,
                                lambda v: None if v in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"),
-        log_format=reader.typed(log, "format", "log.format", str, "text",
+        log_format=reader.typed(log, "format", "log.format", str, Config.log_format,
                                 lambda v: None if v in LOG_FORMATS else f"must be one of {', '.join(LOG_FORMATS)}"),
     )
     if reader.problems:

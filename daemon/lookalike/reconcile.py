@@ -1,0 +1,109 @@
+"""The reconcile stage: walk the watched folders and compare them with the search context.
+
+Events are hints; this walk is the truth. It runs at start, on a timer, after an event
+overflow and after a watcher restart, and finds what events missed: files added, changed or
+deleted while the daemon was down, or while events were lost. It costs one stat per unchanged
+file and reads nothing; every file that differs from the context (new, other size or mtime,
+gone) is handed to the same settle -> check path that events use.
+
+Symlinks are not followed unless the folder says so, and then a set of visited folders stops
+loops. A folder that cannot be listed is logged and skipped, and nothing under it is treated
+as deleted (a missing file is removed only when a stat says ENOENT, in the check).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from .config import WatchedFolder
+from .store import SearchContext
+from .watch.folders import Folders
+from .watch.observe import Dirty, Intent
+from .watch.settle import monotonic_since
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    new: int = 0
+    changed: int = 0
+    missing: int = 0
+    seconds: float = 0.0
+    folders_down: list[str] = field(default_factory=list)
+
+    @property
+    def discrepancies(self) -> int:
+        return self.new + self.changed + self.missing
+
+
+class Cancelled(Exception):
+    pass
+
+
+def walk(folder: WatchedFolder, folders: Folders, stop: threading.Event) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, stat) of every wanted file under `folder`, in no particular order."""
+    pending = [str(folder.path)]
+    visited: set[tuple[int, int]] = set()
+    while pending:
+        if stop.is_set():
+            raise Cancelled()
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as entries:
+                listed = list(entries)
+            if folder.follow_symlinks:
+                st = os.stat(directory)
+                if (st.st_dev, st.st_ino) in visited:
+                    continue
+                visited.add((st.st_dev, st.st_ino))
+        except OSError as exc:
+            log.warning("%s: cannot list this folder (%s); its files are left as they are",
+                        directory, exc.strerror or exc)
+            continue
+        for entry in listed:
+            path = entry.path
+            try:
+                if entry.is_dir(follow_symlinks=folder.follow_symlinks):
+                    if folder.recursive and folders.wants_folder(path) and folders.folder_of(path) is folder:
+                        pending.append(path)
+                elif entry.is_file(follow_symlinks=folder.follow_symlinks) and folders.wants_file(path):
+                    yield path, entry.stat(follow_symlinks=folder.follow_symlinks)
+            except OSError:
+                continue                                  # vanished while listed, or a dangling link
+
+
+def reconcile(folders: Folders, context: SearchContext, emit: Callable[[Intent], None],
+              root_is_up: Callable[[WatchedFolder], bool], stop: threading.Event) -> Summary:
+    """Emit a Dirty intent for every path where the folders and the context disagree."""
+    started = time.monotonic()
+    summary = Summary()
+    for folder in folders.all:
+        root = str(folder.path)
+        if not root_is_up(folder):
+            summary.folders_down.append(root)
+            continue
+        known = context.known_under(root)
+        for path, st in walk(folder, folders, stop):
+            summary.files += 1
+            identity = known.pop(path, False)
+            if identity is False:
+                summary.new += 1
+            elif identity is None or (identity.size, identity.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                summary.changed += 1
+            else:
+                continue
+            emit(Dirty(path, monotonic_since(st.st_mtime)))
+        for path in known:
+            # A nested watched folder walks its own files; a path under no folder any more goes.
+            if folders.folder_of(path) in (folder, None):
+                summary.missing += 1
+                emit(Dirty(path, 0.0))
+    summary.seconds = time.monotonic() - started
+    return summary

@@ -1,0 +1,30 @@
+"""Publishing a report: one file per format, a stable `latest` copy, the last N kept.
+
+    duplicates-20261121T101500Z.json   one per pass and format, pruned to the newest `keep`
+    duplicates-latest.json             always the newest, replaced atomically
+
+`latest` is a copy, not a symlink, so it reads the same over SMB or after a backup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import atomic_write, render
+
+PREFIX = "duplicates-"
+
+
+def publish(document: dict, directory: Path, formats: tuple[str, ...], keep: int) -> list[Path]:
+    stamp = document["generated"].replace("-", "").replace(":", "")
+    written = []
+    for fmt in formats:
+        text = render(document, fmt)
+        stamped = directory / f"{PREFIX}{stamp}.{fmt}"
+        atomic_write(stamped, text)
+        atomic_write(directory / f"{PREFIX}latest.{fmt}", text)
+        written.append(stamped)
+        history = sorted(p for p in directory.glob(f"{PREFIX}*.{fmt}") if p.name != f"{PREFIX}latest.{fmt}")
+        for old in history[:-keep]:
+            old.unlink(missing_ok=True)
+    return written

@@ -1,0 +1,523 @@
+"""The daemon (`lookalike run`): starts the stages, feeds them, schedules, stops them.
+
+    watch ─┐
+           ├─> intents ─> settle ─> check ─> extract (worker processes) ─> store (writer thread)
+ reconcile ┘                          └──────── remove / fail ───────────────┘
+                                                   duplicates (thread, on a schedule) ─> reports
+
+Who runs what:
+  main thread        this loop: intents into the settler, settled paths checked against the
+                     context, jobs to workers, results and removals to the writer, timers,
+                     signals, sd_notify. It is the only thread that decides.
+  observer threads   watch/observe.py: enqueue intents, nothing else
+  reconcile thread   reconcile.py: walks the folders, enqueues intents
+  duplicates thread  one pass at a time: verify candidates, group, publish reports (reads only)
+  store thread       store/writer.py: the only writer of the LMDB environment
+  worker processes   workers.py (spawned, never forked): read, decode, extract
+
+A path is never in two places at once: a settled path that is still being extracted waits
+until its result has been handed to the writer, whose queue is FIFO, so a deletion that
+follows an extraction is always applied after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import stat
+import sys
+import threading
+import time
+from multiprocessing.connection import wait as wait_for
+from queue import Empty, SimpleQueue
+
+from prometheus_client import start_http_server
+
+from . import config as config_module
+from .config import Config, WatchedFolder
+from .duplicates import PairCache, find_groups
+from .errors import ConfigError, LookalikeError, display_path
+from .extract import Extracted, Outcome, SameContent, Unreadable
+from .imaging.decode import FileIdentity
+from .metrics import Metrics
+from .notify import Notifier
+from .reconcile import Cancelled, reconcile
+from .reports import to_document
+from .reports.publish import publish
+from .store import SearchContext
+from .store.changes import Fail, Move, Put, Remove, Touch
+from .store.writer import Writer
+from .watch.folders import Folders
+from .watch.observe import Dirty, Moved, Rescan, Watcher
+from .watch.settle import Settler
+from .workers import ExtractWorkers, Job
+
+log = logging.getLogger("lookalike")
+
+TICK_SECONDS = 0.25
+HOUSEKEEPING_SECONDS = 2.0
+# Settings that live in the open context, the worker processes or the bound socket.
+RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen")
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+
+
+def open_context(config: Config) -> SearchContext:
+    if (config.context_dir / "data.mdb").exists():
+        return SearchContext.open(config.context_dir, expect=config.extraction)
+    return SearchContext.create(config.context_dir, config.extraction)
+
+
+class _Task:
+    """A background pass (reconcile or duplicates): one at a time; a request while it runs
+    makes it run once more afterwards."""
+
+    def __init__(self, name: str, body):
+        self._name = name
+        self._body = body
+        self._thread: threading.Thread | None = None
+        self._again = False
+        self.last_started = -float("inf")
+        self.finished_once = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def request(self) -> None:
+        if self.running:
+            self._again = True
+            return
+        self._again = False
+        self.last_started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"lookalike-{self._name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._body()
+        finally:
+            self.finished_once.set()
+
+    def poll(self) -> None:
+        if self._again and not self.running:
+            self.request()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+class Service:
+    def __init__(self, config: Config, metrics: Metrics | None = None, notifier: Notifier | None = None):
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
+        self.folders = Folders(config.watch)
+        self._intake: SimpleQueue = SimpleQueue()
+        self._settler = Settler(config.settle_seconds)
+        self._stop = threading.Event()
+        self._signals: list[int] = []
+        self._checked: dict[str, FileIdentity] = {}      # identity seen when each job was handed out
+        self._root_devices: dict[str, int] = {}
+        self._roots_down: set[str] = set()
+        self._pairs = PairCache()
+        self._reconcile = _Task("reconcile", self._reconcile_pass)
+        self._duplicates = _Task("duplicates", self._duplicates_pass)
+        self._first_report_due = True
+        self._next_housekeeping = 0.0
+        self._next_ping = 0.0
+        self.context: SearchContext | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED_SIGNALS}
+        old_wakeup = signal.set_wakeup_fd(wake_write)
+        try:
+            self._start()
+            try:
+                while not self._stop.is_set():
+                    wait_for([wake_read, *self.workers.waitables()], TICK_SECONDS)
+                    _drain(wake_read)
+                    self._step()
+            finally:
+                self._shutdown()
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(wake_read)
+            os.close(wake_write)
+        return 0
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signals.append(signum)
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._stop.set()
+
+    def _start(self) -> None:
+        config = self.config
+        self.context = open_context(config)
+        self._serve_metrics(config.metrics_listen)
+        self.writer = Writer(self.context, on_commit=self._committed, on_trouble=self._store_trouble)
+        self.writer.start()
+        self.workers = ExtractWorkers(config.workers, config.extraction)
+        for folder in config.watch:
+            self._root_is_up(folder)
+        self.watcher = Watcher(self.folders, self._intake, self.metrics)
+        self.watcher.start()
+        self._reconcile.request()
+        self._next_reconcile = time.monotonic() + config.reconcile_interval
+        self._next_duplicates = time.monotonic() + config.duplicates_interval
+        log.info("watching %s; context %s (%d images); %d workers",
+                 ", ".join(str(f.path) for f in config.watch), config.context_dir, self.context.count(),
+                 config.workers)
+        self.notifier.ready("started; reconciling the watched folders")
+
+    def _serve_metrics(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        try:
+            self._metrics_server, _ = start_http_server(int(port), addr=host, registry=self.metrics.registry)
+        except OSError as exc:
+            raise LookalikeError(f"metrics.listen: cannot listen on {listen}: {exc.strerror or exc}") from None
+        bound = self._metrics_server.server_port
+        log.info("metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", bound)
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("metrics.listen is %s: the metrics are reachable from other hosts", listen)
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        deadline = time.monotonic() + self.config.stop_timeout
+        log.info("stopping")
+        self._stop.set()
+        if hasattr(self, "watcher"):
+            self.watcher.stop()
+        if hasattr(self, "workers"):
+            # Let running extractions finish while there is time; what does not finish is not
+            # recorded, and the next start's reconcile finds those files again.
+            while self.workers.busy and time.monotonic() < deadline - 3:
+                wait_for(self.workers.waitables(), 0.2)
+                self._collect()
+            self.workers.stop()
+        self._reconcile.join(max(0.1, deadline - time.monotonic() - 2))
+        self._duplicates.join(max(0.1, deadline - time.monotonic() - 2))
+        if hasattr(self, "writer") and not self.writer.stop(max(0.5, deadline - time.monotonic() - 0.5)):
+            log.error("the store did not finish its last commit in time")
+        if hasattr(self, "_metrics_server"):
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        if self.context is not None:
+            self.context.close()
+        self.notifier.close()
+        log.info("stopped")
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        for stage in (self._handle_signals, self._take_intents, self._collect, self._dispatch, self._timers):
+            try:
+                stage()
+            except Exception:
+                log.exception("unexpected error in the service loop (%s); carrying on", stage.__name__)
+                self.metrics.internal_errors.labels("service").inc()
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum == signal.SIGHUP:
+                self.reload()
+            elif signum == signal.SIGUSR1:
+                log.info("SIGUSR1: finding duplicates now")
+                self._duplicates.request()
+
+    def _take_intents(self) -> None:
+        while True:
+            try:
+                intent = self._intake.get_nowait()
+            except Empty:
+                return
+            if isinstance(intent, Dirty):
+                self._settler.touch(intent.path, intent.quiet_since)
+            elif isinstance(intent, Moved):
+                self.writer.submit(Move(intent.source, intent.destination))
+                self._settler.touch(intent.source)
+                self._settler.touch(intent.destination)
+            elif isinstance(intent, Rescan):
+                log.warning("%s: reconciling every watched folder", intent.reason)
+                self._reconcile.request()
+
+    def _dispatch(self) -> None:
+        busy = set(self.workers.busy)
+        # Leave the writer room for every result that may come back, so no put ever blocks.
+        while self.workers.free and self.writer.room > 2 * self.config.workers + 8:
+            paths = self._settler.take(1, skip=busy.__contains__)
+            if not paths:
+                return
+            self._check(paths[0])
+
+    def _check(self, path: str) -> None:
+        """Stat a settled path and compare it with the context: extract, remove, or nothing."""
+        self.metrics.files_seen.inc()
+        folder = self.folders.folder_of(path)
+        try:
+            st = os.stat(path) if folder is not None and folder.follow_symlinks else os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            if folder is None or self._root_is_up(folder):
+                self.writer.submit(Remove(path))
+            return
+        except OSError as exc:
+            log.warning("%s: cannot stat (%s); left as it is", display_path(path), exc.strerror or exc)
+            return
+        if folder is None:
+            self.writer.submit(Remove(path))              # its folder is no longer watched
+        elif stat.S_ISDIR(st.st_mode):
+            if not self.folders.wants_folder(path):
+                self.writer.submit(Remove(path))
+        elif stat.S_ISLNK(st.st_mode) or not self.folders.wants_file(path):
+            self.writer.submit(Remove(path))              # replaced by a symlink, or now excluded
+        else:
+            identity = FileIdentity.of(st)
+            known, known_hash = self.context.known(path)
+            if known is not None and (known.size, known.mtime_ns) == (identity.size, identity.mtime_ns):
+                self.metrics.files_unchanged.inc()
+                return
+            self._checked[path] = identity
+            self.workers.submit(Job(path, known_hash))
+
+    def _collect(self) -> None:
+        for job, outcome in self.workers.collect():
+            self._record(job.path, outcome, self._checked.pop(job.path, None))
+
+    def _record(self, path: str, outcome: Outcome, identity: FileIdentity | None) -> None:
+        if isinstance(outcome, Extracted):
+            features = outcome.features
+            self.metrics.extract_duration.observe(features.extract_seconds)
+            self.metrics.decode_duration.observe(features.decode_seconds)
+            self.writer.submit(Put(features))
+        elif isinstance(outcome, SameContent):
+            self.metrics.files_unchanged.inc()
+            self.writer.submit(Touch(path, outcome.identity))
+        elif outcome.reason == "missing":
+            self._settler.touch(path)                     # gone since the check: look again
+        elif outcome.reason == "changed":
+            self._settler.touch(path)                     # still being written: wait for it to settle
+        else:
+            log.warning("%s: %s: %s", display_path(path), outcome.reason, outcome.detail)
+            self.metrics.files_failed.labels(outcome.reason).inc()
+            self.writer.submit(Fail(path, identity, outcome.reason, outcome.detail))
+
+    def _committed(self, changes, results) -> None:
+        """Counts what the writer committed (runs on the store thread)."""
+        for change, result in zip(changes, results):
+            if isinstance(change, Put):
+                self.metrics.files_indexed.inc()
+            elif isinstance(change, Remove) and result:
+                self.metrics.files_removed.inc(result)
+            elif isinstance(change, Move) and result:
+                self.metrics.files_moved.inc(result)
+
+    def _store_trouble(self, troubled: bool) -> None:
+        self.metrics.store_writable.set(0 if troubled else 1)
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        self._reconcile.poll()
+        self._duplicates.poll()
+        if now >= self._next_reconcile:
+            self._next_reconcile = now + self.config.reconcile_interval
+            self._reconcile.request()
+        idle = not len(self._settler) and not self.workers.busy and not self.writer.waiting
+        if now >= self._next_duplicates or (self._first_report_due and idle and self._reconcile.finished_once.is_set()
+                                            and not self._reconcile.running):
+            self._first_report_due = False
+            self._next_duplicates = now + self.config.duplicates_interval
+            self._duplicates.request()
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+            self._housekeeping()
+        interval = self.notifier.watchdog_interval
+        if interval and now >= self._next_ping:
+            self._next_ping = now + interval
+            if self._healthy():
+                self.notifier.watchdog()
+
+    def _housekeeping(self) -> None:
+        self.watcher.check()
+        for folder in self.config.watch:
+            root = str(folder.path)
+            was_down = root in self._roots_down
+            if self._root_is_up(folder) and was_down:
+                log.warning("%s: the watched folder is back; watching and reconciling it again", root)
+                self.watcher.rewatch(folder)
+                self._reconcile.request()
+        queued, busy = len(self._settler), len(self.workers.busy)
+        self.metrics.files_queued.set(queued)
+        self.metrics.files_in_flight.set(busy)
+        self.metrics.store_queue.set(self.writer.waiting)
+        images = self.context.count()
+        self.metrics.images.set(images)
+        self.metrics.context_size.set(self.context.size_on_disk())
+        self.notifier.status(f"{images} images; {queued} waiting, {busy} extracting"
+                             + ("; reconciling" if self._reconcile.running else "")
+                             + ("; finding duplicates" if self._duplicates.running else ""))
+
+    def _healthy(self) -> bool:
+        return self.writer.is_alive() and not self.writer.stuck and self.watcher.alive
+
+    def _root_is_up(self, folder: WatchedFolder) -> bool:
+        """The folder exists on the device it was first seen on. An unmounted share looks like an
+        empty folder, so without this a reconcile would delete every record under it."""
+        root = str(folder.path)
+        try:
+            st = os.stat(root)
+            up = stat.S_ISDIR(st.st_mode) and self._root_devices.setdefault(root, st.st_dev) == st.st_dev
+        except OSError:
+            up = False
+        if not up and root not in self._roots_down:
+            log.warning("%s: the watched folder is missing or unmounted; its records are kept until it is back", root)
+            self._roots_down.add(root)
+        elif up:
+            self._roots_down.discard(root)
+        return up
+
+    # --- background passes ---------------------------------------------------------------
+
+    def _reconcile_pass(self) -> None:
+        try:
+            summary = reconcile(self.folders, self.context, self._intake.put, self._root_is_up, self._stop)
+        except Cancelled:
+            return
+        except Exception:
+            log.exception("the reconcile failed; it runs again at the next interval")
+            self.metrics.internal_errors.labels("service").inc()
+            return
+        self.metrics.reconcile_runs.inc()
+        self.metrics.reconcile_duration.observe(summary.seconds)
+        for kind in ("new", "changed", "missing"):
+            self.metrics.reconcile_discrepancies.labels(kind).inc(getattr(summary, kind))
+        log.info("reconciled %d files in %.1f s: %d new, %d changed, %d missing%s", summary.files, summary.seconds,
+                 summary.new, summary.changed, summary.missing,
+                 f"; not available: {', '.join(summary.folders_down)}" if summary.folders_down else "")
+
+    def _duplicates_pass(self) -> None:
+        config = self.config
+        started = time.monotonic()
+        verified_before = self._pairs.verified
+
+        def progress(done: int, total: int) -> None:
+            if self._stop.is_set():
+                raise Cancelled()
+
+        try:
+            groups = find_groups(self.context, config.duplicates_threshold, progress, self._pairs)
+            document = to_document(groups, config.duplicates_threshold, str(self.context.directory))
+        except Cancelled:
+            return
+        except Exception:
+            log.exception("finding duplicates failed; it runs again at the next interval")
+            self.metrics.internal_errors.labels("duplicates").inc()
+            return
+        self.metrics.pairs_verified.inc(self._pairs.verified - verified_before)
+        try:
+            written = publish(document, config.reports, config.report_formats, config.reports_keep)
+        except (OSError, LookalikeError) as exc:
+            log.error("%s: cannot write the duplicate report: %s", config.reports,
+                      getattr(exc, "strerror", None) or exc)
+            self.metrics.report_write_failures.inc()
+            return
+        seconds = time.monotonic() - started
+        images = sum(len(g["images"]) for g in document["groups"])
+        self.metrics.duplicates_runs.inc()
+        self.metrics.duplicates_duration.observe(seconds)
+        self.metrics.duplicates_last_success.set(time.time())
+        self.metrics.duplicate_groups.set(len(document["groups"]))
+        self.metrics.duplicate_images.set(images)
+        log.info("duplicates: %d groups, %d images in groups, %d pairs verified in %.1f s; report %s",
+                 len(document["groups"]), images, self._pairs.verified - verified_before, seconds,
+                 written[0] if written else "(no formats)")
+
+    # --- reload --------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the config file; apply it whole, or keep the running one and say why."""
+        self.notifier.reloading()
+        old = self.config
+        try:
+            new = config_module.load(old.source)
+        except ConfigError as exc:
+            log.error("reload rejected; still running with the previous configuration.\n%s", exc.message)
+            self.metrics.config_reload_ok.set(0)
+            self.notifier.ready("reload rejected: invalid configuration")
+            return False
+        kept = {name: getattr(old, name) for name in RESTART_ONLY if getattr(new, name) != getattr(old, name)}
+        for name in kept:
+            log.warning("%s changed: it takes effect after a restart; keeping the running value", name)
+        new = dataclasses.replace(new, **kept)
+        if new.watch != old.watch:
+            self.watcher.stop()
+            self.folders = Folders(new.watch)
+            self.watcher = Watcher(self.folders, self._intake, self.metrics)
+            self.watcher.start()
+            for gone in {f.path for f in old.watch} - {f.path for f in new.watch}:
+                self._intake.put(Dirty(str(gone), 0.0))     # its records go, unless another folder holds it
+            self._reconcile.request()
+        self._settler.settle_seconds = new.settle_seconds
+        now = time.monotonic()
+        self._next_reconcile = min(self._next_reconcile, now + new.reconcile_interval)
+        self._next_duplicates = min(self._next_duplicates, now + new.duplicates_interval)
+        logging.getLogger().setLevel(new.log_level.upper())
+        self.config = new
+        self.metrics.config_reload_ok.set(1)
+        log.info("configuration reloaded from %s", new.source)
+        self.notifier.ready("configuration reloaded")
+        return True
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+# --- logging -----------------------------------------------------------------------------
+
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        document = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
+                    "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, ensure_ascii=False)
+
+
+class _JournalFormatter(logging.Formatter):
+    """journald adds the time and reads the priority from a `<N>` prefix (SyslogLevelPrefix)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>{text}"
+
+
+def configure_logging(level: str, fmt: str, stream=None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    elif os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # watchdog logs every overflow and rebuild itself; ours says what it means.
+    logging.getLogger("watchdog").setLevel(logging.WARNING)

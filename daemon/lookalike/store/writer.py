@@ -1,0 +1,120 @@
+"""The store stage's thread: the one writer of the search context.
+
+Other threads hand it changes through a bounded queue (`submit` blocks when it is full, which
+is the pipeline's back-pressure). It commits whatever is waiting, up to BATCH changes, in one
+transaction: under load batches grow and commits stay few; when idle each change lands at
+once. A commit that fails (the disk or the map cap is full, an I/O error) is retried with
+back-off, the batch kept whole; nothing is dropped and the daemon stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+from ..errors import StoreError, StoreFullError
+from .changes import Change
+from .context import SearchContext
+
+log = logging.getLogger(__name__)
+
+BATCH = 64
+_STOP = object()
+
+
+class Writer(threading.Thread):
+    def __init__(self, context: SearchContext, capacity: int = 256,
+                 on_commit: Callable[[list[Change], list], None] | None = None,
+                 on_trouble: Callable[[bool], None] | None = None, retry_seconds: float = 5.0):
+        super().__init__(name="lookalike-store", daemon=True)
+        self.context = context
+        self._queue: queue.Queue = queue.Queue(capacity)
+        self._on_commit = on_commit or (lambda changes, results: None)
+        self._on_trouble = on_trouble or (lambda troubled: None)
+        self._retry_seconds = retry_seconds
+        self._stopping = threading.Event()
+        self.last_progress = time.monotonic()
+
+    # --- other threads -------------------------------------------------------------------
+
+    def submit(self, change: Change) -> None:
+        self._queue.put(change)
+
+    @property
+    def room(self) -> int:
+        return self._queue.maxsize - self._queue.qsize()
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every change submitted so far is committed (or `timeout` passes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def stop(self, timeout: float) -> bool:
+        """Commit what is queued, then end. False if that did not finish within `timeout`."""
+        self._queue.put(_STOP)
+        self.join(timeout)
+        self._stopping.set()
+        return not self.is_alive()
+
+    @property
+    def stuck(self) -> bool:
+        """Changes have waited for a minute without a commit."""
+        return self.waiting > 0 and time.monotonic() - self.last_progress > 60
+
+    # --- the writer thread ---------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < BATCH and batch[-1] is not _STOP:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = batch[-1] is _STOP
+            changes = [c for c in batch if c is not _STOP]
+            if changes:
+                self._commit(changes)
+            for _ in batch:
+                self._queue.task_done()
+            if stop:
+                return
+
+    def _commit(self, changes: list[Change]) -> None:
+        troubled = False
+        while True:
+            try:
+                results = self.context.commit(changes)
+            except StoreFullError as exc:
+                problem = f"{exc.message}; indexing paused, retrying every {self._retry_seconds:.0f} s"
+            except (StoreError, OSError) as exc:
+                problem = f"cannot write the search context: {getattr(exc, 'message', exc)}; retrying"
+            except Exception as exc:                    # lmdb.Error and the like: keep the batch, retry
+                problem = f"cannot write the search context: {exc!r}; retrying"
+            else:
+                break
+            if not troubled:
+                log.error("%s", problem)
+                troubled = True
+                self._on_trouble(True)
+            if self._stopping.wait(self._retry_seconds):
+                log.error("stopping with %d changes not written; the next reconcile finds them again", len(changes))
+                return
+        if troubled:
+            log.info("the search context is writable again")
+            self._on_trouble(False)
+        self.last_progress = time.monotonic()
+        self._on_commit(changes, results)

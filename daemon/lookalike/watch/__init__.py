@@ -1,0 +1,5 @@
+"""The watch and settle stages: file-system events in, paths that stopped changing out.
+
+`folders` says which paths are ours, `observe` turns watchdog's events into intents, `settle`
+holds each path until it has been quiet for the settle time.
+"""

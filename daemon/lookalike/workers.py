@@ -1,0 +1,136 @@
+"""Worker processes for the extract stage: one job each, so a crash names its file.
+
+Decoding is CPU-bound and runs native code that can crash or run away on hostile files, so it
+runs in child processes started with `spawn`: a fresh interpreter that never inherits the
+parent's LMDB environment (LMDB forbids using an environment across fork()). Each worker holds
+at most one job. When a worker dies or overruns its time limit, the file it held is reported as
+`crashed` or `timeout`, the worker is replaced, and every other file goes on.
+
+The parent waits on the workers' pipes and process sentinels together with its own wake-up fd
+(see `wait`), so results, deaths and signals all wake the same loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait as wait_for
+
+from .extract import Outcome, Unreadable, examine
+from .settings import ExtractionSettings
+
+log = logging.getLogger(__name__)
+
+START_METHOD = "spawn"
+
+
+@dataclass(frozen=True)
+class Job:
+    path: str
+    known_hash: bytes | None      # the stored content hash: equal bytes skip extraction
+
+
+def _serve(conn: Connection, settings: ExtractionSettings) -> None:
+    # Ctrl-C and systemd's stop signal reach the whole process group; the parent decides
+    # when workers end (it closes their pipes), so a stop never kills a job half-way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        conn.send(examine(job.path, settings, job.known_hash))
+
+
+class _Worker:
+    def __init__(self, context, settings: ExtractionSettings):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, settings), name="lookalike-extract",
+                                       daemon=True)
+        self.process.start()
+        child.close()
+        self.job: Job | None = None
+        self.started = 0.0
+
+
+class ExtractWorkers:
+    def __init__(self, count: int, settings: ExtractionSettings, job_timeout: float = 300.0):
+        self._context = multiprocessing.get_context(START_METHOD)
+        assert self._context.get_start_method() != "fork"
+        self._settings = settings
+        self._timeout = job_timeout
+        self._workers = [_Worker(self._context, settings) for _ in range(count)]
+
+    @property
+    def free(self) -> int:
+        return sum(w.job is None for w in self._workers)
+
+    @property
+    def busy(self) -> list[str]:
+        return [w.job.path for w in self._workers if w.job is not None]
+
+    def submit(self, job: Job) -> None:
+        worker = next(w for w in self._workers if w.job is None)
+        worker.job, worker.started = job, time.monotonic()
+        worker.conn.send(job)
+
+    def waitables(self) -> list:
+        return [w.conn for w in self._workers if w.job] + [w.process.sentinel for w in self._workers]
+
+    def collect(self) -> list[tuple[Job, Outcome]]:
+        """Results ready now, and a `crashed`/`timeout` outcome for each worker lost meanwhile."""
+        done = []
+        for i, worker in enumerate(self._workers):
+            job = worker.job
+            if job is not None and worker.conn.poll():
+                try:
+                    done.append((job, worker.conn.recv()))
+                    worker.job = None
+                    continue
+                except (EOFError, OSError):
+                    pass                                    # died while sending: handled below
+            if not worker.process.is_alive():
+                code = worker.process.exitcode
+                if job is not None:
+                    detail = (f"the decoder process died (signal {-code})" if code and code < 0
+                              else f"the decoder process exited with status {code}")
+                    done.append((job, Unreadable(job.path, "crashed", detail)))
+                log.warning("extract worker %d ended (exit status %s); starting another", worker.process.pid, code)
+                self._replace(i)
+            elif job is not None and time.monotonic() - worker.started > self._timeout:
+                done.append((job, Unreadable(job.path, "timeout",
+                                             f"no result after {self._timeout:.0f} s; the decoder was stopped")))
+                self._replace(i)
+        return done
+
+    def _replace(self, i: int) -> None:
+        old = self._workers[i]
+        if old.process.is_alive():
+            old.process.kill()
+        old.process.join(1)
+        old.conn.close()
+        self._workers[i] = _Worker(self._context, self._settings)
+
+    def stop(self) -> None:
+        """End every worker: idle ones are asked to exit, busy ones are killed (their files are
+        not recorded, so the next reconcile finds them again)."""
+        for worker in self._workers:
+            if worker.job is None:
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+            else:
+                worker.process.kill()
+        for worker in self._workers:
+            worker.process.join(2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1)
+            worker.conn.close()
