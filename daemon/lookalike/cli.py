@@ -12,6 +12,8 @@ import dataclasses
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -26,9 +28,11 @@ from .match import compare
 from .reports import atomic_write, load as load_report, render, to_document
 from .reports.text import summary as report_summary
 from .search import query_candidate, similar
-from .service import Service, configure_logging
+from .reconcile import walk
+from .service import Service, configure_logging, open_context, state_lock
 from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 from .store import SearchContext
+from .watch.folders import Folders
 
 OUTPUT_VERSION = 1
 
@@ -271,17 +275,44 @@ def cmd_duplicates(args) -> int:
     return ExitCode.OK
 
 
+def configured_files(config: config_module.Config) -> list[str]:
+    """The image files of the configured folders, as the daemon's reconcile sees them."""
+    folders = Folders(config.watch)
+    return sorted(path for folder in folders.all for path, _ in walk(folder, folders, threading.Event()))
+
+
+def cmd_context_check(args) -> int:
+    with _open(args) as context:
+        _print_json({"context": str(context.directory), "ok": True, "entries": context.check()})
+    return ExitCode.OK
+
+
+def cmd_context_rebuild(args) -> int:
+    """Set a damaged context aside and index the configured folders into a new one."""
+    if not args.config:
+        raise UsageError("context rebuild needs --config FILE (the folders to index again)")
+    config = config_module.load(args.config)
+    with state_lock(config.state_dir):
+        directory = config.context_dir
+        previous = None
+        if directory.exists():
+            previous = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            directory.rename(previous)
+        with SearchContext.create(directory, config.extraction) as context:
+            files = configured_files(config)
+            summary = add_files(context, files, _Progress(len(files)))
+    _print_json({"context": str(directory), "previous": str(previous) if previous else None,
+                 **{k: summary[k] for k in ("added", "failed")}})
+    return ExitCode.OK
+
+
 def cmd_scan(args) -> int:
     """One pass over the configured folders, then a duplicates report in the reports folder."""
     if not args.config:
         raise UsageError("scan needs --config FILE (the folders to scan and where to keep the context)")
     config = config_module.load(args.config)
-    if (config.context_dir / "data.mdb").exists():
-        context = SearchContext.open(config.context_dir, expect=config.extraction)
-    else:
-        context = SearchContext.create(config.context_dir, config.extraction)
-    with context:
-        files = list(image_files(str(folder.path) for folder in config.watch))
+    with open_context(config) as context:
+        files = configured_files(config)
         summary = add_files(context, files, _Progress(len(files)))
         for failure in summary["failures"]:
             _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
@@ -352,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(handler=cmd_context_create)
     context_commands.add_parser("info", help="settings, image count, size, status").set_defaults(handler=cmd_context_info)
     context_commands.add_parser("delete", help="delete the context").set_defaults(handler=cmd_context_delete)
+    context_commands.add_parser("check", help="read and decode every record; exit 5 on damage").set_defaults(
+        handler=cmd_context_check)
+    context_commands.add_parser("rebuild", help="set the context aside and index the configured folders anew "
+                                "(needs --config; refused while the daemon runs)").set_defaults(
+        handler=cmd_context_rebuild)
 
     features = commands.add_parser("features", help="add, extract, get, update, delete or list image features")
     feature_commands = features.add_subparsers(dest="action", required=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client import disable_created_metrics
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
+                               ProcessCollector, disable_created_metrics)
 
 from . import __version__
 from .errors import ImageError
@@ -24,7 +24,10 @@ _LONG_SECONDS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry = registry or CollectorRegistry()
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)       # process_resident_memory_bytes, CPU seconds, fds
+        self.registry = registry
         self.files_seen = Counter("lookalike_files_seen_total",
                                   "Files looked at after they settled (events and reconciles)", registry=registry)
         self.files_indexed = Counter("lookalike_files_indexed_total",

@@ -23,6 +23,7 @@ follows an extraction is always applied after it.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -31,15 +32,18 @@ import stat
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from multiprocessing.connection import wait as wait_for
+from pathlib import Path
 from queue import Empty, SimpleQueue
+from typing import Iterator
 
 from prometheus_client import start_http_server
 
 from . import config as config_module
 from .config import Config, WatchedFolder
 from .duplicates import PairCache, find_groups
-from .errors import ConfigError, LookalikeError, display_path
+from .errors import ConfigError, LookalikeError, StoreError, display_path
 from .extract import Extracted, Outcome, SameContent, Unreadable
 from .imaging.decode import FileIdentity
 from .metrics import Metrics
@@ -62,6 +66,25 @@ HOUSEKEEPING_SECONDS = 2.0
 # Settings that live in the open context, the worker processes or the bound socket.
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+
+
+@contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """One daemon (or rebuild) per state directory: two writers' reconciles would fight."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / "lookalike.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StoreError(str(state_dir), f"in use by lookalike process {holder}; stop it first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 def open_context(config: Config) -> SearchContext:
@@ -138,14 +161,15 @@ class Service:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED_SIGNALS}
         old_wakeup = signal.set_wakeup_fd(wake_write)
         try:
-            self._start()
-            try:
-                while not self._stop.is_set():
-                    wait_for([wake_read, *self.workers.waitables()], TICK_SECONDS)
-                    _drain(wake_read)
-                    self._step()
-            finally:
-                self._shutdown()
+            with state_lock(self.config.state_dir):
+                try:
+                    self._start()
+                    while not self._stop.is_set():
+                        wait_for([wake_read, *self.workers.waitables()], TICK_SECONDS)
+                        _drain(wake_read)
+                        self._step()
+                finally:
+                    self._shutdown()
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():

@@ -139,6 +139,7 @@ class SearchContext:
         if not (directory / "data.mdb").exists():
             raise NotFoundError(f"{directory}: no search context here (create one with 'lookalike context create')")
         env = _open_env(directory, create=False)
+        _refuse_truncated(directory, env)
         try:
             with env.begin() as txn:
                 meta = env.open_db(b"meta", txn=txn, create=False)
@@ -146,7 +147,7 @@ class SearchContext:
                 stored = json.loads(txn.get(b"settings", db=meta))
         except (lmdb.Error, ValueError, TypeError) as exc:
             env.close()
-            raise StoreError(str(directory), f"not a readable search context: {exc}") from None
+            raise StoreError(str(directory), f"not a readable search context: {exc}; {REBUILD_ADVICE}") from None
         if schema > SCHEMA_VERSION:
             env.close()
             raise StoreError(str(directory), f"created by a newer lookalike (schema {schema}; this one reads up to "
@@ -489,6 +490,25 @@ class SearchContext:
         with self._read() as txn:
             return txn.stat(self._dbs["images"])["entries"]
 
+    def check(self) -> dict:
+        """Read every record of every database and decode it; StoreError names the first damage."""
+        counts = {}
+        try:
+            with self._read() as txn:
+                for name, db in self._dbs.items():
+                    entries = 0
+                    for key, value in txn.cursor(db=db):
+                        if name in ("images", "features", "failed"):
+                            codec.unpack(value)
+                        entries += 1
+                    counts[name] = entries
+                for num_value in txn.cursor(db=self._dbs["paths"]).iternext(keys=False):
+                    if txn.get(num_value, db=self._dbs["images"]) is None:
+                        raise codec.RecordError(f"path entry for missing image {index.NUM.unpack(num_value)[0]}")
+        except (lmdb.Error, codec.RecordError, ValueError) as exc:
+            raise StoreError(str(self.directory), f"the context is damaged: {exc}; {REBUILD_ADVICE}") from None
+        return counts
+
     def size_on_disk(self) -> int:
         files = [self.directory / "data.mdb", self.directory / "lock.mdb"]
         return sum(f.stat().st_blocks * 512 for f in files if f.exists())
@@ -507,6 +527,19 @@ class SearchContext:
                 **({"status_note": status["note"]} if "note" in status else {}),
                 "size_bytes": self.size_on_disk(),
                 "map_size_bytes": self._env.info()["map_size"], "created": created}
+
+
+REBUILD_ADVICE = "rebuild it from the watched folders with 'lookalike --config FILE context rebuild'"
+
+
+def _refuse_truncated(directory: Path, env: lmdb.Environment) -> None:
+    """A data file shorter than the pages its header counts would fault (SIGBUS) on first read."""
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = (directory / "data.mdb").stat().st_size
+    if size < needed:
+        env.close()
+        raise StoreError(str(directory), f"data.mdb is truncated ({size} bytes; its header counts {needed}): "
+                                         f"the context is damaged; {REBUILD_ADVICE}")
 
 
 def _alive(pid: int) -> bool:
