@@ -1,0 +1,82 @@
+"""A damaged context is found, named and rebuilt; never read as silent garbage (or a SIGBUS).
+
+Runs the CLI as a subprocess: a truncated LMDB file read through mmap faults the whole process,
+so only a separate process proves that the check comes before the first read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import images
+from lookalike.errors import ExitCode
+from lookalike.service import state_lock
+
+LOOKALIKE = Path(sys.executable).with_name("lookalike")
+
+
+def lookalike(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LOOKALIKE), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def scanned(tmp_path) -> Path:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "chelsea", "coffee"):
+        images.write_jpeg(photos, f"{name}.jpg", images.photo(name))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"watch: [{photos}]\nstate_dir: {tmp_path / 'state'}\n")
+    result = lookalike("--config", config, "scan")
+    assert result.returncode == 0, result.stderr
+    return config
+
+
+def data_file(config: Path) -> Path:
+    return config.parent / "state" / "context" / "data.mdb"
+
+
+def test_truncated_context_is_refused_with_the_recovery(scanned):
+    data = data_file(scanned)
+    os.truncate(data, data.stat().st_size // 2)
+    result = lookalike("--config", scanned, "context", "info")
+    assert result.returncode == ExitCode.STORE, result
+    assert "truncated" in result.stderr and "context rebuild" in result.stderr and str(data.parent) in result.stderr
+
+
+def test_damaged_pages_are_found_by_context_check(scanned):
+    assert lookalike("--config", scanned, "context", "check").returncode == ExitCode.OK
+    data = data_file(scanned)
+    with open(data, "r+b") as handle:
+        handle.seek(3 * 4096)
+        handle.write(os.urandom(8 * 4096))
+    result = lookalike("--config", scanned, "context", "check")
+    assert result.returncode == ExitCode.STORE, result
+    assert "damaged" in result.stderr and "context rebuild" in result.stderr
+
+
+def test_rebuild_sets_the_damaged_context_aside_and_indexes_the_folders_again(scanned):
+    data = data_file(scanned)
+    os.truncate(data, data.stat().st_size // 2)
+    result = lookalike("--config", scanned, "context", "rebuild")
+    assert result.returncode == ExitCode.OK, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["added"] == 3 and summary["failed"] == 0
+    assert Path(summary["previous"]).name.startswith("context.damaged-")
+    assert (Path(summary["previous"]) / "data.mdb").exists()           # kept for a post-mortem
+    info = json.loads(lookalike("--config", scanned, "context", "info").stdout)
+    assert info["images"] == 3
+
+
+def test_rebuild_is_refused_while_the_state_dir_is_in_use(scanned):
+    with state_lock(scanned.parent / "state"):
+        result = lookalike("--config", scanned, "context", "rebuild")
+    assert result.returncode == ExitCode.STORE
+    assert f"in use by lookalike process {os.getpid()}" in result.stderr
+    assert json.loads(lookalike("--config", scanned, "context", "info").stdout)["images"] == 3
