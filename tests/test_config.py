@@ -415,3 +415,17 @@ def problems_of(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     return caught.value.problems
+
+
+@pytest.mark.parametrize("key, value", [("state_dir", "{photos}/state"), ("state_dir", "{photos}"),
+                                        ("reports", {"dir": "{photos}/reports"})])
+def test_the_daemon_never_writes_inside_a_watched_folder(tmp_path, key, value):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    document = {"watch": [str(photos)], "state_dir": str(tmp_path / "state")}
+    document[key] = ({k: v.format(photos=photos) for k, v in value.items()} if isinstance(value, dict)
+                     else value.format(photos=photos))
+    with pytest.raises(ConfigError) as caught:
+        config.parse(document, tmp_path / "c.yaml")
+    expected = "reports.dir" if key == "reports" else key
+    assert any(p.startswith(f"{expected}:") and "inside the watched folder" in p for p in caught.value.problems)

@@ -352,6 +352,8 @@ def cmd_run(args) -> int:
     if not args.config:
         raise UsageError("run needs --config FILE")
     config = config_module.load(args.config)
+    # The context names every indexed file and the reports show them: for the daemon's user only.
+    os.umask(0o077)
     configure_logging(config.log_level, config.log_format)
     return Service(config).run()
 

@@ -275,6 +275,11 @@ def parse(document, source: Path) -> Config:
         log_format=reader.typed(log, "format", "log.format", str, Config.log_format,
                                 lambda v: None if v in LOG_FORMATS else f"must be one of {', '.join(LOG_FORMATS)}"),
     )
+    for key, written in (("state_dir", state_dir), ("reports.dir", reports_dir)):
+        for folder in folders:
+            if written and (written == folder.path or folder.path in written.parents):
+                reader.problem(key, f"{written} is inside the watched folder {folder.path}; lookalike never "
+                                    "writes inside the folders it watches")
     if reader.problems:
         raise ConfigError(str(source), reader.problems)
     return config
