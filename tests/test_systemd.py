@@ -97,12 +97,12 @@ def test_security_exposure_is_at_most_2_5(host_unit):
 
 # --- the unit and the installed config agree ------------------------------------------------
 
-def test_unit_runs_the_daemon_with_the_installed_config():
+def test_unit_runs_the_daemon_with_the_installed_config(tmp_path):
     settings = unit_settings(UNIT.read_text())
     assert one(settings, "Service", "ExecStart") == f"{INSTALLED_BINARY} run --config {INSTALLED_CONFIG}"
     # ConfigurationDirectory=lookalike is /etc/lookalike; StateDirectory=lookalike is /var/lib/lookalike.
     assert Path("/etc") / one(settings, "Service", "ConfigurationDirectory") == INSTALLED_CONFIG.parent
-    assert Path("/var/lib") / one(settings, "Service", "StateDirectory") == load_service_config(Path("/")).state_dir
+    assert Path("/var/lib") / one(settings, "Service", "StateDirectory") == load_service_config(tmp_path).state_dir
 
 
 def test_unit_lets_the_default_metrics_address_through():
