@@ -293,8 +293,8 @@ def test_broken_exif_still_decodes(tmp_path, kind):
     assert (features.width, features.height) == (shown.shape[1], shown.shape[0])
 
 
-def test_large_jpeg_is_decoded_reduced(tmp_path, monkeypatch):
-    path = images.large_jpeg(tmp_path, 4000, 3000)
+def imdecode_flags(monkeypatch) -> list[int]:
+    """The flags every cv2.imdecode call of the decode module is made with, from now on."""
     flags = []
     real_imdecode = cv2.imdecode
 
@@ -303,6 +303,12 @@ def test_large_jpeg_is_decoded_reduced(tmp_path, monkeypatch):
         return real_imdecode(buf, flag)
 
     monkeypatch.setattr(decode_module.cv2, "imdecode", spy)
+    return flags
+
+
+def test_large_jpeg_is_decoded_reduced(tmp_path, monkeypatch):
+    path = images.large_jpeg(tmp_path, 4000, 3000)
+    flags = imdecode_flags(monkeypatch)
     features = extract_file(str(path), SETTINGS)
     assert flags == [cv2.IMREAD_REDUCED_GRAYSCALE_4]     # 1000x750 by DCT scaling, then resized
     assert (features.width, features.height) == (4000, 3000)
@@ -418,14 +424,7 @@ def test_colour_thumbnail_shows_the_displayed_picture(tmp_path, orientation):
 
 def test_colour_thumbnail_of_a_large_jpeg_is_decoded_reduced(tmp_path, monkeypatch):
     path = images.large_jpeg(tmp_path, 4000, 3000)
-    flags = []
-    real_imdecode = cv2.imdecode
-
-    def spy(buf, flag):
-        flags.append(flag)
-        return real_imdecode(buf, flag)
-
-    monkeypatch.setattr(decode_module.cv2, "imdecode", spy)
+    flags = imdecode_flags(monkeypatch)
     thumb = decode_module.colour_thumbnail(str(path), path.read_bytes(), SETTINGS.limits, 200)
     assert flags == [cv2.IMREAD_REDUCED_COLOR_8] and thumb.shape == (150, 200, 3)
 

@@ -96,7 +96,7 @@ class Metrics:
         self.internal_errors = Counter("lookalike_internal_errors_total",
                                        "Unexpected errors caught and survived, by stage", ["stage"],
                                        registry=registry)
-        for stage in ("watch", "service", "duplicates"):
+        for stage in ("watch", "service", "reconcile", "duplicates"):
             self.internal_errors.labels(stage)
         self.config_reload_ok = Gauge("lookalike_config_last_reload_successful",
                                       "1 when the last configuration reload succeeded", registry=registry)

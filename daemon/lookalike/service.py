@@ -97,9 +97,10 @@ class _Task:
     """A background pass (reconcile or duplicates): one at a time; a request while it runs
     makes it run once more afterwards."""
 
-    def __init__(self, name: str, body):
+    def __init__(self, name: str, body, on_error):
         self._name = name
         self._body = body
+        self._on_error = on_error
         self._thread: threading.Thread | None = None
         self._again = False
         self.last_started = -float("inf")
@@ -121,6 +122,11 @@ class _Task:
     def _run(self) -> None:
         try:
             self._body()
+        except Cancelled:
+            pass
+        except Exception:
+            log.exception("the %s pass failed; it runs again at the next interval", self._name)
+            self._on_error()
         finally:
             self.finished_once.set()
 
@@ -147,8 +153,10 @@ class Service:
         self._root_devices: dict[str, int] = {}
         self._roots_down: set[str] = set()
         self._pairs = PairCache()
-        self._reconcile = _Task("reconcile", self._reconcile_pass)
-        self._duplicates = _Task("duplicates", self._duplicates_pass)
+        self._reconcile = _Task("reconcile", self._reconcile_pass,
+                                self.metrics.internal_errors.labels("reconcile").inc)
+        self._duplicates = _Task("duplicates", self._duplicates_pass,
+                                 self.metrics.internal_errors.labels("duplicates").inc)
         self._first_report_due = True
         self._next_housekeeping = 0.0
         self._next_ping = 0.0
@@ -412,14 +420,7 @@ class Service:
     # --- background passes ---------------------------------------------------------------
 
     def _reconcile_pass(self) -> None:
-        try:
-            summary = reconcile(self.folders, self.context, self._intake.put, self._root_is_up, self._stop)
-        except Cancelled:
-            return
-        except Exception:
-            log.exception("the reconcile failed; it runs again at the next interval")
-            self.metrics.internal_errors.labels("service").inc()
-            return
+        summary = reconcile(self.folders, self.context, self._intake.put, self._root_is_up, self._stop)
         self.metrics.reconcile_runs.inc()
         self.metrics.reconcile_duration.observe(summary.seconds)
         for kind in ("new", "changed", "missing"):
@@ -437,15 +438,8 @@ class Service:
             if self._stop.is_set():
                 raise Cancelled()
 
-        try:
-            groups = find_groups(self.context, config.duplicates_threshold, progress, self._pairs)
-            document = to_document(groups, config.duplicates_threshold, str(self.context.directory))
-        except Cancelled:
-            return
-        except Exception:
-            log.exception("finding duplicates failed; it runs again at the next interval")
-            self.metrics.internal_errors.labels("duplicates").inc()
-            return
+        groups = find_groups(self.context, config.duplicates_threshold, progress, self._pairs)
+        document = to_document(groups, config.duplicates_threshold, str(self.context.directory))
         self.metrics.pairs_verified.inc(self._pairs.verified - verified_before)
         try:
             written = publish(document, config.reports, config.report_formats, config.reports_keep)
