@@ -72,12 +72,17 @@ class Metrics:
                                       registry=registry)
         self.reconcile_duration = Histogram("lookalike_reconcile_duration_seconds", "Time of one reconcile walk",
                                             buckets=_LONG_SECONDS, registry=registry)
+        self.reconcile_last_success = Gauge("lookalike_reconcile_last_success_timestamp_seconds",
+                                            "When the last reconcile walk finished (Unix time)", registry=registry)
+        self.folders_unavailable = Gauge("lookalike_watched_folders_unavailable",
+                                         "Watched folders missing or unmounted (their records are kept)",
+                                         registry=registry)
         self.reconcile_discrepancies = Counter("lookalike_reconcile_discrepancies_total",
                                                "Differences between the folders and the context a reconcile found",
                                                ["kind"], registry=registry)
         for kind in ("new", "changed", "missing"):
             self.reconcile_discrepancies.labels(kind)
-        self.duplicates_runs = Counter("lookalike_duplicates_runs_total", "Duplicate detection passes finished",
+        self.duplicates_runs = Counter("lookalike_duplicates_runs_total", "Duplicate detection passes that published a report",
                                        registry=registry)
         self.duplicates_duration = Histogram("lookalike_duplicates_duration_seconds",
                                              "Time of one duplicate detection pass", buckets=_LONG_SECONDS,

@@ -415,6 +415,7 @@ class Service:
             self._roots_down.add(root)
         elif up:
             self._roots_down.discard(root)
+        self.metrics.folders_unavailable.set(len(self._roots_down))
         return up
 
     # --- background passes ---------------------------------------------------------------
@@ -422,6 +423,7 @@ class Service:
     def _reconcile_pass(self) -> None:
         summary = reconcile(self.folders, self.context, self._intake.put, self._root_is_up, self._stop)
         self.metrics.reconcile_runs.inc()
+        self.metrics.reconcile_last_success.set(time.time())
         self.metrics.reconcile_duration.observe(summary.seconds)
         for kind in ("new", "changed", "missing"):
             self.metrics.reconcile_discrepancies.labels(kind).inc(getattr(summary, kind))
@@ -483,7 +485,8 @@ class Service:
             self.watcher.start()
             for gone in {f.path for f in old.watch} - {f.path for f in new.watch}:
                 self._intake.put(Dirty(str(gone), 0.0))     # its records go, unless another folder holds it
-            self._reconcile.request()
+        # A reload is also the operator's way to ask for a rescan (events are only hints).
+        self._reconcile.request()
         self._settler.settle_seconds = new.settle_seconds
         now = time.monotonic()
         self._next_reconcile = min(self._next_reconcile, now + new.reconcile_interval)
