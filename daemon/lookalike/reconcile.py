@@ -71,9 +71,14 @@ def walk(folder: WatchedFolder, folders: Folders, stop: threading.Event) -> Iter
             path = entry.path
             try:
                 if entry.is_dir(follow_symlinks=folder.follow_symlinks):
-                    if folder.recursive and folders.wants_folder(path) and folders.folder_of(path) is folder:
+                    # A nested folder walks its own files, but below a non-recursive one the
+                    # files are this folder's again (Folders.folder_of), so go through it.
+                    owner = folders.folder_of(path)
+                    if (folder.recursive and folders.wants_folder(path)
+                            and (owner is folder or (owner is not None and not owner.recursive))):
                         pending.append(path)
-                elif entry.is_file(follow_symlinks=folder.follow_symlinks) and folders.wants_file(path):
+                elif (entry.is_file(follow_symlinks=folder.follow_symlinks) and folders.wants_file(path)
+                      and folders.folder_of(path) is folder):
                     yield path, entry.stat(follow_symlinks=folder.follow_symlinks)
             except OSError:
                 continue                                  # vanished while listed, or a dangling link

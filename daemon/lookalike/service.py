@@ -43,7 +43,7 @@ from prometheus_client import start_http_server
 from . import config as config_module
 from .config import Config, WatchedFolder
 from .duplicates import PairCache, find_groups
-from .errors import ConfigError, LookalikeError, StoreError, display_path
+from .errors import ConfigError, LookalikeError, NotFoundError, StoreError, display_path
 from .extract import Extracted, Outcome, SameContent, Unreadable
 from .imaging.decode import FileIdentity
 from .metrics import Metrics
@@ -62,6 +62,10 @@ from .workers import ExtractWorkers, Job
 log = logging.getLogger("lookalike")
 
 TICK_SECONDS = 0.25
+# A single write() sets the mtime when it starts, so a read overlapping it can see the same size
+# and mtime before and after and still hold a mix of old and new bytes. A file modified this
+# close to its read is not trusted (borg's rule): it settles and is read again.
+SETTLED_AGE_SECONDS = 1.0
 HOUSEKEEPING_SECONDS = 2.0
 # Settings that live in the open context, the worker processes or the bound socket.
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen")
@@ -88,9 +92,10 @@ def state_lock(state_dir: Path) -> Iterator[None]:
 
 
 def open_context(config: Config) -> SearchContext:
-    if (config.context_dir / "data.mdb").exists():
+    try:
         return SearchContext.open(config.context_dir, expect=config.extraction)
-    return SearchContext.create(config.context_dir, config.extraction)
+    except NotFoundError:                   # none yet, or a creation a crash cut short
+        return SearchContext.create(config.context_dir, config.extraction)
 
 
 class _Task:
@@ -149,9 +154,10 @@ class Service:
         self._settler = Settler(config.settle_seconds)
         self._stop = threading.Event()
         self._signals: list[int] = []
-        self._checked: dict[str, FileIdentity] = {}      # identity seen when each job was handed out
+        self._checked: dict[str, tuple[FileIdentity, float]] = {}   # identity and time at hand-out
         self._root_devices: dict[str, int] = {}
         self._roots_down: set[str] = set()
+        self._roots_back: set[str] = set()               # seen up again; housekeeping re-arms their watch
         self._pairs = PairCache()
         self._reconcile = _Task("reconcile", self._reconcile_pass,
                                 self.metrics.internal_errors.labels("reconcile").inc)
@@ -318,12 +324,18 @@ class Service:
             if known is not None and (known.size, known.mtime_ns) == (identity.size, identity.mtime_ns):
                 self.metrics.files_unchanged.inc()
                 return
-            self._checked[path] = identity
+            self._checked[path] = (identity, time.time())
             self.workers.submit(Job(path, known_hash))
 
     def _collect(self) -> None:
         for job, outcome in self.workers.collect():
-            self._record(job.path, outcome, self._checked.pop(job.path, None))
+            identity, handed_out = self._checked.pop(job.path, (None, 0.0))
+            modified = outcome.identity.mtime_ns / 1e9 if outcome.identity else None
+            # (A future mtime, from a camera's wrong clock, says nothing about a write under way.)
+            if modified and handed_out - SETTLED_AGE_SECONDS < modified <= time.time():
+                self._settler.touch(job.path)             # written while (or just before) it was read
+                continue
+            self._record(job.path, outcome, identity)
 
     def _record(self, path: str, outcome: Outcome, identity: FileIdentity | None) -> None:
         if isinstance(outcome, Extracted):
@@ -382,8 +394,10 @@ class Service:
         self.watcher.check()
         for folder in self.config.watch:
             root = str(folder.path)
-            was_down = root in self._roots_down
-            if self._root_is_up(folder) and was_down:
+            # Whoever saw the folder come back (this check, a reconcile, a file check) left it
+            # in _roots_back; only this thread may re-arm the watch.
+            if self._root_is_up(folder) and root in self._roots_back:
+                self._roots_back.discard(root)
                 log.warning("%s: the watched folder is back; watching and reconciling it again", root)
                 self.watcher.rewatch(folder)
                 self._reconcile.request()
@@ -413,7 +427,8 @@ class Service:
         if not up and root not in self._roots_down:
             log.warning("%s: the watched folder is missing or unmounted; its records are kept until it is back", root)
             self._roots_down.add(root)
-        elif up:
+        elif up and root in self._roots_down:
+            self._roots_back.add(root)
             self._roots_down.discard(root)
         self.metrics.folders_unavailable.set(len(self._roots_down))
         return up

@@ -38,14 +38,20 @@ def _serve(conn: Connection, settings: ExtractionSettings) -> None:
     # when workers end (it closes their pipes), so a stop never kills a job half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A daemon that was killed (SIGKILL, OOM) closes its ends without a word: the worker hears
+    # EOF, a reset or a broken pipe, and simply ends (a traceback would read as a second failure).
     while True:
         try:
             job = conn.recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):
             return
         if job is None:
             return
-        conn.send(examine(job.path, settings, job.known_hash))
+        outcome = examine(job.path, settings, job.known_hash)
+        try:
+            conn.send(outcome)
+        except (BrokenPipeError, ConnectionResetError):
+            return
 
 
 class _Worker:

@@ -66,9 +66,17 @@ class LocalFeatures:
         return len(self.keypoints)
 
 
+# A working image thinner than this (a 2000x2 strip scales to 640x1) has no room for a keypoint,
+# and the detectors fail on it instead of saying so: AKAZE's scale space asks for 2^64 bytes,
+# ORB and BRISK (up to 5 pixels) assert in their pyramids.
+MIN_DETECTOR_SIDE = 8
+
+
 def extract_local(pixels: np.ndarray, detector_name: str, max_features: int) -> LocalFeatures:
     detector = create_detector(detector_name, max_features)
-    keypoints, descriptors = detector.detectAndCompute(pixels, None)
+    keypoints, descriptors = ((), None)
+    if min(pixels.shape[:2]) >= MIN_DETECTOR_SIDE:
+        keypoints, descriptors = detector.detectAndCompute(pixels, None)
     info = detector_info(detector_name)
     if descriptors is None or not keypoints:
         width = detector.descriptorSize()

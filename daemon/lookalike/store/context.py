@@ -120,7 +120,14 @@ class SearchContext:
                max_map_size: int = DEFAULT_MAX_MAP_SIZE) -> "SearchContext":
         directory = Path(directory)
         if (directory / "data.mdb").exists():
-            raise StoreError(str(directory), "a search context already exists here")
+            env = _open_env(directory, create=False)
+            try:
+                _refuse_truncated(directory, env)
+                cut_short = _creation_cut_short(env)
+            finally:
+                env.close()
+            if not cut_short:
+                raise StoreError(str(directory), "a search context already exists here")
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         context = cls(directory, _open_env(directory, create=True), settings or ExtractionSettings(), max_map_size)
         with context._write() as txn:
@@ -146,7 +153,11 @@ class SearchContext:
                 schema = int(txn.get(b"schema", db=meta) or b"0")
                 stored = json.loads(txn.get(b"settings", db=meta))
         except (lmdb.Error, ValueError, TypeError) as exc:
+            cut_short = _creation_cut_short(env)
             env.close()
+            if cut_short:
+                raise NotFoundError(f"{directory}: no search context here (the one begun here was cut short "
+                                    f"before it held anything; create one with 'lookalike context create')") from None
             raise StoreError(str(directory), f"not a readable search context: {exc}; {REBUILD_ADVICE}") from None
         if schema > SCHEMA_VERSION:
             env.close()
@@ -530,6 +541,32 @@ class SearchContext:
 
 
 REBUILD_ADVICE = "rebuild it from the watched folders with 'lookalike --config FILE context rebuild'"
+
+
+def _creation_cut_short(env: lmdb.Environment) -> bool:
+    """Whether a crash inside `create` left this environment (checked for truncation already).
+
+    LMDB makes data.mdb (and `__init__` the sub-databases) before `create`'s first transaction
+    stores the schema and settings, and no image can be stored before that transaction. Such an
+    environment holds nothing, so it is created again rather than refused as damaged, which
+    would stop every later start of the daemon until someone rebuilt it by hand."""
+    try:
+        with env.begin() as txn:
+            try:
+                meta = env.open_db(b"meta", txn=txn, create=False)
+            except lmdb.NotFoundError:
+                meta = None
+            if meta is not None and txn.get(b"schema", db=meta) is not None:
+                return False
+            for name in ("images", "failed"):
+                try:
+                    if txn.stat(env.open_db(name.encode(), txn=txn, create=False))["entries"]:
+                        return False
+                except lmdb.NotFoundError:
+                    pass
+            return True
+    except lmdb.Error:
+        return False                # damaged: for `open` to refuse with the recovery
 
 
 def _refuse_truncated(directory: Path, env: lmdb.Environment) -> None:

@@ -1,0 +1,906 @@
+"""The daemon (`lookalike run`, service.py) as systemd runs it: a real process on real folders.
+
+Each test starts the console script on folders under tmp_path, with short timings, and deals
+with it only from the outside: files written, renamed and deleted with the real kernel; real
+signals; an sd_notify datagram socket bound here; the Prometheus endpoint scraped over HTTP.
+State is read back from the search context itself (opened beside the running daemon: LMDB lets
+another process read while the daemon writes) or with the CLI.
+
+Every wait polls a condition against a deadline. Fixed pauses only pace a writer (a copy in
+chunks; reports, stamped to the second) or, in a check that something did *not* happen, wait
+past the point where it would have (after the daemon provably looked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+import images
+from lookalike.errors import ExitCode, NotFoundError
+from lookalike.store import SearchContext
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("lookalike")
+DEADLINE = 30.0           # generous: a slow CI host must not fail a test, only a broken daemon
+POLL = 0.1
+SETTLE = 0.5              # settle_seconds in the test configs
+STOP_TIMEOUT = 5.0
+# Every image is scaled to the working size before extraction (640 by default: ~0.15 s per image
+# here). Tests that only count files use a small one; it is fixed when the context is created.
+QUICK = {"working_size": 128}
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def content_hash(data: bytes) -> bytes:
+    """What the context stores as an image's content hash (imaging/decode.py)."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def shapes(seed: int, side: int = 128) -> np.ndarray:
+    """A small picture of its own for each seed: random filled shapes, corners for the detector."""
+    rng = np.random.default_rng(seed)
+    canvas = np.full((side, side, 3), rng.integers(0, 256, 3), np.uint8)
+    for _ in range(12):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = (int(v) for v in rng.integers(0, side, 2))
+        w, h = (int(v) for v in rng.integers(8, side // 2, 2))
+        if rng.random() < 0.5:
+            cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, -1)
+        else:
+            cv2.circle(canvas, (x, y), w // 2, colour, -1)
+    return canvas
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+class Notices:
+    """Stands in for systemd's notify socket: a datagram socket and a thread recording each
+    message with its arrival time. The path is kept short (sun_path holds 108 bytes)."""
+
+    def __init__(self):
+        self._directory = tempfile.mkdtemp(prefix="lookalike-notify-")
+        self.path = os.path.join(self._directory, "notify")
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(self.path)
+        self._socket.settimeout(POLL)
+        self._messages: list[tuple[float, list[str]]] = []
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="notify-listener", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._closing.is_set():
+            try:
+                data = self._socket.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._messages.append((time.monotonic(), data.decode().split("\n")))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._messages)
+
+    def messages(self, since: int = 0) -> list[tuple[float, list[str]]]:
+        with self._lock:
+            return list(self._messages[since:])
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(5)
+        self._socket.close()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+class Daemon:
+    """One `lookalike run` process (started again after a stop on the same state) and ways to
+    look at it: its context, its metrics, its sd_notify messages, its log."""
+
+    def __init__(self, base: Path, watch: list, **settings):
+        base.mkdir(parents=True, exist_ok=True)
+        self.base = base
+        self.state = base / "state"
+        self.context_dir = self.state / "context"
+        self.reports = self.state / "reports"
+        self.config_path = base / "lookalike.yaml"
+        self.log_path = base / "daemon.log"
+        self.port = free_port()
+        self.notices = Notices()
+        self.process: subprocess.Popen | None = None
+        self._since = 0                     # notices before this index belong to earlier runs
+        self._log = None
+        self.write_config(watch, **settings)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def write_config(self, watch: list, **settings) -> None:
+        document = {
+            "watch": [str(w) if isinstance(w, Path) else w for w in watch],
+            "state_dir": str(self.state),
+            "workers": 1,
+            "settle_seconds": f"{SETTLE}s",
+            "reconcile_interval": "1h",
+            "duplicates": {"interval": "1h"},
+            "reports": {"keep": 3},
+            "metrics": {"listen": f"127.0.0.1:{self.port}"},
+            "stop_timeout": f"{STOP_TIMEOUT:g}s",
+        }
+        document.update(settings)
+        self.config_path.write_text(yaml.safe_dump(document))
+
+    def start(self, env: dict | None = None, config_first: bool = False) -> "Daemon":
+        assert self.process is None or self.process.poll() is not None, "already running"
+        environ = {k: v for k, v in os.environ.items()
+                   if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS")}
+        environ.update({"NOTIFY_SOCKET": self.notices.path, "PYTHONFAULTHANDLER": "1", **(env or {})})
+        if config_first:
+            argv = [CONSOLE_SCRIPT, "--config", self.config_path, "run"]
+        else:
+            argv = [CONSOLE_SCRIPT, "run", "--config", self.config_path]
+        if self._log is None:
+            self._log = open(self.log_path, "ab")
+        self._since = len(self.notices)
+        self.process = subprocess.Popen([os.fspath(a) for a in argv], stdin=subprocess.DEVNULL, stdout=self._log,
+                                        stderr=subprocess.STDOUT, env=environ)
+        return self
+
+    def ready(self) -> "Daemon":
+        self.wait(lambda: "READY=1" in self.notified(), "READY=1")
+        return self
+
+    def send(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT + 2) -> tuple[int, float]:
+        """Signal the daemon and wait for it to exit: (exit status, seconds it took)."""
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the daemon did not exit within {timeout:g} s of signal {signum}\n{self.log_tail()}")
+        return code, time.monotonic() - started
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.notices.close()
+        if self._log is not None:
+            self._log.close()
+
+    # --- looking at it -------------------------------------------------------------------
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "--- daemon log (tail) ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def wait(self, condition, what: str, timeout: float = DEADLINE, detail=lambda: ""):
+        """Poll `condition` until it returns something true, and return that; fail if the daemon
+        exits first or the deadline passes (with `detail()` and the log's tail in the message)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            if value:
+                return value
+            if self.process.poll() is not None:
+                pytest.fail(f"the daemon exited with status {self.process.returncode} while waiting for "
+                            f"{what}\n{detail()}\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{detail()}\n{self.log_tail()}")
+            time.sleep(POLL)
+
+    def notified(self) -> list[str]:
+        """Every line sent to the notify socket by the current run, in order."""
+        return [line for _, message in self.notices.messages(self._since) for line in message]
+
+    def notify_messages(self) -> list[tuple[float, list[str]]]:
+        return self.notices.messages(self._since)
+
+    def scrape(self) -> dict[tuple[str, frozenset], float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return {(sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
+
+    def metric(self, name: str, **labels) -> float:
+        samples = self.scrape()
+        key = (name, frozenset(labels.items()))
+        assert key in samples, f"no series {name}{labels or ''} in the exposition"
+        return samples[key]
+
+    def metric_sum(self, name: str) -> float:
+        """The sum over every label set of `name` (e.g. failures of any reason)."""
+        return sum(value for (sample, _), value in self.scrape().items() if sample == name)
+
+    def records(self) -> dict[str, object]:
+        """path -> StoredImage, read from the context while the daemon runs."""
+        try:
+            with SearchContext.open(self.context_dir) as context:
+                return {image.path: image for image in context.images()}
+        except NotFoundError:
+            return {}
+
+    def failures(self) -> dict[str, object]:
+        try:
+            with SearchContext.open(self.context_dir) as context:
+                return {failure.path: failure for failure in context.failures()}
+        except NotFoundError:
+            return {}
+
+    def wait_records(self, expected, what: str = "", timeout: float = DEADLINE) -> dict:
+        """Wait until the context holds exactly the paths `expected`; return its records."""
+        expected = {os.fspath(p) for p in expected}
+        records = {}
+
+        def matches():
+            nonlocal records
+            records = self.records()
+            return set(records) == expected
+
+        self.wait(matches, what or f"the context to hold {sorted(expected)}", timeout,
+                  detail=lambda: f"held: {sorted(records)}")
+        return records
+
+    def wait_metric(self, name: str, predicate, what: str, **labels) -> float:
+        """Wait until the series' value satisfies `predicate`; return the value."""
+        value = None
+
+        def check():
+            nonlocal value
+            value = self.metric(name, **labels)
+            return predicate(value)
+
+        self.wait(check, what, detail=lambda: f"{name}{labels or ''} = {value}")
+        return value
+
+    def wait_idle(self) -> None:
+        """Wait for a STATUS= report made after this call (housekeeping sends one every 2 s)
+        saying nothing waits to settle, is being extracted or reconciled, with the writer's
+        queue empty. Gauges alone could be that stale, so a fresh report is required."""
+        start = len(self.notices)
+        status = re.compile(r"STATUS=\d+ images; 0 waiting, 0 extracting(.*)")
+
+        def idle():
+            for _, message in self.notices.messages(start):
+                for line in message:
+                    found = status.fullmatch(line)
+                    if found and "reconciling" not in found.group(1):
+                        return self.metric("lookalike_store_queue_changes") == 0
+            return False
+
+        self.wait(idle, "the pipeline to drain")
+
+    def reconcile(self) -> None:
+        """Make the daemon walk its folders (SIGHUP) and wait until that walk has finished."""
+        runs = self.metric("lookalike_reconcile_runs_total")
+        self.send(signal.SIGHUP)
+        self.wait_metric("lookalike_reconcile_runs_total", lambda v: v > runs, "a reconcile after SIGHUP")
+
+    def cli(self, *args) -> dict:
+        result = subprocess.run([os.fspath(CONSOLE_SCRIPT), "--context", os.fspath(self.context_dir), *args],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    """Make `Daemon`s on tmp_path; every one still running at the end is killed."""
+    made: list[Daemon] = []
+
+    def make(watch: list, **settings) -> Daemon:
+        daemon = Daemon(tmp_path / f"daemon{len(made)}", watch, **settings)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+def folder(tmp_path: Path, name: str = "photos") -> Path:
+    path = tmp_path / name
+    path.mkdir(parents=True)
+    return path
+
+
+def paths_under(records, prefix: Path) -> list[str]:
+    return [p for p in records if p.startswith(str(prefix) + "/")]
+
+
+# --- 1. start, readiness, invalid config --------------------------------------------------
+
+def test_start_indexes_every_image_and_notifies_ready_once(daemons, tmp_path):
+    photos = folder(tmp_path)
+    sub = folder(photos, "2024")
+    expected = [images.write_jpeg(photos, "astronaut.jpg", images.photo("astronaut")),
+                images.write_png(photos, "coffee.png", images.photo("coffee")),
+                images.write_jpeg(sub, "chelsea.jpg", images.photo("chelsea"))]
+    daemon = daemons([photos]).start(config_first=True).ready()     # `lookalike --config FILE run`
+
+    records = daemon.wait_records(expected)
+    assert records[str(expected[0])].content_hash == content_hash(expected[0].read_bytes())
+    daemon.wait_metric("lookalike_duplicates_runs_total", lambda v: v >= 1, "the first duplicate pass")
+    assert daemon.metric("lookalike_files_indexed_total") == 3
+    assert daemon.metric_sum("lookalike_files_failed_total") == 0
+
+    code, _ = daemon.stop()
+    assert code == 0
+    notified = daemon.notified()
+    assert notified.count("READY=1") == 1, notified
+    assert notified[-1] == "STOPPING=1"
+    assert "WATCHDOG=1" not in notified                     # no WATCHDOG_USEC, no pings
+
+
+def test_invalid_config_exits_78_without_ready(daemons, tmp_path):
+    photos = folder(tmp_path)
+    daemon = daemons([photos, tmp_path / "no-such-folder"], workers=0, colour="blue").start()
+    try:
+        code = daemon.process.wait(DEADLINE)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the daemon kept running on an invalid config")
+    assert code == ExitCode.CONFIG == 78
+    assert "READY=1" not in daemon.notified()
+    log = daemon.log_path.read_text()
+    # Every problem at once, each with its key path.
+    assert "watch[1].path" in log and "workers" in log and "colour" in log
+    assert not (daemon.context_dir / "data.mdb").exists()
+
+
+def test_a_second_daemon_on_the_same_state_exits_and_the_first_goes_on(daemons, tmp_path):
+    photos = folder(tmp_path)
+    first = daemons([photos]).start().ready()
+    second = daemons([photos], state_dir=str(first.state)).start()
+    try:
+        code = second.process.wait(DEADLINE)
+    except subprocess.TimeoutExpired:
+        pytest.fail("two daemons run on one state directory")
+    assert code == ExitCode.STORE
+    assert "READY=1" not in second.notified()
+    image = images.write_jpeg(photos, "a.jpg", images.photo("astronaut"))
+    first.wait_records([image])
+
+
+# --- 2-4. events: create, modify, delete; a copy in progress; an editor's atomic save ------
+
+def test_create_modify_delete_while_running(daemons, tmp_path):
+    photos = folder(tmp_path)
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v >= 1, "the start-up reconcile")
+
+    first = images.jpeg_bytes(images.photo("astronaut"))
+    path = write(photos / "a.jpg", first)
+    record = daemon.wait_records([path])[str(path)]
+    assert record.content_hash == content_hash(first) and record.identity.size == len(first)
+
+    # Touched, same bytes: the stored identity follows, the features are not extracted again.
+    mtime_ns = record.identity.mtime_ns - 60 * 10**9
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    record = daemon.wait(lambda: (r := daemon.records()[str(path)]) and r.identity.mtime_ns == mtime_ns and r,
+                         "the touched file's new mtime recorded")
+    assert daemon.metric("lookalike_files_indexed_total") == 1
+
+    second = images.jpeg_bytes(images.photo("chelsea"))
+    with open(path, "r+b") as out:                          # rewritten in place: same inode
+        out.truncate(0)
+        out.write(second)
+    updated = daemon.wait(lambda: (r := daemon.records().get(str(path))) and r.content_hash != record.content_hash
+                          and r, "the record of the rewritten file to change")
+    assert updated.content_hash == content_hash(second)
+    assert updated.identity.size == len(second) and updated.identity.inode == record.identity.inode
+    assert (updated.width, updated.height) != (record.width, record.height)
+
+    # Renamed: the record follows the name, the features are not extracted again.
+    renamed = photos / "b.jpg"
+    path.rename(renamed)
+    moved = daemon.wait_records([renamed], "the record to follow the renamed file")[str(renamed)]
+    assert moved.content_hash == updated.content_hash and moved.num == updated.num
+
+    renamed.unlink()
+    daemon.wait_records([], "the deleted file's record to go")
+    assert daemon.metric("lookalike_files_indexed_total") == 2
+    assert daemon.metric("lookalike_files_moved_total") == 1
+    assert daemon.metric("lookalike_files_removed_total") == 1
+    assert daemon.failures() == {}
+
+
+def test_a_copy_in_progress_is_indexed_once_complete(daemons, tmp_path):
+    photos = folder(tmp_path)
+    daemon = daemons([photos], settle_seconds="2s").start().ready()
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v >= 1, "the start-up reconcile")
+    data = images.jpeg_bytes(images.resized(images.photo("rocket"), 1200, 800), quality=95)
+    target = photos / "copy.jpg"
+    pieces = [data[i * len(data) // 10:(i + 1) * len(data) // 10] for i in range(10)]
+
+    with open(target, "wb") as out:                         # like cp: one open, ten writes
+        for i, piece in enumerate(pieces):
+            assert str(target) not in daemon.records(), f"recorded after {i} of 10 chunks"
+            assert str(target) not in daemon.failures(), f"recorded as failed after {i} of 10 chunks"
+            out.write(piece)
+            out.flush()
+            time.sleep(0.3)
+
+    record = daemon.wait_records([target])[str(target)]
+    assert record.identity.size == len(data) == target.stat().st_size
+    assert record.content_hash == content_hash(data)
+    assert daemon.metric("lookalike_files_indexed_total") == 1
+    assert daemon.metric_sum("lookalike_files_failed_total") == 0
+
+    # A copy that stops half-way is recorded as truncated, and tried again once it changes.
+    half = photos / "half.jpg"
+    write(half, data[:len(data) // 2])
+    failure = daemon.wait(lambda: daemon.failures().get(str(half)), "the half-written file recorded as failed")
+    assert failure.reason == "truncated"
+    assert daemon.metric("lookalike_files_failed_total", reason="truncated") == 1
+    with open(half, "ab") as out:
+        out.write(data[len(data) // 2:])
+    daemon.wait_records([target, half], "the completed file indexed")
+    assert str(half) not in daemon.failures()
+
+
+def test_an_editors_atomic_save_updates_the_record(daemons, tmp_path):
+    photos = folder(tmp_path)
+    original = images.write_jpeg(photos, "a.jpg", images.photo("astronaut"))
+    daemon = daemons([photos]).start().ready()
+    before = daemon.wait_records([original])[str(original)]
+
+    edited = images.jpeg_bytes(images.photo("coffee"))
+    temp = write(photos / ".a.jpg.tmp", edited)
+    os.replace(temp, original)
+
+    def saved():
+        records = daemon.records()
+        assert not any(".a.jpg.tmp" in p for p in [*records, *daemon.failures()]), "the temp name was stored"
+        record = records.get(str(original))
+        return record if record and record.content_hash != before.content_hash else None
+
+    after = daemon.wait(saved, "the record to follow the saved file")
+    assert after.content_hash == content_hash(edited)
+    assert after.fingerprint != before.fingerprint
+    daemon.wait_idle()
+    assert set(daemon.records()) == {str(original)} and daemon.failures() == {}
+    assert daemon.metric("lookalike_files_indexed_total") == 2
+
+
+# --- 5-7. folders: renamed, moved out; names that are not ours ------------------------------
+
+def test_a_renamed_folder_is_rekeyed_not_extracted_again(daemons, tmp_path):
+    photos = folder(tmp_path)
+    old = folder(photos, "trip")
+    nested = folder(old, "day1")
+    files = [images.write_jpeg(old if i % 2 else nested, f"{i:02d}.jpg", shapes(i)) for i in range(20)]
+    daemon = daemons([photos], workers=2, extraction=QUICK).start().ready()
+    daemon.wait_records(files)
+    assert daemon.metric("lookalike_files_indexed_total") == 20
+    unchanged = daemon.metric("lookalike_files_unchanged_total")
+
+    new = photos / "holiday"
+    old.rename(new)
+    records = daemon.wait(lambda: (r := daemon.records()) and len(paths_under(r, new)) == 20 and r,
+                          "20 records under the new name")
+    assert paths_under(records, old) == []
+    assert len(records) == 20
+    # The daemon looks at each moved path once it settles and finds it as stored.
+    daemon.wait_metric("lookalike_files_unchanged_total", lambda v: v >= unchanged + 20,
+                       "the moved files checked and found unchanged")
+    daemon.wait_idle()
+    assert daemon.metric("lookalike_files_indexed_total") == 20, "moved files were extracted again"
+    assert daemon.metric("lookalike_files_moved_total") >= 20
+    assert daemon.metric("lookalike_files_removed_total") == 0
+    assert {p for p in daemon.records()} == {str(new / f.relative_to(old)) for f in files}
+
+
+def test_a_folder_moved_out_of_the_tree_leaves_no_records(daemons, tmp_path):
+    photos = folder(tmp_path)
+    deep = folder(photos, "d/e")
+    moved = [images.write_jpeg(deep, f"{i}.jpg", shapes(i)) for i in range(3)]
+    moved.append(images.write_jpeg(photos / "d", "top.jpg", shapes(3)))
+    kept = images.write_jpeg(photos, "kept.jpg", shapes(4))
+    outside = folder(tmp_path, "elsewhere")
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records([*moved, kept])
+
+    (photos / "d").rename(outside / "d")
+    daemon.wait_records([kept], "no record under the moved-out folder")
+    assert daemon.metric("lookalike_files_removed_total") == 4
+    assert daemon.metric("lookalike_files_indexed_total") == 5
+
+    # Moved back in: a folder arriving from outside brings its files.
+    (outside / "d").rename(photos / "d")
+    daemon.wait_records([*moved, kept], "the files of the folder moved in indexed")
+
+
+def test_non_images_and_excluded_names_are_never_stored(daemons, tmp_path):
+    photos = folder(tmp_path)
+    jpeg = images.jpeg_bytes(images.photo("chelsea"))
+    hidden_dir = folder(photos, ".thumbnails")
+    at_start = [write(photos / "x.txt", b"notes\n"), write(photos / ".hidden.jpg", jpeg),
+                write(photos / "a.jpg.part", jpeg), write(hidden_dir / "t.jpg", jpeg),
+                write(photos / "~lock.jpg", jpeg)]
+    first = images.write_jpeg(photos, "first.jpg", images.photo("astronaut"))
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records([first])
+
+    while_running = [write(photos / "y.txt", b"more notes\n"), write(photos / ".later.jpg", jpeg),
+                     write(photos / "b.jpg.part", jpeg[:1000]), write(hidden_dir / "u.jpg", jpeg),
+                     write(photos / "c.jpg.crdownload", jpeg), write(photos / "notes.JPG.tmp", jpeg)]
+    # Settled paths come out in the order they went quiet: once the sentinel written last is in,
+    # every earlier event has been dealt with.
+    sentinel = images.write_jpeg(photos, "sentinel.jpg", images.photo("coffee"))
+    daemon.wait_records([first, sentinel])
+    daemon.wait_idle()
+    assert daemon.failures() == {}
+    assert daemon.metric("lookalike_files_indexed_total") == 2
+    for path in [*at_start, *while_running]:
+        assert path.exists()
+
+    # The download finishes: renamed to its real name, it is an image to index; so are the
+    # files of a hidden folder renamed to a visible name, and the other way round.
+    os.rename(photos / "a.jpg.part", photos / "a.jpg")
+    hidden_dir.rename(photos / "thumbnails")
+    expected = [first, sentinel, photos / "a.jpg", photos / "thumbnails/t.jpg", photos / "thumbnails/u.jpg"]
+    daemon.wait_records(expected)
+    (photos / "thumbnails").rename(photos / ".thumbnails")
+    daemon.wait_records(expected[:3], "the files of a folder renamed to a hidden name gone")
+
+
+# --- 8. a file that cannot be decoded --------------------------------------------------------
+
+def test_an_undecodable_file_is_recorded_once_and_retried_only_when_it_changes(daemons, tmp_path):
+    photos = folder(tmp_path)
+    good = images.write_jpeg(photos, "good.jpg", images.photo("astronaut"))
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records([good])
+
+    bad = images.random_bytes(photos, "bad.jpg", size=8192)
+    daemon.wait(lambda: str(bad) in daemon.failures(), "the bad file recorded as failed")
+    listed = daemon.cli("features", "failed")["failed"]
+    assert [(f["path"], f["reason"]) for f in listed] == [(str(bad), "unsupported")]
+    assert listed[0]["detail"]
+    assert daemon.metric("lookalike_files_failed_total", reason="unsupported") == 1
+    assert daemon.metric_sum("lookalike_files_failed_total") == 1
+
+    # Not retried: a full reconcile finds it as recorded, and nothing is decoded again.
+    seen = daemon.metric("lookalike_files_seen_total")
+    daemon.reconcile()
+    time.sleep(SETTLE * 3)                                  # past the settle time of anything it found
+    daemon.wait_idle()
+    assert daemon.metric("lookalike_files_failed_total", reason="unsupported") == 1
+    assert daemon.metric("lookalike_files_seen_total") == seen
+    assert daemon.metric("lookalike_reconcile_discrepancies_total", kind="changed") == 0
+
+    # Fixed: it becomes an image, so it is read again and indexed.
+    data = images.jpeg_bytes(images.photo("coffee"))
+    write(bad, data)
+    record = daemon.wait_records([good, bad])[str(bad)]
+    assert record.content_hash == content_hash(data)
+    assert daemon.failures() == {}
+    assert daemon.cli("features", "failed") == {"failed": []}
+    assert daemon.metric_sum("lookalike_files_failed_total") == 1
+
+
+# --- 9. restart: reconcile against what changed while stopped ---------------------------------
+
+def test_restart_reconciles_what_changed_while_stopped(daemons, tmp_path):
+    photos = folder(tmp_path)
+    kept = [images.write_jpeg(photos, f"{n}.jpg", images.photo(n)) for n in ("astronaut", "chelsea")]
+    deleted = images.write_jpeg(photos, "deleted.jpg", shapes(1))
+    changed = images.write_jpeg(photos, "changed.jpg", shapes(2))
+    daemon = daemons([photos]).start().ready()
+    first = daemon.wait_records([*kept, deleted, changed])
+    code, _ = daemon.stop()
+    assert code == 0
+
+    added = images.write_jpeg(photos, "added.jpg", images.photo("coffee"))
+    deleted.unlink()
+    new_pixels = images.jpeg_bytes(images.photo("rocket"))
+    write(changed, new_pixels)
+    daemon.start().ready()
+    records = daemon.wait_records([*kept, changed, added])
+    assert records[str(changed)].content_hash == content_hash(new_pixels)
+    for path in kept:                                       # untouched records, not re-extracted
+        assert records[str(path)].num == first[str(path)].num
+        assert records[str(path)].added == first[str(path)].added
+    daemon.wait_idle()
+    assert daemon.metric("lookalike_files_indexed_total") == 2          # added + changed
+    assert daemon.metric("lookalike_reconcile_discrepancies_total", kind="new") == 1
+    assert daemon.metric("lookalike_reconcile_discrepancies_total", kind="changed") == 1
+    assert daemon.metric("lookalike_reconcile_discrepancies_total", kind="missing") == 1
+    assert daemon.metric("lookalike_files_removed_total") == 1
+
+
+# --- 10-11. signals: SIGHUP reload, SIGUSR1 duplicates ----------------------------------------
+
+def test_sighup_adds_a_folder_and_rejects_broken_yaml(daemons, tmp_path):
+    first, second = folder(tmp_path, "first"), folder(tmp_path, "second")
+    a = images.write_jpeg(first, "a.jpg", images.photo("astronaut"))
+    b = images.write_jpeg(second, "b.jpg", images.photo("chelsea"))
+    c = images.write_jpeg(second, "c.jpg", images.photo("coffee"))
+    daemon = daemons([first]).start().ready()
+    daemon.wait_records([a])
+
+    daemon.write_config([first, second])
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    daemon.send(signal.SIGHUP)
+    daemon.wait_records([a, b, c], "the added folder's images indexed")
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert daemon.metric("lookalike_config_last_reload_successful") == 1
+    lines = daemon.notified()
+    reloading = lines.index("RELOADING=1")
+    usec = lines[reloading + 1]
+    assert re.fullmatch(r"MONOTONIC_USEC=\d+", usec), lines
+    assert before <= int(usec.split("=")[1]) <= after      # CLOCK_MONOTONIC is the same for every process
+    assert "READY=1" in lines[reloading + 2:]
+
+    # Broken YAML: rejected, the daemon keeps running with the two folders it has.
+    good_config = daemon.config_path.read_text()
+    daemon.config_path.write_text("watch: [unclosed\nstate_dir: /x\n")
+    messages = len(daemon.notify_messages())
+    daemon.send(signal.SIGHUP)
+    daemon.wait_metric("lookalike_config_last_reload_successful", lambda v: v == 0, "the reload rejected")
+    assert daemon.process.poll() is None
+    lines = [line for _, message in daemon.notify_messages()[messages:] for line in message]
+    reloading = lines.index("RELOADING=1")
+    assert re.fullmatch(r"MONOTONIC_USEC=\d+", lines[reloading + 1]), lines
+    daemon.wait(lambda: "READY=1" in [line for _, message in daemon.notify_messages()[messages:]
+                                      for line in message], "READY=1 after the rejected reload")
+    d = images.write_jpeg(second, "d.jpg", shapes(5))
+    daemon.wait_records([a, b, c, d], "an image in the second folder indexed on the kept config")
+
+    daemon.config_path.write_text(good_config)
+    daemon.send(signal.SIGHUP)
+    daemon.wait_metric("lookalike_config_last_reload_successful", lambda v: v == 1, "the fixed config reloaded")
+
+    # A folder no longer watched takes its records with it.
+    daemon.write_config([second])
+    daemon.send(signal.SIGHUP)
+    daemon.wait_records([b, c, d], "the records of the folder dropped from the config gone")
+    assert a.exists()
+    code, _ = daemon.stop()
+    assert code == 0
+
+
+def test_sigusr1_writes_a_duplicates_report_and_keeps_n(daemons, tmp_path):
+    photos = folder(tmp_path)
+    original = images.write_jpeg(photos, "astronaut.jpg", images.photo("astronaut"))
+    small = images.write_jpeg(photos, "astronaut-small.jpg", images.resized(images.photo("astronaut"), 256, 256), 80)
+    other = images.write_jpeg(photos, "coffee.jpg", images.photo("coffee"))
+    keep = 2
+    daemon = daemons([photos], reports={"keep": keep, "formats": ["json", "csv"]}).start().ready()
+    daemon.wait_records([original, small, other])
+    runs = daemon.wait_metric("lookalike_duplicates_runs_total", lambda v: v >= 1, "the first report")
+
+    for _ in range(keep + 1):
+        time.sleep(1.1)                                      # reports are stamped to the second
+        daemon.send(signal.SIGUSR1)
+        runs = daemon.wait_metric("lookalike_duplicates_runs_total", lambda v, runs=runs: v > runs,
+                                  "a duplicate pass after SIGUSR1")
+
+    latest = json.loads((daemon.reports / "duplicates-latest.json").read_text())
+    groups = [sorted(image["path"] for image in group["images"]) for group in latest["groups"]]
+    assert groups == [sorted([str(original), str(small)])]
+    assert daemon.metric("lookalike_duplicate_groups") == 1
+    for fmt in ("json", "csv"):
+        stamped = sorted(p.name for p in daemon.reports.glob(f"duplicates-*.{fmt}")
+                         if p.name != f"duplicates-latest.{fmt}")
+        assert len(stamped) == keep, stamped
+    newest = sorted(daemon.reports.glob("duplicates-2*.json"))[-1]
+    assert newest.read_text() == (daemon.reports / "duplicates-latest.json").read_text()
+    assert not list(daemon.reports.glob("*.tmp")) and not list(daemon.reports.glob(".*"))
+
+
+# --- 12-13. stop with a backlog; the systemd watchdog -----------------------------------------
+
+@pytest.mark.slow
+def test_sigterm_with_a_backlog_exits_in_time_and_loses_nothing(daemons, tmp_path):
+    photos = folder(tmp_path)
+    daemon = daemons([photos], workers=1, extraction=QUICK).start().ready()
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v >= 1, "the start-up reconcile")
+    files = [images.write_jpeg(photos, f"{i:03d}.jpg", shapes(i)) for i in range(200)]
+    daemon.wait_metric("lookalike_files_indexed_total", lambda v: v >= 1, "indexing under way")
+
+    code, took = daemon.stop()
+    assert code == 0
+    assert took <= STOP_TIMEOUT + 2
+    assert "STOPPING=1" in daemon.notified()
+    with SearchContext.open(daemon.context_dir) as context:     # closed cleanly, opens again
+        done = {image.path for image in context.images()}
+    assert 0 < len(done) < 200, "no backlog at the stop: the test proves nothing"
+
+    daemon.write_config([photos], workers=2, extraction=QUICK)
+    daemon.start().ready()
+    daemon.wait_records(files, "every file indexed after the restart", timeout=60)
+    daemon.wait_idle()
+    # What was committed before the stop is kept and not extracted again.
+    assert daemon.metric("lookalike_files_indexed_total") == 200 - len(done)
+
+
+def test_watchdog_pings_arrive_at_half_the_interval(daemons, tmp_path):
+    photos = folder(tmp_path)
+    daemon = daemons([photos]).start(env={"WATCHDOG_USEC": "1000000"}).ready()
+
+    def pings():
+        return [at for at, message in daemon.notify_messages() if "WATCHDOG=1" in message]
+
+    arrivals = daemon.wait(lambda: (p := pings()) and len(p) >= 6 and p, "six WATCHDOG=1 pings")
+    gaps = np.diff(arrivals)
+    assert gaps.max() < 1.0, f"a gap of {gaps.max():.2f} s would let systemd kill the service"
+    assert gaps.min() > 0.2, "pinging far more often than half the interval"
+
+
+# --- 14. inotify overflow --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_an_event_queue_overflow_triggers_a_rescan(daemons, tmp_path):
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    flood = max(20_000, limit + 4_000)                     # each file is at least one event
+    photos = folder(tmp_path)
+    junk = folder(photos, "junk")
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v >= 1, "the start-up reconcile")
+    runs = daemon.metric("lookalike_reconcile_runs_total")
+
+    daemon.send(signal.SIGSTOP)
+    try:
+        for i in range(flood):
+            os.close(os.open(junk / f"{i:05d}.txt", os.O_WRONLY | os.O_CREAT, 0o644))
+        # Written after the flood: their events are the ones the kernel drops.
+        late = [images.write_jpeg(photos, f"late{i}.jpg", shapes(i)) for i in range(5)]
+    finally:
+        daemon.send(signal.SIGCONT)
+
+    daemon.wait_records(late, "the images whose events were lost indexed by the rescan")
+    assert daemon.metric("lookalike_watch_overflows_total") >= 1
+    assert daemon.metric("lookalike_reconcile_runs_total") > runs
+    assert daemon.process.poll() is None
+
+
+# --- 15-17. symlinks, non-UTF-8 names, a root that goes away ----------------------------------
+
+def test_symlink_loops_and_links_out_of_the_tree_are_not_followed(daemons, tmp_path):
+    photos = folder(tmp_path)
+    outside = folder(tmp_path, "outside")
+    target = images.write_jpeg(outside, "y.jpg", images.photo("chelsea"))
+    real = images.write_jpeg(photos, "real.jpg", images.photo("astronaut"))
+    (photos / "loop").symlink_to(photos)
+    (photos / "x.jpg").symlink_to(target)
+    (photos / "sub").mkdir()
+    (photos / "sub" / "up").symlink_to("..")
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records([real])
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v >= 1, "the start-up reconcile")
+
+    (photos / "z.jpg").symlink_to(target)                   # a link made while running
+    sentinel = images.write_jpeg(photos, "sentinel.jpg", images.photo("coffee"))
+    daemon.wait_records([real, sentinel])
+    started = time.monotonic()
+    daemon.reconcile()
+    assert time.monotonic() - started < 10
+    daemon.wait_idle()
+    assert set(daemon.records()) == {str(real), str(sentinel)}
+    assert daemon.failures() == {}
+    assert daemon.metric("lookalike_internal_errors_total", stage="service") == 0
+
+
+def test_a_non_utf8_file_name_is_indexed_and_removed(daemons, tmp_path):
+    photos = folder(tmp_path)
+    at_start = images.write_bytes(photos, b"na\xefve.jpg", images.jpeg_bytes(images.photo("chelsea")))
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records([at_start])
+
+    path = images.non_utf8_name(photos)                     # b"caf\xe9.jpg", written while running
+    assert os.fsencode(path).endswith(b"caf\xe9.jpg")
+    records = daemon.wait_records([at_start, path])
+    assert records[str(path)].content_hash == content_hash(images.jpeg_bytes(images.photo()))
+    os.unlink(os.fsencode(path))
+    daemon.wait_records([at_start], "the non-UTF-8 name removed")
+    sentinel = images.write_jpeg(photos, "after.jpg", images.photo("astronaut"))
+    daemon.wait_records([at_start, sentinel])
+    assert daemon.metric_sum("lookalike_files_failed_total") == 0
+    assert daemon.metric_sum("lookalike_internal_errors_total") == 0
+    code, _ = daemon.stop()
+    assert code == 0
+
+
+def test_a_root_renamed_away_keeps_its_records_until_it_is_back(daemons, tmp_path):
+    photos = folder(tmp_path)
+    files = [images.write_jpeg(photos, f"{i}.jpg", shapes(i)) for i in range(3)]
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records(files)
+    daemon.wait_idle()
+    away = tmp_path / "unmounted"
+    seen = daemon.metric("lookalike_files_seen_total")
+
+    photos.rename(away)
+    # inotify watches follow the inode: a file deleted in the renamed folder is reported under
+    # its old path. The daemon looks at it, finds the folder gone, and must not take that for a
+    # deletion (nor drop anything else under the folder).
+    (away / "0.jpg").unlink()
+    daemon.wait_metric("lookalike_files_seen_total", lambda v: v > seen, "the daemon to look at the old path")
+    assert daemon.metric("lookalike_watched_folders_unavailable") == 1
+    daemon.wait_idle()
+    assert set(daemon.records()) == {str(f) for f in files}, "records of a missing folder were dropped"
+    assert daemon.metric("lookalike_files_removed_total") == 0
+
+    runs = daemon.metric("lookalike_reconcile_runs_total")
+    away.rename(photos)
+    # Housekeeping notices the folder is back, watches it again and reconciles it: the file
+    # really deleted meanwhile goes, the others stay as they were.
+    daemon.wait_metric("lookalike_watched_folders_unavailable", lambda v: v == 0, "the folder seen back")
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v > runs, "a reconcile once the folder is back")
+    new = images.write_jpeg(photos, "new.jpg", images.photo("coffee"))
+    daemon.wait_records([*files[1:], new])
+    daemon.wait_idle()
+    assert daemon.metric("lookalike_files_indexed_total") == 4          # nothing extracted twice
+    assert daemon.metric("lookalike_files_removed_total") == 1
+    assert daemon.metric("lookalike_reconcile_discrepancies_total", kind="missing") == 1
+
+
+def test_a_root_mounted_again_is_watched_again_whoever_sees_it_first(daemons, tmp_path):
+    """A remount puts another directory (another inode) at the root's path; the old inotify
+    watch still sees the old one. Whichever notices the folder is back first (housekeeping, a
+    reconcile, a check), the watch must be armed again on the new directory."""
+    photos = folder(tmp_path)
+    files = [images.write_jpeg(photos, f"{i}.jpg", shapes(i)) for i in range(2)]
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records(files)
+    photos.rename(tmp_path / "old-mount")
+    daemon.wait_metric("lookalike_watched_folders_unavailable", lambda v: v == 1, "the folder seen missing")
+
+    shutil.copytree(tmp_path / "old-mount", photos)         # the "new mount": same files, new inodes
+    daemon.reconcile()                                      # SIGHUP: its reconcile may see the folder first
+    daemon.wait_metric("lookalike_watched_folders_unavailable", lambda v: v == 0, "the folder seen back")
+    new = images.write_jpeg(photos, "new.jpg", images.photo("coffee"))
+    daemon.wait_records([*files, new], "a file in the new mount indexed from its event")
+    assert daemon.metric("lookalike_files_removed_total") == 0
+
+
+
+def test_a_just_written_file_is_read_once_still_and_a_future_mtime_is_indexed(daemons, tmp_path):
+    """A single write sets the mtime when it starts, so a read overlapping it can look whole:
+    a file whose mtime is within a second of its read is settled and read again (never stuck
+    there). A future mtime (a camera with a wrong clock) cannot mean that: indexed at once."""
+    photos = folder(tmp_path)
+    daemon = daemons([photos]).start().ready()
+    recent = write(photos / "recent.jpg", images.jpeg_bytes(images.photo("coffee")))
+    future = write(photos / "future.jpg", images.jpeg_bytes(images.photo("chelsea")))
+    ahead = time.time_ns() + 3600 * 10**9
+    os.utime(future, ns=(ahead, ahead))
+    records = daemon.wait_records([recent, future])
+    assert records[str(future)].identity.mtime_ns == ahead
+    assert daemon.metric("lookalike_files_indexed_total") == 2
