@@ -76,8 +76,9 @@ class Hasher:
 def _lsh_keys(hasher: Hasher, descriptors: np.ndarray) -> list[bytes]:
     keys = hasher.keys(descriptors[:INDEXED_DESCRIPTORS])
     tables = np.broadcast_to(np.arange(TABLES, dtype=np.uint32), keys.shape)
-    packed = (tables.astype(np.uint64) << 32) | keys.astype(np.uint64)
-    return [int(v).to_bytes(5, "big") for v in np.unique(packed)]
+    packed = np.unique((tables.astype(np.uint64) << 32) | keys.astype(np.uint64))
+    # Each key is the low 5 bytes of its big-endian uint64 (table, then bucket).
+    return packed.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 3:].copy().view("V5").ravel().tolist()
 
 
 def _chunk_keys(fingerprint: int) -> list[bytes]:
@@ -107,10 +108,35 @@ def remove(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
 
 
 def _postings(cursor, key: bytes) -> list[int]:
-    """The image numbers in a bucket; none for a bucket too crowded to mean anything."""
-    if not cursor.set_key(key) or cursor.count() > MAX_POSTINGS:
+    """The image numbers under one key (content hashes: no crowding limit applies)."""
+    if not cursor.set_key(key):
         return []
     return [NUM.unpack(v)[0] for v in cursor.iternext_dup()]
+
+
+def _bucket_votes(cursor, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(image numbers, weights) over every bucket of `keys`: each image a vote of 1/(bucket size)
+    per bucket it is in; buckets fuller than MAX_POSTINGS (sky, flat walls) say nothing.
+
+    One getmulti call reads all the buckets at C speed (MDB_GET_MULTIPLE on the fixed-size
+    postings); the counting is numpy's, so a query costs milliseconds even when its buckets
+    hold tens of thousands of postings.
+    """
+    if not keys:
+        return np.zeros(0, np.uint32), np.zeros(0)
+    width = len(keys[0])
+    raw = cursor.getmulti(keys, dupdata=True, dupfixed_bytes=NUM.size, keyfixed=True)
+    entries = np.frombuffer(raw, dtype=[("key", f"V{width}"), ("num", ">u4")])
+    if len(entries) == 0:
+        return np.zeros(0, np.uint32), np.zeros(0)
+    # getmulti returns each key's postings together, so buckets are runs of one key.
+    starts = np.flatnonzero(np.r_[True, entries["key"][1:] != entries["key"][:-1]])
+    sizes = np.diff(np.r_[starts, len(entries)])
+    size_of_entry = np.repeat(sizes, sizes)
+    kept = size_of_entry <= MAX_POSTINGS
+    totals = np.bincount(entries["num"][kept].astype(np.intp), weights=1.0 / size_of_entry[kept])
+    nums = np.flatnonzero(totals)
+    return nums, totals[nums]
 
 
 def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
@@ -122,14 +148,13 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
             found[num] = float("inf")
 
     variants = set(fingerprint_variants(fingerprint).values())
-    near: set[int] = set()
+    probes = sorted({bytes([i]) + probe.to_bytes(2, "big")
+                     for variant in variants for i in range(4)
+                     for chunk in [(variant >> (48 - 16 * i)) & 0xFFFF]
+                     for probe in [chunk] + [chunk ^ (1 << b) for b in range(16)]})
     with txn.cursor(db=dbs.chunks) as cursor:
-        for variant in variants:
-            for i in range(4):
-                chunk = (variant >> (48 - 16 * i)) & 0xFFFF
-                for probe in [chunk] + [chunk ^ (1 << b) for b in range(16)]:
-                    near.update(_postings(cursor, bytes([i]) + probe.to_bytes(2, "big")))
-    for num in near:
+        near, _ = _bucket_votes(cursor, probes)
+    for num in near.tolist():
         stored = txn.get(NUM.pack(num), db=dbs.fingerprints)
         if stored is None:
             continue
@@ -143,14 +168,12 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
         for features in (local, mirror):
             if features is None:
                 continue
-            orientation: dict[int, float] = {}
-            for key in _lsh_keys(hasher, features.descriptors):
-                bucket = _postings(cursor, key)
-                for num in bucket:
-                    orientation[num] = orientation.get(num, 0.0) + 1.0 / len(bucket)
-            for num, weight in orientation.items():
-                votes[num] = max(votes.get(num, 0.0), weight)
-    voted = sorted(((w, n) for n, w in votes.items() if w >= MIN_VOTES), reverse=True)[:MAX_VOTED]
+            nums, weights = _bucket_votes(cursor, _lsh_keys(hasher, features.descriptors))
+            strong = weights >= MIN_VOTES
+            for num, weight in zip(nums[strong].tolist(), weights[strong].tolist()):
+                if weight > votes.get(num, 0.0):
+                    votes[num] = weight
+    voted = sorted(((w, n) for n, w in votes.items()), reverse=True)[:MAX_VOTED]
     for weight, num in voted:
         found[num] = max(found.get(num, 0.0), weight)
     return [num for num, _ in sorted(found.items(), key=lambda item: -item[1])]
