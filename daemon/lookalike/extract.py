@@ -62,6 +62,10 @@ def _extract(path: str, loaded: LoadedFile, settings: ExtractionSettings, starte
 class Extracted:
     features: ImageFeatures
 
+    @property
+    def identity(self) -> FileIdentity:
+        return self.features.identity
+
 
 @dataclass(frozen=True)
 class SameContent:
@@ -76,6 +80,7 @@ class Unreadable:
     path: str
     reason: str               # one of ImageError.REASONS
     detail: str
+    identity = None           # the file was not read whole
 
 
 Outcome = Extracted | SameContent | Unreadable

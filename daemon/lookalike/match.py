@@ -30,6 +30,10 @@ RANSAC_THRESHOLD = 4.0       # pixels at the working size
 TIGHT_RESIDUAL = 1.5         # in Candidate.pixel_unit: keypoint localisation noise
 MIN_INLIERS = 8
 MAX_ANISOTROPY = 4.0         # a stretched copy (4:3 -> 1:1 is 1.33) stays well below this
+# A copy shows the picture at a comparable size once both are at the working size (a half crop
+# is 2x). A fit that shrinks one image to a sliver of the other is a handful of coincidental
+# matches on a tiny common area, whose repeatability would look perfect.
+MAX_SCALE = 8.0
 PHOTO_TILES = 4
 
 # Logistic model over the evidence, fitted by bench/calibrate.py on ../shared/photos with its
@@ -183,6 +187,8 @@ def _verify(first: LocalFeatures, second: LocalFeatures, unit: float, flipped: b
     singular = np.linalg.svd(matrix[:, :2], compute_uv=False)
     if singular[1] < 1e-3 or singular[0] / singular[1] > MAX_ANISOTROPY:
         return None          # a degenerate fit to a handful of coincidental matches
+    if not 1 / MAX_SCALE <= math.sqrt(singular[0] * singular[1]) <= MAX_SCALE:
+        return None
     residuals = np.hypot(*(_apply(matrix, p1) - p2).T)
     tight = int((residuals < TIGHT_RESIDUAL * unit).sum())
     in_second = _inside(_apply(matrix, first.keypoints[:, :2]), second.width, second.height).sum()
