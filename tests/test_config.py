@@ -77,6 +77,7 @@ def test_minimal_config_gets_the_defaults(tmp_path, folders):
     assert loaded.metrics_listen == "127.0.0.1:9847"
     assert (loaded.log_level, loaded.log_format) == ("info", "text")
     assert loaded.workers >= 1
+    assert loaded.store_max_map_size is None                # the context's own cap
     with pytest.raises(dataclasses.FrozenInstanceError):
         loaded.state_dir = Path("/elsewhere")
 
@@ -114,6 +115,8 @@ def test_every_key_set(tmp_path, folders):
         log:
           level: debug
           format: json
+        store:
+          max_map_size: 8589934592
     """)
     first, second = loaded.watch
     assert first == config.WatchedFolder(folders["photos"], False, ("*.jpg",), ("skip-*",), True, "poll", 10.0)
@@ -124,6 +127,7 @@ def test_every_key_set(tmp_path, folders):
     assert loaded.reports == tmp_path / "reports" and loaded.report_formats == ("json", "csv", "html")
     assert loaded.reports_keep == 3 and loaded.metrics_listen == "[::1]:9100"
     assert (loaded.log_level, loaded.log_format) == ("debug", "json")
+    assert loaded.store_max_map_size == 8 << 30
 
 
 @pytest.mark.parametrize("value, seconds", [
@@ -199,6 +203,7 @@ def test_unknown_key_in_a_watch_entry(tmp_path, folders):
     ("log: verbose\n", "log"),
     ("extraction:\n  max_features: lots\n", "extraction.max_features"),
     ("extraction:\n  detector: 5\n", "extraction.detector"),
+    ("store:\n  max_map_size: 1GiB\n", "store.max_map_size"),
 ])
 def test_wrong_types(tmp_path, folders, extra, key):
     found = keyed(problems(tmp_path, minimal(folders) + extra))
@@ -317,6 +322,7 @@ def test_threshold_range(tmp_path, folders, threshold, ok):
     ("extraction:\n  max_features: 0\n", "extraction.max_features"),
     ("extraction:\n  working_size: 32\n", "extraction.working_size"),     # positive, but below the minimum
     ("extraction:\n  detector: surf\n", "extraction.detector"),
+    ("store:\n  max_map_size: 65536\n", "store.max_map_size"),
 ])
 def test_out_of_range_numbers_and_names(tmp_path, folders, extra, key):
     [problem] = problems(tmp_path, minimal(folders) + extra)

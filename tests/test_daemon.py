@@ -159,7 +159,8 @@ class Daemon:
         document.update(settings)
         self.config_path.write_text(yaml.safe_dump(document))
 
-    def start(self, env: dict | None = None, config_first: bool = False) -> "Daemon":
+    def start(self, env: dict | None = None, config_first: bool = False, prefix: tuple = ()) -> "Daemon":
+        """`prefix`: a command that execs the daemon (setpriv, unshare), keeping its process id."""
         assert self.process is None or self.process.poll() is not None, "already running"
         environ = {k: v for k, v in os.environ.items()
                    if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS")}
@@ -171,8 +172,8 @@ class Daemon:
         if self._log is None:
             self._log = open(self.log_path, "ab")
         self._since = len(self.notices)
-        self.process = subprocess.Popen([os.fspath(a) for a in argv], stdin=subprocess.DEVNULL, stdout=self._log,
-                                        stderr=subprocess.STDOUT, env=environ)
+        self.process = subprocess.Popen([os.fspath(a) for a in (*prefix, *argv)], stdin=subprocess.DEVNULL,
+                                        stdout=self._log, stderr=subprocess.STDOUT, env=environ)
         return self
 
     def ready(self) -> "Daemon":
@@ -904,3 +905,12 @@ def test_a_just_written_file_is_read_once_still_and_a_future_mtime_is_indexed(da
     records = daemon.wait_records([recent, future])
     assert records[str(future)].identity.mtime_ns == ahead
     assert daemon.metric("lookalike_files_indexed_total") == 2
+
+
+def test_a_scheduled_duplicates_pass_waits_for_a_large_backlog_within_a_bound():
+    from lookalike.service import DEFERRING_BACKLOG, MAX_DEFERRALS, defer_duplicates
+    interval = 900.0
+    assert not defer_duplicates(DEFERRING_BACKLOG, 10.0, interval)           # a normal trickle
+    assert defer_duplicates(DEFERRING_BACKLOG + 1, 10.0, interval)           # a flood still ingesting
+    assert defer_duplicates(50_000, MAX_DEFERRALS * interval - 1, interval)
+    assert not defer_duplicates(50_000, MAX_DEFERRALS * interval, interval)  # never starved for good

@@ -3,7 +3,6 @@ real context; no daemon (test_daemon.py runs the reconcile inside one)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path

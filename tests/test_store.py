@@ -321,6 +321,16 @@ def test_map_grows_from_a_tiny_start(tmp_path, photos, monkeypatch):
         assert context.info()["map_size_bytes"] > start     # LMDB takes the size the data needs
 
 
+def test_a_cap_below_the_initial_map_size_is_where_the_map_starts(tmp_path):
+    """Opened at the initial size, the map would hold far more than the cap before it first filled."""
+    cap = 1024 * 1024
+    assert cap < context_module.INITIAL_MAP_SIZE
+    with SearchContext.create(tmp_path / "ctx", max_map_size=cap) as context:
+        assert context.info()["map_size_bytes"] == cap
+    with SearchContext.open(tmp_path / "ctx", max_map_size=cap) as context:
+        assert context.info()["map_size_bytes"] == cap
+
+
 def test_store_full_fails_whole_batches_and_the_context_still_opens(tmp_path, photos, monkeypatch):
     monkeypatch.setattr(context_module, "INITIAL_MAP_SIZE", 256 * 1024)
     cap = 1024 * 1024

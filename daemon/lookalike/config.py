@@ -57,6 +57,7 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     stop_timeout: float = 10.0
+    store_max_map_size: int | None = None    # bytes; None: the context's own cap (store/context.py)
 
     @property
     def context_dir(self) -> Path:
@@ -153,6 +154,10 @@ def _positive(value) -> str | None:
     return None if value > 0 else "must be greater than zero"
 
 
+def _at_least_a_mebibyte(value: int) -> str | None:
+    return None if value >= 1 << 20 else "must be at least 1048576 (1 MiB)"
+
+
 def _listen(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -204,7 +209,7 @@ def parse(document, source: Path) -> Config:
     reader = _Reader(source)
     top = reader.mapping(document, "", {"watch", "state_dir", "extraction", "workers", "settle_seconds",
                                          "reconcile_interval", "duplicates", "reports", "metrics", "log",
-                                         "stop_timeout"})
+                                         "stop_timeout", "store"})
     if document is None or not isinstance(document, dict):
         reader.problems[:0] = ["(top level): must be a mapping with at least 'watch' and 'state_dir'"] if document is None else []
 
@@ -245,6 +250,7 @@ def parse(document, source: Path) -> Config:
     reports = reader.mapping(top.get("reports"), "reports", {"dir", "formats", "keep"})
     metrics = reader.mapping(top.get("metrics"), "metrics", {"listen"})
     log = reader.mapping(top.get("log"), "log", {"level", "format"})
+    store = reader.mapping(top.get("store"), "store", {"max_map_size"})
 
     formats = reader.typed(reports, "formats", "reports.formats", list, list(Config.report_formats), describe="a list")
     if any(f not in REPORT_FORMATS for f in formats):
@@ -274,6 +280,8 @@ def parse(document, source: Path) -> Config:
                                lambda v: None if v in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"),
         log_format=reader.typed(log, "format", "log.format", str, Config.log_format,
                                 lambda v: None if v in LOG_FORMATS else f"must be one of {', '.join(LOG_FORMATS)}"),
+        store_max_map_size=reader.typed(store, "max_map_size", "store.max_map_size", int, Config.store_max_map_size,
+                                        _at_least_a_mebibyte, describe="a size in bytes"),
     )
     for key, written in (("state_dir", state_dir), ("reports.dir", reports_dir)):
         for folder in folders:

@@ -44,7 +44,7 @@ from . import config as config_module
 from .config import Config, WatchedFolder
 from .duplicates import PairCache, find_groups
 from .errors import ConfigError, LookalikeError, NotFoundError, StoreError, display_path
-from .extract import Extracted, Outcome, SameContent, Unreadable
+from .extract import Extracted, Outcome, SameContent
 from .imaging.decode import FileIdentity
 from .metrics import Metrics
 from .notify import Notifier
@@ -67,8 +67,12 @@ TICK_SECONDS = 0.25
 # close to its read is not trusted (borg's rule): it settles and is read again.
 SETTLED_AGE_SECONDS = 1.0
 HOUSEKEEPING_SECONDS = 2.0
+# A scheduled duplicates pass waits while more files than this wait to be indexed, but never
+# longer than this many intervals after the last pass began.
+DEFERRING_BACKLOG = 1000
+MAX_DEFERRALS = 4
 # Settings that live in the open context, the worker processes or the bound socket.
-RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen")
+RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
 
@@ -91,11 +95,19 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         yield
 
 
+def defer_duplicates(backlog: int, since_last_pass: float, interval: float) -> bool:
+    """Whether a scheduled duplicates pass waits: a pass over a context still filling competes
+    with the workers for the cores and reports on half the files, so it waits while more than
+    DEFERRING_BACKLOG files wait to be indexed, but never past MAX_DEFERRALS intervals."""
+    return backlog > DEFERRING_BACKLOG and since_last_pass < MAX_DEFERRALS * interval
+
+
 def open_context(config: Config) -> SearchContext:
+    cap = {} if config.store_max_map_size is None else {"max_map_size": config.store_max_map_size}
     try:
-        return SearchContext.open(config.context_dir, expect=config.extraction)
+        return SearchContext.open(config.context_dir, expect=config.extraction, **cap)
     except NotFoundError:                   # none yet, or a creation a crash cut short
-        return SearchContext.create(config.context_dir, config.extraction)
+        return SearchContext.create(config.context_dir, config.extraction, **cap)
 
 
 class _Task:
@@ -199,6 +211,7 @@ class Service:
 
     def _start(self) -> None:
         config = self.config
+        self._started = time.monotonic()
         self.context = open_context(config)
         self._serve_metrics(config.metrics_listen)
         self.writer = Writer(self.context, on_commit=self._committed, on_trouble=self._store_trouble)
@@ -375,9 +388,14 @@ class Service:
         if now >= self._next_reconcile:
             self._next_reconcile = now + self.config.reconcile_interval
             self._reconcile.request()
-        idle = not len(self._settler) and not self.workers.busy and not self.writer.waiting
-        if now >= self._next_duplicates or (self._first_report_due and idle and self._reconcile.finished_once.is_set()
-                                            and not self._reconcile.running):
+        backlog = len(self._settler)
+        idle = not backlog and not self.workers.busy and not self.writer.waiting
+        first_due = self._first_report_due and idle and self._reconcile.finished_once.is_set() \
+            and not self._reconcile.running
+        since_last = now - max(self._duplicates.last_started, self._started)
+        if now >= self._next_duplicates and defer_duplicates(backlog, since_last, self.config.duplicates_interval):
+            self._next_duplicates = now + min(60.0, self.config.duplicates_interval)
+        elif now >= self._next_duplicates or first_due:
             self._first_report_due = False
             self._next_duplicates = now + self.config.duplicates_interval
             self._duplicates.request()

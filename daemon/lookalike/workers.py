@@ -17,7 +17,7 @@ import multiprocessing
 import signal
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait as wait_for
+from multiprocessing.connection import Connection
 
 from .extract import Outcome, Unreadable, examine
 from .settings import ExtractionSettings

@@ -12,8 +12,9 @@ Sub-databases:
 
 Every change to an image (record, features, path, index entries) is one write transaction, so
 a crash leaves either the old image or the new one, never half of either. The map starts small
-and doubles on MapFullError up to a cap. An environment opened in one process must not be used
-in a fork of it (LMDB's rule); every transaction checks the PID.
+and doubles on MapFullError up to a cap; a resize waits until no thread has a read transaction
+open. An environment opened in one process must not be used in a fork of it (LMDB's rule);
+every transaction checks the PID.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +30,6 @@ from pathlib import Path
 from typing import Iterator
 
 import lmdb
-import numpy as np
 
 from .. import __version__
 from ..errors import NotFoundError, StoreError, StoreFullError, display_path
@@ -99,12 +100,55 @@ class Failure:
         return cls(doc["path"], identity, doc["reason"], doc["detail"], doc["when"])
 
 
+class _ResizeGate:
+    """Read transactions (any thread) against a map resize (the writer thread).
+
+    LMDB resizes a map only while no transaction is active in the process, and py-lmdb's
+    set_mapsize invalidates every transaction still open and fails, with EINVAL, any operation
+    another thread starts meanwhile. So a resize waits until no read transaction is open and
+    holds new ones back until it is done; readers never wait for each other."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._readers = 0
+        self._resizing = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._changed:
+            while self._resizing:
+                self._changed.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._readers -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def resizing(self) -> Iterator[None]:
+        with self._changed:
+            while self._resizing:
+                self._changed.wait()
+            self._resizing = True                   # from now on new readers wait
+            while self._readers:
+                self._changed.wait()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._resizing = False
+                self._changed.notify_all()
+
+
 class SearchContext:
     def __init__(self, directory: Path, env: lmdb.Environment, settings: ExtractionSettings, max_map_size: int):
         self.directory = directory
         self.settings = settings
         self._env = env
         self._pid = os.getpid()
+        self._gate = _ResizeGate()
         self._max_map_size = max_map_size
         self._dbs = {name: env.open_db(name.encode(), dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
                      for name in _DATABASES}
@@ -129,7 +173,8 @@ class SearchContext:
             if not cut_short:
                 raise StoreError(str(directory), "a search context already exists here")
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        context = cls(directory, _open_env(directory, create=True), settings or ExtractionSettings(), max_map_size)
+        context = cls(directory, _open_env(directory, create=True, max_map_size=max_map_size),
+                      settings or ExtractionSettings(), max_map_size)
         with context._write() as txn:
             meta = context._dbs["meta"]
             txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
@@ -145,7 +190,7 @@ class SearchContext:
         directory = Path(directory)
         if not (directory / "data.mdb").exists():
             raise NotFoundError(f"{directory}: no search context here (create one with 'lookalike context create')")
-        env = _open_env(directory, create=False)
+        env = _open_env(directory, create=False, max_map_size=max_map_size)
         _refuse_truncated(directory, env)
         try:
             with env.begin() as txn:
@@ -205,13 +250,21 @@ class SearchContext:
     @contextmanager
     def _read(self) -> Iterator[lmdb.Transaction]:
         self._check_process()
-        try:
-            txn = self._env.begin(buffers=False)
-        except lmdb.MapResizedError:
-            self._env.set_mapsize(0)        # another process grew the map: adopt its size
-            txn = self._env.begin(buffers=False)
-        with txn:
-            yield txn
+        while True:
+            with self._gate.reading():
+                try:
+                    txn = self._env.begin(buffers=False)
+                except lmdb.MapResizedError:
+                    pass
+                else:
+                    with txn:
+                        yield txn
+                    return
+            self._resize(0)                 # another process grew the map: adopt its size
+
+    def _resize(self, map_size: int) -> None:
+        with self._gate.resizing():
+            self._env.set_mapsize(map_size)
 
     @contextmanager
     def _write(self) -> Iterator[lmdb.Transaction]:
@@ -230,9 +283,9 @@ class SearchContext:
                 if current >= self._max_map_size:
                     raise StoreFullError(str(self.directory), f"the context reached its size cap of "
                                          f"{self._max_map_size} bytes; nothing of the last change was written") from None
-                self._env.set_mapsize(min(current * 2, self._max_map_size))
+                self._resize(min(current * 2, self._max_map_size))
             except lmdb.MapResizedError:
-                self._env.set_mapsize(0)
+                self._resize(0)
 
     # --- writes --------------------------------------------------------------------------
 
@@ -589,9 +642,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _open_env(directory: Path, create: bool) -> lmdb.Environment:
+def _open_env(directory: Path, create: bool, max_map_size: int = DEFAULT_MAX_MAP_SIZE) -> lmdb.Environment:
+    # Never above the cap: a map opened larger than it would let the data outgrow the cap
+    # before the first MapFullError. (LMDB raises a map smaller than the data to fit the data.)
     try:
-        return lmdb.open(str(directory), map_size=INITIAL_MAP_SIZE, max_dbs=len(_DATABASES) + 4,
+        return lmdb.open(str(directory), map_size=min(INITIAL_MAP_SIZE, max_map_size), max_dbs=len(_DATABASES) + 4,
                          subdir=True, create=create, max_readers=256, mode=0o600)
     except lmdb.Error as exc:
         raise StoreError(str(directory), f"cannot open the LMDB environment: {exc}") from None

@@ -71,7 +71,8 @@ class Writer(threading.Thread):
 
     @property
     def stuck(self) -> bool:
-        """Changes have waited for a minute without a commit."""
+        """Changes have waited for a minute while no commit returned: a write that hangs. A commit
+        that fails and is retried is not stuck."""
         return self.waiting > 0 and time.monotonic() - self.last_progress > 60
 
     # --- the writer thread ---------------------------------------------------------------
@@ -110,6 +111,9 @@ class Writer(threading.Thread):
                 log.error("%s", problem)
                 troubled = True
                 self._on_trouble(True)
+            # Paused on purpose, and the gauge says why: not stuck. (A stuck writer stops the
+            # systemd watchdog pings, and a restart frees no disk.)
+            self.last_progress = time.monotonic()
             if self._stopping.wait(self._retry_seconds):
                 log.error("stopping with %d changes not written; the next reconcile finds them again", len(changes))
                 return
