@@ -57,26 +57,13 @@ from lookalike.store import writer as writer_module
 from lookalike.store.changes import Put, Remove
 from lookalike.watch.folders import Folders
 from lookalike.watch.observe import Dirty, Watcher
-from test_daemon import QUICK, Daemon, folder, shapes
+from test_daemon import QUICK, Daemon, daemons, folder, shapes  # noqa: F401 (daemons: a fixture)
 from test_reliability import unreadable_prefix
 
 RETRY_SECONDS = 5.0        # store/writer.py: a failed commit is tried again this often
 CAP = 1 << 20              # 1 MiB holds about 25 of the QUICK pictures
 
 
-@pytest.fixture
-def daemons(tmp_path):
-    """Make test_daemon's `Daemon`s on tmp_path; every one still running at the end is killed."""
-    made: list[Daemon] = []
-
-    def make(watch: list, **settings) -> Daemon:
-        daemon = Daemon(tmp_path / f"daemon{len(made)}", watch, **settings)
-        made.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in made:
-        daemon.close()
 
 
 def held(daemon: Daemon) -> dict:
