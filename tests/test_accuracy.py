@@ -18,7 +18,7 @@ import pytest
 import skimage.data
 
 import images
-from lookalike.duplicates import find_groups
+from lookalike.duplicates import PassStats, find_groups
 from lookalike.extract import ImageFeatures, extract_file
 from lookalike.match import compare
 from lookalike.search import query_candidate
@@ -91,6 +91,7 @@ TRANSFORMS = {
 class Corpus:
     def __init__(self, originals: dict[str, ImageFeatures], copies: dict[tuple[str, str], ImageFeatures],
                  group_of: dict[str, int], groups: list):
+        self.all = [*originals.values(), *copies.values()]
         self.originals = originals
         self.copies = copies
         self.group_of = group_of          # path -> group number, for grouped images only
@@ -191,3 +192,63 @@ def test_scale_is_measured_in_original_pixels(corpus, name):
     original = corpus.originals[name]
     copy = corpus.copies[(name, "resize")]
     assert abs(found["scale"] - copy.width / original.width) < 0.05, found
+
+
+# --- the duplicate graph kept in the context --------------------------------------------------
+
+def grouping(groups) -> set[frozenset[str]]:
+    return {frozenset(m.image.path for m in group.members) for group in groups}
+
+
+def test_an_incremental_pass_matches_only_new_images_and_finds_what_a_full_pass_finds(corpus, tmp_path):
+    half = len(corpus.all) // 2
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many(corpus.all[:half])
+        find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
+        context.upsert_many(corpus.all[half:])
+        stats = PassStats()
+        groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, stats=stats)
+        assert stats.matched == len(corpus.all) - half
+        assert grouping(groups) == grouping(corpus.groups)
+        assert context.pending_count() == 0
+
+
+def test_the_graph_survives_a_restart_and_an_unchanged_collection_costs_nothing(corpus, tmp_path):
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many(corpus.all)
+        find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
+    with SearchContext.open(tmp_path / "context") as context:
+        stats = PassStats()
+        groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, stats=stats)
+    assert (stats.matched, stats.verified) == (0, 0)
+    assert grouping(groups) == grouping(corpus.groups)
+    # RANSAC samples at random: a score recomputed elsewhere may differ in its last digits.
+    assert [m.similarity for g in groups for m in g.members] == \
+        pytest.approx([m.similarity for g in corpus.groups for m in g.members], abs=0.5)
+
+
+def test_removing_an_image_queues_its_group_again_and_the_group_holds_without_it(corpus, tmp_path):
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many(corpus.all)
+        before = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
+        group = max(before, key=lambda g: len(g.members))
+        context.remove(group.keeper.path)
+        assert context.pending_count() == len(group.members) - 1
+        after = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
+    expected = (grouping(before) - {frozenset(m.image.path for m in group.members)}) | \
+        {frozenset(m.image.path for m in group.members[1:])}
+    assert grouping(after) == expected
+
+
+def test_another_threshold_matches_everything_again(corpus, tmp_path):
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many(corpus.all)
+        find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
+        stats = PassStats()
+        find_groups(context, 99.0, stats=stats)
+        assert stats.matched == len(corpus.all)
+        assert context.links_threshold() == 99.0
+        back = PassStats()
+        groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, stats=back)
+    assert back.matched == len(corpus.all)
+    assert grouping(groups) == grouping(corpus.groups)

@@ -403,7 +403,8 @@ def assert_whole_and_consistent(context_dir: Path) -> None:
     with SearchContext.open(context_dir) as context:
         stored = list(context.images())
         assert len(stored) == context.count()
-        hasher = index.Hasher(detector_info(context.settings.detector).bits_per_descriptor // 8, True)
+        detector = context.settings.detector
+        hasher = index.Hasher(detector, detector_info(detector).bits_per_descriptor // 8, True)
         lsh_keys = set()
         for image in stored:
             again, candidate = context.candidate(image.num)
@@ -422,6 +423,11 @@ def assert_whole_and_consistent(context_dir: Path) -> None:
     for name in ("images", "features", "failed"):
         for _, value in raw[name]:
             codec.unpack(value)
+    # The duplicate graph names only stored images, and every pair is recorded both ways.
+    assert {key for key, _ in raw["pending"]} <= nums
+    pairs = {key for key, _ in raw["pairs"]}
+    assert {key[:4] for key in pairs} | {key[4:] for key in pairs} <= nums
+    assert {key[4:] + key[:4] for key in pairs} == pairs
 
 
 def duplicate_groups(config: Path, output: Path) -> set[frozenset[str]]:

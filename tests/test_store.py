@@ -62,7 +62,7 @@ def raw_entries(directory: Path) -> dict[str, int]:
 def expected_index_entries(context: SearchContext) -> dict[str, int]:
     """What the index must hold for the images stored, no more: one hash and one fingerprint
     per image, four fingerprint chunks, one LSH posting per distinct bucket key."""
-    hasher = index.Hasher(DESCRIPTOR_BYTES, True)
+    hasher = index.Hasher("akaze", DESCRIPTOR_BYTES, True)
     stored = list(context.images())
     lsh = sum(len(index._lsh_keys(hasher, context.local_features(image.path).descriptors)) for image in stored)
     return {"images": len(stored), "features": len(stored), "paths": len(stored), "hashes": len(stored),
@@ -484,3 +484,23 @@ def test_writer_killed_at_random_moments_leaves_only_whole_records(tmp_path):
         finally:
             env.close()
     assert counts[-1] > 0 and all(0 < c <= 150 for c in counts), counts
+
+
+# --- the duplicate graph: queue stamps and pairs of images that went ----------------------
+
+def test_a_pass_result_for_an_image_queued_again_meanwhile_leaves_it_queued(photos, tmp_path):
+    from lookalike.store.changes import Linked, Relink
+    names = list(photos)
+    with SearchContext.create(tmp_path / "context") as context:
+        nums = context.upsert_many([at(photos[n], tmp_path / f"{n}.jpg") for n in names[:3]])
+        context.commit([Relink(50.0)])
+        page = next(context.pending())
+        assert [num for num, _ in page] == nums
+        context.commit([Linked(50.0, (), ((nums[0], nums[1], b'{"similarity": 90, "transform": null}'),))])
+        context.remove(str(tmp_path / f"{names[0]}.jpg"))    # queues nums[1] again: it was paired
+        recorded = context.commit([Linked(50.0, tuple(page), ((nums[0], nums[2], b"{}"),))])[0]
+        assert recorded == 0                                   # nums[0] is gone: its pair is dropped
+        assert [num for num, _ in next(context.pending())] == [nums[1]]
+        assert list(context.pairs()) == []
+        assert context.commit([Linked(99.0, tuple(next(context.pending())), ())]) == [0]
+        assert context.pending_count() == 1                    # made at another threshold: ignored

@@ -257,7 +257,7 @@ def cmd_similar(args) -> int:
 def write_duplicates_report(context: SearchContext, threshold: float, output: Path | None, fmt: str,
                             progress=None) -> dict:
     with context.busy("matching"):
-        groups = find_groups(context, threshold, progress)
+        groups = find_groups(context, threshold, progress=progress)
     document = to_document(groups, threshold, str(context.directory))
     text = render(document, fmt)
     if output is None:

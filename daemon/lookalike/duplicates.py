@@ -1,29 +1,38 @@
-"""Duplicate detection: candidates -> verified pairs -> groups.
+"""Duplicate detection: queued images -> candidates -> verified pairs -> groups.
 
-For each stored image the index proposes candidates; each unordered pair is verified once.
-Groups are the connected components of the pairs scoring at or above the threshold.
-A `PairCache` carried from pass to pass makes the daemon's passes incremental: an image number
-names content that never changes (a changed file is stored under a new number), so a verified
-pair stays true until one of its images goes, and only pairs with a new image are verified. In each
-group one image is suggested as the keeper (highest resolution, then largest file, then oldest)
-and every member is scored against it, so a report says how alike each copy is to the one a
-person would keep.
+The duplicate graph is kept in the context (store/context.py: `pending`, `pairs`), so a pass
+does only the work new images bring, across restarts too. A pass asks the index for the
+candidates of each queued image and verifies those not already in the image's group: groups
+are connected components, so a pair inside one would only confirm what is known. Pairs scoring
+at or above the threshold are recorded, and the image leaves the queue, a page at a time.
+
+In each group one image is suggested as the keeper (highest resolution, then largest file, then
+oldest) and every member is scored against it, so a report says how alike each copy is to the
+one a person would keep. Those comparisons are recorded too: a group that did not change costs
+no comparison in the next pass.
+
+Memory is bounded by a page of queued images and the linked images, never by the collection.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .errors import NotFoundError
 from .match import Match, compare
 from .store import SearchContext, StoredImage
+from .store.changes import Change, Linked, Relink
+
+PAGE = 256
 
 
 @dataclass
 class Member:
     image: StoredImage
     similarity: float             # to the keeper; the keeper itself scores 100
-    match: Match | None = None
+    transform: dict | None = None
 
 
 @dataclass
@@ -36,8 +45,19 @@ class Group:
         return sum(m.image.identity.size for m in self.members[1:])
 
 
+@dataclass
+class PassStats:
+    matched: int = 0              # queued images matched
+    verified: int = 0             # comparisons made
+
+
 def keeper_order(image: StoredImage) -> tuple:
     return (-(image.width * image.height), -image.identity.size, image.identity.mtime_ns, image.path)
+
+
+def match_record(result: Match) -> bytes:
+    return json.dumps({"similarity": result.similarity,
+                       "transform": result.transform.to_json() if result.transform else None}).encode()
 
 
 class _UnionFind:
@@ -54,61 +74,93 @@ class _UnionFind:
     def union(self, a: int, b: int) -> None:
         self.parent[self.find(a)] = self.find(b)
 
-
-class PairCache:
-    """Verified pairs, (lower number, higher number) -> the result of comparing them in that order."""
-
-    def __init__(self):
-        self.results: dict[tuple[int, int], Match] = {}
-        self.verified = 0                 # comparisons made, over the cache's life
-
-    def keep_only(self, alive: set[int]) -> None:
-        self.results = {pair: m for pair, m in self.results.items() if pair[0] in alive and pair[1] in alive}
+    def connected(self, a: int, b: int) -> bool:
+        return a in self.parent and b in self.parent and self.find(a) == self.find(b)
 
 
-def find_groups(context: SearchContext, threshold: float,
-                progress: Callable[[int, int], None] | None = None,
-                cache: PairCache | None = None) -> list[Group]:
-    detector = context.settings.detector
-    cache = cache or PairCache()
+def _direct(context: SearchContext) -> Callable[[Change], None]:
+    return lambda change: context.commit([change])
+
+
+def _links(context: SearchContext, threshold: float) -> _UnionFind:
     links = _UnionFind()
-    stored = {image.num: image for image in context.images()}
-    cache.keep_only(set(stored))
-    for done, image in enumerate(stored.values(), 1):
-        _, candidate = context.candidate(image.num)
-        for other in context.candidates_for(image.content_hash, image.fingerprint, candidate.local):
-            if other == image.num or other not in stored:
-                continue
-            pair = (min(image.num, other), max(image.num, other))
-            result = cache.results.get(pair)
-            if result is None:
-                _, other_candidate = context.candidate(other)
-                first, second = (candidate, other_candidate) if pair[0] == image.num else (other_candidate, candidate)
-                result = cache.results[pair] = compare(first, second, detector)
-                cache.verified += 1
-            if result.similarity >= threshold:
-                links.union(image.num, other)
-        if progress:
-            progress(done, len(stored))
+    for first, second, result in context.pairs():
+        if json.loads(result)["similarity"] >= threshold:
+            links.union(first, second)
+    return links
 
-    components: dict[int, list[StoredImage]] = {}
+
+def match_pending(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> PassStats:
+    """Match every queued image against its candidates, recording pairs and leaving the queue
+    as it goes (`apply` commits a change; the daemon routes it through its writer)."""
+    apply = apply or _direct(context)
+    if context.links_threshold() != threshold:
+        apply(Relink(threshold))
+    detector = context.settings.detector
+    links = _links(context, threshold)
+    stats = PassStats()
+    total = context.pending_count()
+    for page in context.pending(PAGE):
+        found = []
+        for num, _ in page:
+            try:
+                image, candidate = context.candidate(num)
+            except NotFoundError:
+                continue                    # removed since the page was read
+            for other in context.candidates_for(image.content_hash, image.fingerprint, candidate.local):
+                if other == num or links.connected(num, other):
+                    continue
+                try:
+                    _, other_candidate = context.candidate(other)
+                except NotFoundError:
+                    continue
+                first, second = (candidate, other_candidate) if num < other else (other_candidate, candidate)
+                result = compare(first, second, detector)
+                stats.verified += 1
+                if result.similarity >= threshold:
+                    links.union(num, other)
+                    found.append((min(num, other), max(num, other), match_record(result)))
+        apply(Linked(threshold, tuple(page), tuple(found)))
+        stats.matched += len(page)
+        if progress:
+            progress(min(stats.matched, total), max(total, stats.matched))
+    return stats
+
+
+def find_groups(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
+                progress: Callable[[int, int], None] | None = None,
+                stats: PassStats | None = None) -> list[Group]:
+    apply = apply or _direct(context)
+    stats = stats or PassStats()
+    found = match_pending(context, threshold, apply, progress)
+    stats.matched, stats.verified = stats.matched + found.matched, stats.verified + found.verified
+
+    components: dict[int, list[int]] = {}
+    links = _links(context, threshold)
     for num in links.parent:
-        components.setdefault(links.find(num), []).append(stored[num])
-    groups = []
-    for members in components.values():
-        if len(members) < 2:
-            continue
-        members.sort(key=keeper_order)
+        components.setdefault(links.find(num), []).append(num)
+    groups, scored = [], []
+    for nums in components.values():
+        try:
+            members = sorted((context.image_by_number(num) for num in nums), key=keeper_order)
+        except NotFoundError:
+            continue                        # removed while this ran: the next pass has it
         keeper = members[0]
-        _, keeper_candidate = context.candidate(keeper.num)
         group = Group(keeper, [Member(keeper, 100.0)])
         for member in members[1:]:
-            # Reuse the grouping pass's result when it compared keeper -> member (the
-            # direction matters: the transform is reported from the keeper's side).
-            result = cache.results.get((keeper.num, member.num)) if keeper.num < member.num else None
-            if result is None:
-                result = compare(keeper_candidate, context.candidate(member.num)[1], detector)
-            group.members.append(Member(member, result.similarity, result))
+            # The direction matters: the transform is reported from the keeper's side.
+            record = context.pair(keeper.num, member.num)
+            if record is None:
+                result = compare(context.candidate(keeper.num)[1], context.candidate(member.num)[1],
+                                 context.settings.detector)
+                stats.verified += 1
+                record = match_record(result)
+                scored.append((keeper.num, member.num, record))
+            doc = json.loads(record)
+            group.members.append(Member(member, doc["similarity"], doc["transform"]))
         groups.append(group)
+    if scored:
+        apply(Linked(threshold, (), tuple(scored)))
     groups.sort(key=lambda g: (-g.reclaimable_bytes, g.keeper.path))
     return groups

@@ -119,6 +119,14 @@ class Candidate:
     width: int               # original size: tells how far the working image was scaled up
     height: int
 
+    def mirror(self, detector: str) -> LocalFeatures | None:
+        """The features of the left-right mirrored image (None for detectors without a table),
+        derived once: one image is compared with several."""
+        cached = self.__dict__.get("_mirror")
+        if cached is None or cached[0] != detector:
+            cached = self.__dict__["_mirror"] = (detector, mirrored(self.local, detector))
+        return cached[1]
+
     @property
     def pixel_unit(self) -> float:
         """Working pixels per pixel of localisation noise.
@@ -135,7 +143,7 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
         return IDENTICAL
     unit = second.pixel_unit
     best = _verify(first.local, second.local, unit, flipped=False)
-    mirror = mirrored(first.local, detector)
+    mirror = first.mirror(detector)
     if mirror is not None:
         flipped = _verify(mirror, second.local, unit, flipped=True)
         if flipped is not None and (best is None or flipped[1] > best[1]):

@@ -42,7 +42,7 @@ from prometheus_client import start_http_server
 
 from . import config as config_module
 from .config import Config, WatchedFolder
-from .duplicates import PairCache, find_groups
+from .duplicates import PassStats, find_groups
 from .errors import ConfigError, LookalikeError, NotFoundError, StoreError, display_path
 from .extract import Extracted, Outcome, SameContent
 from .imaging.decode import FileIdentity
@@ -52,7 +52,7 @@ from .reconcile import Cancelled, reconcile
 from .reports import to_document
 from .reports.publish import publish
 from .store import SearchContext
-from .store.changes import Fail, Move, Put, Remove, Touch
+from .store.changes import Change, Fail, Move, Put, Remove, Touch
 from .store.writer import Writer
 from .watch.folders import Folders
 from .watch.observe import Dirty, Moved, Rescan, Watcher
@@ -170,7 +170,6 @@ class Service:
         self._root_devices: dict[str, int] = {}
         self._roots_down: set[str] = set()
         self._roots_back: set[str] = set()               # seen up again; housekeeping re-arms their watch
-        self._pairs = PairCache()
         self._reconcile = _Task("reconcile", self._reconcile_pass,
                                 self.metrics.internal_errors.labels("reconcile").inc)
         self._duplicates = _Task("duplicates", self._duplicates_pass,
@@ -467,15 +466,24 @@ class Service:
     def _duplicates_pass(self) -> None:
         config = self.config
         started = time.monotonic()
-        verified_before = self._pairs.verified
+        stats = PassStats()
 
         def progress(done: int, total: int) -> None:
             if self._stop.is_set():
                 raise Cancelled()
 
-        groups = find_groups(self.context, config.duplicates_threshold, progress, self._pairs)
+        def apply(change: Change) -> None:
+            """Through the writer, the context's only writer, and wait for it to land."""
+            self.writer.submit(change)
+            while not self.writer.flush(timeout=1.0):
+                if self._stop.is_set():
+                    raise Cancelled()
+
+        try:
+            groups = find_groups(self.context, config.duplicates_threshold, apply, progress, stats)
+        finally:
+            self.metrics.pairs_verified.inc(stats.verified)
         document = to_document(groups, config.duplicates_threshold, str(self.context.directory))
-        self.metrics.pairs_verified.inc(self._pairs.verified - verified_before)
         try:
             written = publish(document, config.reports, config.report_formats, config.reports_keep)
         except (OSError, LookalikeError) as exc:
@@ -490,8 +498,8 @@ class Service:
         self.metrics.duplicates_last_success.set(time.time())
         self.metrics.duplicate_groups.set(len(document["groups"]))
         self.metrics.duplicate_images.set(images)
-        log.info("duplicates: %d groups, %d images in groups, %d pairs verified in %.1f s; report %s",
-                 len(document["groups"]), images, self._pairs.verified - verified_before, seconds,
+        log.info("duplicates: %d groups, %d images in groups; %d images matched, %d pairs verified in %.1f s; "
+                 "report %s", len(document["groups"]), images, stats.matched, stats.verified, seconds,
                  written[0] if written else "(no formats)")
 
     # --- reload --------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
                 "size": m.image.identity.size,
                 "mtime": m.image.identity.mtime_ns / 1e9,
                 "keeper": m is group.members[0],
-                **({"transform": m.match.transform.to_json()} if m.match and m.match.transform else {}),
+                **({"transform": m.transform} if m.transform else {}),
             } for m in group.members],
         } for number, group in enumerate(groups, 1)],
     }

@@ -52,4 +52,26 @@ class Move:
     destination: str
 
 
-Change = Put | Touch | Fail | Remove | Move
+@dataclass(frozen=True)
+class Relink:
+    """Forget every verified pair and queue every image for matching again: the duplicate
+    threshold changed, and which pairs link images depends on it."""
+
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Linked:
+    """A duplicates pass verified these pairs and finished these queued images.
+
+    `pairs` holds (first, second, result): `result` is the comparison first -> second, as
+    `match_record` encodes it. `checked` holds (image, stamp) as `pending` listed them: an image
+    queued again since (a neighbour went) keeps its place in the queue. Changes for images gone
+    meanwhile, or made at another threshold than the context's, are dropped."""
+
+    threshold: float
+    checked: tuple[tuple[int, int], ...]
+    pairs: tuple[tuple[int, int, bytes], ...]
+
+
+Change = Put | Touch | Fail | Remove | Move | Relink | Linked

@@ -9,6 +9,15 @@ Sub-databases:
   failed        path key -> record: path, file identity, reason, detail (not retried until
                 the file changes)
   hashes, fingerprints, chunks, lsh     the candidate index (index.py)
+  pending       image number -> stamp: images the next duplicates pass must match
+  pairs         first + second image number -> the comparison first -> second (JSON), and
+                second + first -> b"" so that either image finds the pair by a prefix scan
+
+The duplicate graph lives here, so a pass is incremental across restarts: a new image is
+queued in `pending` in the transaction that stores it; a pass matches the queued images and
+records the pairs it verified. An image number names content that never changes, so a pair
+stays true until one of its images goes; then the images of its group are queued again,
+since the pair may have been what held the group together.
 
 Every change to an image (record, features, path, index entries) is one write transaction, so
 a crash leaves either the old image or the new one, never half of either. The map starts small
@@ -39,13 +48,14 @@ from ..imaging.features import LocalFeatures, detector_info, mirrored
 from ..match import Candidate
 from ..settings import ExtractionSettings
 from . import codec, index
-from .changes import Change, Fail, Move, Put, Remove, Touch
+from .changes import Change, Fail, Linked, Move, Put, Relink, Remove, Touch
 
 SCHEMA_VERSION = 1
 STATUSES = ("idle", "extracting", "matching", "searching")
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_MAP_SIZE = 1 << 40
-_DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "fingerprints", "chunks", "lsh")
+_DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "fingerprints", "chunks", "lsh",
+              "pending", "pairs")
 _DUPSORT = ("hashes", "chunks", "lsh")
 
 
@@ -155,7 +165,7 @@ class SearchContext:
         self._index = index.Databases(self._dbs["hashes"], self._dbs["fingerprints"], self._dbs["chunks"],
                                       self._dbs["lsh"])
         info = detector_info(settings.detector)
-        self._hasher = index.Hasher(info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
+        self._hasher = index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -181,6 +191,7 @@ class SearchContext:
             txn.put(b"settings", json.dumps(context.settings.to_dict()).encode(), db=meta)
             txn.put(b"created", json.dumps({"at": time.time(), "by": __version__}).encode(), db=meta)
             txn.put(b"next", b"1", db=meta)
+            txn.put(b"index", str(index.VERSION).encode(), db=meta)
         return context
 
     @classmethod
@@ -197,6 +208,7 @@ class SearchContext:
                 meta = env.open_db(b"meta", txn=txn, create=False)
                 schema = int(txn.get(b"schema", db=meta) or b"0")
                 stored = json.loads(txn.get(b"settings", db=meta))
+                index_version = int(txn.get(b"index", db=meta) or b"1")
         except (lmdb.Error, ValueError, TypeError) as exc:
             cut_short = _creation_cut_short(env)
             env.close()
@@ -218,7 +230,10 @@ class SearchContext:
                 raise StoreError(str(directory), "was created with other extraction settings ("
                                  + "; ".join(differences) + "); use another state directory or delete this context")
         env.reader_check()
-        return cls(directory, env, settings, max_map_size)
+        context = cls(directory, env, settings, max_map_size)
+        if index_version != index.VERSION:
+            context._reindex()
+        return context
 
     @staticmethod
     def delete(directory: str | Path) -> None:
@@ -293,7 +308,8 @@ class SearchContext:
         """Apply changes in order, in one transaction; one result per change.
 
         Put -> the new image number; Remove and Move -> how many records they touched;
-        Touch -> whether the path was stored; Fail -> None.
+        Touch -> whether the path was stored; Fail -> None; Relink -> images queued;
+        Linked -> pairs recorded.
         """
         def change(txn):
             return [self._apply_one(txn, item) for item in changes]
@@ -310,6 +326,10 @@ class SearchContext:
             return self._remove(txn, item.path)
         if isinstance(item, Move):
             return self._move(txn, item.source, item.destination)
+        if isinstance(item, Relink):
+            return self._relink(txn, item.threshold)
+        if isinstance(item, Linked):
+            return self._linked(txn, item)
         raise TypeError(f"not a store change: {item!r}")
 
     def upsert(self, features: ImageFeatures) -> int:
@@ -348,6 +368,7 @@ class SearchContext:
         txn.put(key, value, db=self._dbs["paths"])
         txn.delete(key, db=self._dbs["failed"])
         index.add(txn, self._index, num, features.content_hash, features.fingerprint, features.local, self._hasher)
+        self._queue(txn, [num])
         return num
 
     def _drop_image(self, txn, num: int) -> None:
@@ -358,6 +379,123 @@ class SearchContext:
         txn.delete(value, db=self._dbs["images"])
         txn.delete(value, db=self._dbs["features"])
         txn.delete(path_key(image.path), db=self._dbs["paths"])
+        txn.delete(value, db=self._dbs["pending"])
+        group = self._paired_with(txn, num)
+        for other in group - {num}:
+            pair, reverse = value + index.NUM.pack(other), index.NUM.pack(other) + value
+            txn.delete(pair, db=self._dbs["pairs"])
+            txn.delete(reverse, db=self._dbs["pairs"])
+        self._queue(txn, sorted(group - {num}))
+
+    # --- the duplicate graph ---------------------------------------------------------------
+
+    def _queue(self, txn, nums: list[int]) -> None:
+        """Queue images for the next duplicates pass, under a stamp no earlier queueing had."""
+        meta = self._dbs["meta"]
+        stamp = int(txn.get(b"pending_stamp", db=meta) or b"0") + 1
+        txn.put(b"pending_stamp", str(stamp).encode(), db=meta)
+        for num in nums:
+            txn.put(index.NUM.pack(num), index.NUM.pack(stamp % (1 << 32)), db=self._dbs["pending"])
+
+    def _paired_with(self, txn, num: int) -> set[int]:
+        """`num` and every image reachable from it through recorded pairs."""
+        seen, frontier = {num}, [num]
+        with txn.cursor(db=self._dbs["pairs"]) as cursor:
+            while frontier:
+                prefix = index.NUM.pack(frontier.pop())
+                if not cursor.set_range(prefix):
+                    continue
+                for key in cursor.iternext(values=False):
+                    if not key.startswith(prefix):
+                        break
+                    other = index.NUM.unpack(key[4:])[0]
+                    if other not in seen:
+                        seen.add(other)
+                        frontier.append(other)
+        return seen
+
+    def _relink(self, txn, threshold: float) -> int:
+        txn.drop(self._dbs["pairs"], delete=False)
+        with txn.cursor(db=self._dbs["images"]) as cursor:
+            nums = [index.NUM.unpack(key)[0] for key in cursor.iternext(values=False)]
+        self._queue(txn, nums)
+        txn.put(b"links_threshold", repr(float(threshold)).encode(), db=self._dbs["meta"])
+        return len(nums)
+
+    def _linked(self, txn, linked: Linked) -> int:
+        if self._links_threshold(txn) != linked.threshold:
+            return 0
+        images, pending, pairs = self._dbs["images"], self._dbs["pending"], self._dbs["pairs"]
+        stored = 0
+        for first, second, result in linked.pairs:
+            a, b = index.NUM.pack(first), index.NUM.pack(second)
+            if txn.get(a, db=images) is None or txn.get(b, db=images) is None:
+                continue
+            txn.put(a + b, result, db=pairs)
+            if txn.get(b + a, db=pairs) is None:
+                txn.put(b + a, b"", db=pairs)
+            stored += 1
+        for num, stamp in linked.checked:
+            key = index.NUM.pack(num)
+            if txn.get(key, db=pending) == index.NUM.pack(stamp):
+                txn.delete(key, db=pending)
+        return stored
+
+    def _links_threshold(self, txn) -> float | None:
+        value = txn.get(b"links_threshold", db=self._dbs["meta"])
+        return None if value is None else float(value)
+
+    def links_threshold(self) -> float | None:
+        """The threshold the recorded pairs were linked at (None before the first pass)."""
+        with self._read() as txn:
+            return self._links_threshold(txn)
+
+    def pending(self, page: int = 256) -> Iterator[list[tuple[int, int]]]:
+        """The queued images as pages of (image number, stamp), each read in its own short
+        transaction; images queued while this runs may or may not be listed."""
+        start = b""
+        while True:
+            with self._read() as txn, txn.cursor(db=self._dbs["pending"]) as cursor:
+                if not cursor.set_range(start):
+                    return
+                batch = []
+                for key, value in cursor:
+                    batch.append((index.NUM.unpack(key)[0], index.NUM.unpack(value)[0]))
+                    if len(batch) == page:
+                        break
+            if batch:
+                yield batch
+            if len(batch) < page:
+                return
+            start = index.NUM.pack(batch[-1][0] + 1)
+
+    def pending_count(self) -> int:
+        with self._read() as txn:
+            return txn.stat(self._dbs["pending"])["entries"]
+
+    def pairs(self) -> Iterator[tuple[int, int, bytes]]:
+        """Every recorded comparison as (first, second, result), read a page at a time."""
+        start = b""
+        while True:
+            with self._read() as txn, txn.cursor(db=self._dbs["pairs"]) as cursor:
+                if not cursor.set_range(start):
+                    return
+                batch = []
+                for key, value in cursor:
+                    if value:
+                        batch.append((index.NUM.unpack(key[:4])[0], index.NUM.unpack(key[4:])[0], value))
+                    if len(batch) == 4096:
+                        start = key + b"\x00"
+                        break
+            yield from batch
+            if len(batch) < 4096:
+                return
+
+    def pair(self, first: int, second: int) -> bytes | None:
+        """The recorded comparison first -> second, if any (b"" is never returned)."""
+        with self._read() as txn:
+            value = txn.get(index.NUM.pack(first) + index.NUM.pack(second), db=self._dbs["pairs"])
+        return value or None
 
     def _touch(self, txn, path: str, identity: FileIdentity) -> bool:
         num = self._num(txn, path)
@@ -438,6 +576,17 @@ class SearchContext:
             self._update_image_doc(txn, index.NUM.unpack(value)[0], path=new_path)
         return len(images)
 
+    def _reindex(self) -> None:
+        """Rebuild the descriptor index from the stored features, in one transaction: the bucket
+        keys of an older lookalike are not the ones this one looks up."""
+        def change(txn):
+            txn.drop(self._dbs["lsh"], delete=False)
+            with txn.cursor(db=self._dbs["features"]) as cursor:
+                for num in (index.NUM.unpack(key)[0] for key in cursor.iternext(values=False)):
+                    index.add_descriptors(txn, self._index, num, self._local(txn, num), self._hasher)
+            txn.put(b"index", str(index.VERSION).encode(), db=self._dbs["meta"])
+        self._apply(change)
+
     @contextmanager
     def busy(self, status: str) -> Iterator[None]:
         """Show `status` in `context info` while a long operation runs."""
@@ -473,7 +622,14 @@ class SearchContext:
             return self._image(txn, self._require_num(txn, path))
 
     def _image(self, txn, num: int) -> StoredImage:
-        return StoredImage.from_record(num, codec.unpack(txn.get(index.NUM.pack(num), db=self._dbs["images"]))[0])
+        record = txn.get(index.NUM.pack(num), db=self._dbs["images"])
+        if record is None:
+            raise NotFoundError(f"image {num}: not in the search context")
+        return StoredImage.from_record(num, codec.unpack(record)[0])
+
+    def image_by_number(self, num: int) -> StoredImage:
+        with self._read() as txn:
+            return self._image(txn, num)
 
     def find(self, path: str) -> StoredImage | None:
         with self._read() as txn:

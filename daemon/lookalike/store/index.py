@@ -10,32 +10,37 @@ transaction as the image's record (see context.py):
    Hamming distance 7 of any of the query's eight orientations;
 3. crops, overlays, small rotations: locality-sensitive hashing of local descriptors.
    Each of TABLES tables keys a descriptor by KEY_BITS of its bits (binary descriptors) or by
-   the signs of KEY_BITS random projections (SIFT). An image gets a vote for each bucket it
-   shares with the query, weighted by 1/(images in that bucket): AKAZE's bits are correlated,
-   so crowded buckets are common and say little, while a shared rare bucket is strong evidence.
-   The most-voted images are candidates.
+   the signs of KEY_BITS random projections (SIFT). For AKAZE the bits are chosen from real
+   photos (akaze_lsh_bits.json, bench/derive_lsh_bits.py): fair and uncorrelated ones, since
+   random AKAZE bits crowd most descriptors into few buckets. An image is a candidate when at
+   least MIN_SHARED_DESCRIPTORS of the query's descriptors share a bucket with it; candidates
+   are ranked by votes, one per shared bucket weighted by 1/(images in it), so a shared rare
+   bucket counts for more than a crowded one.
 
-Cost per query: a few hundred to a few thousand key look-ups and a vote count over the
-postings they return, independent of how many images do not collide.
+Cost per query: a few thousand key look-ups and a count over the postings they return, which
+grow with the collection only as far as the buckets fill (scale benchmark: BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
 
 from ..imaging.features import LocalFeatures, fingerprint_variants
 
 TABLES = 6
-KEY_BITS = 20
+KEY_BITS = 24
 INDEXED_DESCRIPTORS = 300     # the first ones in spread order (features.spread_strongest)
 MAX_POSTINGS = 4000           # a bucket this full says nothing (sky, flat walls): skipped
-MIN_VOTES = 2.0              # weighted (see candidates); measured on the calibration set
-MAX_VOTED = 16
+MIN_SHARED_DESCRIPTORS = 3   # CALIBRATION.md, "Candidates"
+MAX_VOTED = 8                 # each costs a verification (about 3 ms); CALIBRATION.md
 FINGERPRINT_RADIUS = 10
 _SEED = 20261121
+VERSION = 3                   # of the bucket keys; a context with another is re-indexed on open
 
 NUM = struct.Struct(">I")
 
@@ -51,10 +56,12 @@ class Databases:
 class Hasher:
     """Bucket keys for descriptors of one detector; deterministic from the seed."""
 
-    def __init__(self, descriptor_width: int, binary: bool):
+    def __init__(self, detector: str, descriptor_width: int, binary: bool):
         rng = np.random.default_rng(_SEED)
         self.binary = binary
-        if binary:
+        if detector == "akaze":
+            self.positions = np.array(_akaze_bits(), np.intp)
+        elif binary:
             bits = descriptor_width * 8
             self.positions = np.stack([rng.choice(bits, KEY_BITS, replace=False) for _ in range(TABLES)])
         else:
@@ -73,12 +80,28 @@ class Hasher:
         return (chosen.astype(np.uint32) * self.weights).sum(axis=2, dtype=np.uint32)
 
 
-def _lsh_keys(hasher: Hasher, descriptors: np.ndarray) -> list[bytes]:
+def _akaze_bits() -> list[list[int]]:
+    tables = json.loads(resources.files(__package__).joinpath("akaze_lsh_bits.json").read_text())["tables"]
+    assert len(tables) == TABLES and all(len(t) == KEY_BITS for t in tables)
+    return tables
+
+
+def _packed_keys(hasher: Hasher, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (table << 32 | bucket) keys of the indexed descriptors, sorted, and for each
+    the first descriptor that has it."""
     keys = hasher.keys(descriptors[:INDEXED_DESCRIPTORS])
     tables = np.broadcast_to(np.arange(TABLES, dtype=np.uint32), keys.shape)
-    packed = np.unique((tables.astype(np.uint64) << 32) | keys.astype(np.uint64))
+    packed, first = np.unique((tables.astype(np.uint64) << 32) | keys.astype(np.uint64), return_index=True)
+    return packed, first // TABLES
+
+
+def _key_bytes(packed: np.ndarray) -> list[bytes]:
     # Each key is the low 5 bytes of its big-endian uint64 (table, then bucket).
     return packed.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 3:].copy().view("V5").ravel().tolist()
+
+
+def _lsh_keys(hasher: Hasher, descriptors: np.ndarray) -> list[bytes]:
+    return _key_bytes(_packed_keys(hasher, descriptors)[0])
 
 
 def _chunk_keys(fingerprint: int) -> list[bytes]:
@@ -92,6 +115,11 @@ def add(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
     txn.put(value, fingerprint.to_bytes(8, "big"), db=dbs.fingerprints)
     for key in _chunk_keys(fingerprint):
         txn.put(key, value, db=dbs.chunks, dupdata=True)
+    add_descriptors(txn, dbs, num, local, hasher)
+
+
+def add_descriptors(txn, dbs: Databases, num: int, local: LocalFeatures, hasher: Hasher) -> None:
+    value = NUM.pack(num)
     with txn.cursor(db=dbs.lsh) as cursor:
         cursor.putmulti([(key, value) for key in _lsh_keys(hasher, local.descriptors)], dupdata=True)
 
@@ -114,29 +142,47 @@ def _postings(cursor, key: bytes) -> list[int]:
     return [NUM.unpack(v)[0] for v in cursor.iternext_dup()]
 
 
-def _bucket_votes(cursor, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """(image numbers, weights) over every bucket of `keys`: each image a vote of 1/(bucket size)
-    per bucket it is in; buckets fuller than MAX_POSTINGS (sky, flat walls) say nothing.
+def _read_buckets(cursor, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image number, bucket position in `keys`, bucket size) for every posting under `keys`.
 
     One getmulti call reads all the buckets at C speed (MDB_GET_MULTIPLE on the fixed-size
-    postings); the counting is numpy's, so a query costs milliseconds even when its buckets
-    hold tens of thousands of postings.
+    postings), and numpy does the rest, so a query costs milliseconds even when its buckets
+    hold a hundred thousand postings. `keys` must be sorted and distinct.
     """
     if not keys:
-        return np.zeros(0, np.uint32), np.zeros(0)
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.intp)
     width = len(keys[0])
     raw = cursor.getmulti(keys, dupdata=True, dupfixed_bytes=NUM.size, keyfixed=True)
-    entries = np.frombuffer(raw, dtype=[("key", f"V{width}"), ("num", ">u4")])
+    entries = np.frombuffer(raw, dtype=[("key", f"S{width}"), ("num", ">u4")])
     if len(entries) == 0:
-        return np.zeros(0, np.uint32), np.zeros(0)
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.intp)
     # getmulti returns each key's postings together, so buckets are runs of one key.
     starts = np.flatnonzero(np.r_[True, entries["key"][1:] != entries["key"][:-1]])
     sizes = np.diff(np.r_[starts, len(entries)])
-    size_of_entry = np.repeat(sizes, sizes)
-    kept = size_of_entry <= MAX_POSTINGS
-    totals = np.bincount(entries["num"][kept].astype(np.intp), weights=1.0 / size_of_entry[kept])
-    nums = np.flatnonzero(totals)
-    return nums, totals[nums]
+    position = np.searchsorted(np.array(keys, f"S{width}"), entries["key"][starts])
+    return entries["num"].astype(np.intp), np.repeat(position, sizes), np.repeat(sizes, sizes)
+
+
+def _fingerprint_neighbours(cursor, probes: list[bytes]) -> np.ndarray:
+    nums, _, _ = _read_buckets(cursor, probes)
+    return np.unique(nums)
+
+
+def _descriptor_votes(cursor, hasher: Hasher, descriptors: np.ndarray) -> dict[int, float]:
+    """Images sharing buckets with at least MIN_SHARED_DESCRIPTORS of these descriptors, with
+    their votes (1/(bucket size) per shared bucket). Buckets fuller than MAX_POSTINGS (sky,
+    flat walls) say nothing."""
+    packed, descriptor_of_key = _packed_keys(hasher, descriptors)
+    nums, position, size = _read_buckets(cursor, _key_bytes(packed))
+    kept = size <= MAX_POSTINGS
+    nums, position, size = nums[kept], position[kept], size[kept]
+    if len(nums) == 0:
+        return {}
+    votes = np.bincount(nums, weights=1.0 / size)
+    pairs = np.unique((nums.astype(np.int64) << 16) | descriptor_of_key[position])
+    shared = np.bincount(pairs >> 16)
+    strong = np.flatnonzero(shared >= MIN_SHARED_DESCRIPTORS)
+    return dict(zip(strong.tolist(), votes[strong].tolist()))
 
 
 def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
@@ -153,7 +199,7 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
                      for chunk in [(variant >> (48 - 16 * i)) & 0xFFFF]
                      for probe in [chunk] + [chunk ^ (1 << b) for b in range(16)]})
     with txn.cursor(db=dbs.chunks) as cursor:
-        near, _ = _bucket_votes(cursor, probes)
+        near = _fingerprint_neighbours(cursor, probes)
     for num in near.tolist():
         stored = txn.get(NUM.pack(num), db=dbs.fingerprints)
         if stored is None:
@@ -168,12 +214,11 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
         for features in (local, mirror):
             if features is None:
                 continue
-            nums, weights = _bucket_votes(cursor, _lsh_keys(hasher, features.descriptors))
-            strong = weights >= MIN_VOTES
-            for num, weight in zip(nums[strong].tolist(), weights[strong].tolist()):
+            for num, weight in _descriptor_votes(cursor, hasher, features.descriptors).items():
                 if weight > votes.get(num, 0.0):
                     votes[num] = weight
-    voted = sorted(((w, n) for n, w in votes.items()), reverse=True)[:MAX_VOTED]
+    # The vote slots go to images the hash and fingerprint have not found already.
+    voted = sorted(((w, n) for n, w in votes.items() if n not in found), reverse=True)[:MAX_VOTED]
     for weight, num in voted:
         found[num] = max(found.get(num, 0.0), weight)
     return [num for num, _ in sorted(found.items(), key=lambda item: -item[1])]
