@@ -17,15 +17,18 @@ Memory is bounded by a page of queued images and the linked images, never by the
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import NotFoundError
-from .match import Match, compare
+from .match import Candidate, Match, compare
 from .store import SearchContext, StoredImage
 from .store.changes import Change, Linked, Relink
 
-PAGE = 256
+PAGE = 256     # queued images per recorded step
+WAVE = 16      # queued images looked up together; a pair one of them links is not yet known to the others
 
 
 @dataclass
@@ -93,7 +96,10 @@ def _links(context: SearchContext, threshold: float) -> _UnionFind:
 def match_pending(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
                   progress: Callable[[int, int], None] | None = None) -> PassStats:
     """Match every queued image against its candidates, recording pairs and leaving the queue
-    as it goes (`apply` commits a change; the daemon routes it through its writer)."""
+    as it goes (`apply` commits a change; the daemon routes it through its writer).
+
+    Index look-ups and comparisons run on a thread per core (LMDB, numpy and OpenCV release
+    the GIL), a wave of images at a time; the group links are kept by this thread alone."""
     apply = apply or _direct(context)
     if context.links_threshold() != threshold:
         apply(Relink(threshold))
@@ -101,30 +107,45 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
     links = _links(context, threshold)
     stats = PassStats()
     total = context.pending_count()
-    for page in context.pending(PAGE):
-        found = []
-        for num, _ in page:
-            try:
-                image, candidate = context.candidate(num)
-            except NotFoundError:
-                continue                    # removed since the page was read
-            for other in context.candidates_for(image.content_hash, image.fingerprint, candidate.local):
-                if other == num or links.connected(num, other):
-                    continue
-                try:
-                    _, other_candidate = context.candidate(other)
-                except NotFoundError:
-                    continue
-                first, second = (candidate, other_candidate) if num < other else (other_candidate, candidate)
-                result = compare(first, second, detector)
-                stats.verified += 1
-                if result.similarity >= threshold:
-                    links.union(num, other)
-                    found.append((min(num, other), max(num, other), match_record(result)))
-        apply(Linked(threshold, tuple(page), tuple(found)))
-        stats.matched += len(page)
-        if progress:
-            progress(min(stats.matched, total), max(total, stats.matched))
+
+    def proposed(num: int) -> tuple[int, Candidate | None, list[int]]:
+        try:
+            image, candidate = context.candidate(num)
+        except NotFoundError:
+            return num, None, []            # removed since the page was read
+        return num, candidate, context.candidates_for(image.content_hash, image.fingerprint, candidate.local)
+
+    def verified(job: tuple[int, Candidate, int]) -> Match | None:
+        num, candidate, other = job
+        try:
+            _, other_candidate = context.candidate(other)
+        except NotFoundError:
+            return None
+        first, second = (candidate, other_candidate) if num < other else (other_candidate, candidate)
+        return compare(first, second, detector)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for page in context.pending(PAGE):
+            found = []
+            for start in range(0, len(page), WAVE):
+                jobs, asked = [], set()
+                for num, candidate, others in pool.map(proposed, [num for num, _ in page[start:start + WAVE]]):
+                    for other in others:
+                        pair = (min(num, other), max(num, other))
+                        if other != num and pair not in asked and not links.connected(num, other):
+                            asked.add(pair)
+                            jobs.append((num, candidate, other))
+                for (num, _, other), result in zip(jobs, pool.map(verified, jobs)):
+                    if result is None:
+                        continue
+                    stats.verified += 1
+                    if result.similarity >= threshold:
+                        links.union(num, other)
+                        found.append((min(num, other), max(num, other), match_record(result)))
+            apply(Linked(threshold, tuple(page), tuple(found)))
+            stats.matched += len(page)
+            if progress:
+                progress(min(stats.matched, total), max(total, stats.matched))
     return stats
 
 

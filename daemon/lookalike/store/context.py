@@ -451,45 +451,20 @@ class SearchContext:
             return self._links_threshold(txn)
 
     def pending(self, page: int = 256) -> Iterator[list[tuple[int, int]]]:
-        """The queued images as pages of (image number, stamp), each read in its own short
-        transaction; images queued while this runs may or may not be listed."""
-        start = b""
-        while True:
-            with self._read() as txn, txn.cursor(db=self._dbs["pending"]) as cursor:
-                if not cursor.set_range(start):
-                    return
-                batch = []
-                for key, value in cursor:
-                    batch.append((index.NUM.unpack(key)[0], index.NUM.unpack(value)[0]))
-                    if len(batch) == page:
-                        break
-            if batch:
-                yield batch
-            if len(batch) < page:
-                return
-            start = index.NUM.pack(batch[-1][0] + 1)
+        """The queued images as pages of (image number, stamp); images queued while this runs
+        may or may not be listed."""
+        for entries in self._pages("pending", page):
+            yield [(index.NUM.unpack(key)[0], index.NUM.unpack(value)[0]) for key, value in entries]
 
     def pending_count(self) -> int:
         with self._read() as txn:
             return txn.stat(self._dbs["pending"])["entries"]
 
     def pairs(self) -> Iterator[tuple[int, int, bytes]]:
-        """Every recorded comparison as (first, second, result), read a page at a time."""
-        start = b""
-        while True:
-            with self._read() as txn, txn.cursor(db=self._dbs["pairs"]) as cursor:
-                if not cursor.set_range(start):
-                    return
-                batch = []
-                for key, value in cursor:
-                    if value:
-                        batch.append((index.NUM.unpack(key[:4])[0], index.NUM.unpack(key[4:])[0], value))
-                    if len(batch) == 4096:
-                        start = key + b"\x00"
-                        break
-            yield from batch
-            if len(batch) < 4096:
-                return
+        """Every recorded comparison as (first, second, result)."""
+        for entries in self._pages("pairs", 4096):
+            yield from ((index.NUM.unpack(key[:4])[0], index.NUM.unpack(key[4:])[0], value)
+                        for key, value in entries if value)
 
     def pair(self, first: int, second: int) -> bytes | None:
         """The recorded comparison first -> second, if any (b"" is never returned)."""
@@ -651,25 +626,29 @@ class SearchContext:
         return image, Candidate(local, arrays["thumbnail"], image.content_hash, image.width, image.height)
 
     def images(self, batch: int = 512) -> Iterator[StoredImage]:
-        """Every stored image, in insertion order, read in short transactions.
+        """Every stored image, in insertion order."""
+        for entries in self._pages("images", batch):
+            yield from (StoredImage.from_record(index.NUM.unpack(key)[0], codec.unpack(value)[0])
+                        for key, value in entries)
 
-        Long-lived read transactions stop LMDB from reusing freed pages, so a long listing
-        while the daemon writes reads a page at a time.
-        """
+    def _pages(self, db: str, size: int) -> Iterator[list[tuple[bytes, bytes]]]:
+        """The entries of `db` in key order, `size` at a time, each page read in its own short
+        transaction: a long-lived read transaction stops LMDB from reusing freed pages, so a
+        long listing while the daemon writes would grow the file."""
         start = b""
         while True:
-            with self._read() as txn, txn.cursor(db=self._dbs["images"]) as cursor:
-                if not cursor.set_range(start):
-                    return
+            with self._read() as txn, txn.cursor(db=self._dbs[db]) as cursor:
                 page = []
-                for key, value in cursor:
-                    page.append(StoredImage.from_record(index.NUM.unpack(key)[0], codec.unpack(value)[0]))
-                    if len(page) == batch:
-                        break
-            yield from page
-            if len(page) < batch:
+                if cursor.set_range(start):
+                    for entry in cursor:
+                        page.append(entry)
+                        if len(page) == size:
+                            break
+            if page:
+                yield page
+            if len(page) < size:
                 return
-            start = index.NUM.pack(page[-1].num + 1)
+            start = page[-1][0] + b"\x00"          # the least key after the last one read
 
     def failures(self) -> list[Failure]:
         with self._read() as txn, txn.cursor(db=self._dbs["failed"]) as cursor:
