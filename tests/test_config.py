@@ -172,7 +172,7 @@ def test_config_dir_and_home_expansion(tmp_path, monkeypatch):
 # --- one bad kind at a time ---------------------------------------------------------------
 
 def test_unknown_keys_top_level_and_nested(tmp_path, folders):
-    found = keyed(problems(tmp_path, minimal(folders) + f"""\
+    found = keyed(problems(tmp_path, minimal(folders) + """\
 colour: blue
 reports:
   colour: red

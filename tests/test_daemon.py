@@ -13,7 +13,6 @@ past the point where it would have (after the daemon provably looked).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import images
+from harness import content_hash, free_port
 from lookalike.errors import ExitCode, NotFoundError
 from lookalike.store import SearchContext
 
@@ -49,17 +49,6 @@ QUICK = {"working_size": 128}
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-def content_hash(data: bytes) -> bytes:
-    """What the context stores as an image's content hash (imaging/decode.py)."""
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def shapes(seed: int, side: int = 128) -> np.ndarray:
     """A small picture of its own for each seed: random filled shapes, corners for the detector."""

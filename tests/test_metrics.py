@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from watchdog import events as watchdog_events
 
 import images
+from harness import free_port
 from lookalike import __version__, config
 from lookalike.errors import ImageError
 from lookalike.metrics import Metrics
@@ -96,12 +97,6 @@ def assert_bounded(exposition: str) -> None:
     assert len(samples) < MAX_SERIES, f"{len(samples)} series"
     with_slash = [(s.name, s.labels) for s in samples if any("/" in v for v in s.labels.values())]
     assert not with_slash, f"label values holding a path: {with_slash}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -21,13 +21,11 @@ from __future__ import annotations
 import collections
 import faulthandler
 import functools
-import hashlib
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -46,6 +44,7 @@ from hypothesis import HealthCheck, event, given, settings as hypothesis_setting
 from prometheus_client.parser import text_string_to_metric_families
 
 import images
+from harness import LOOKALIKE, content_hash, descendants, free_port, lookalike, lookalike_json, rss_bytes, running
 from lookalike.errors import ExitCode, ImageError, NotFoundError, display_path
 from lookalike.extract import Extracted, SameContent, Unreadable, examine
 from lookalike.imaging.features import detector_info
@@ -54,7 +53,6 @@ from lookalike.settings import ExtractionSettings
 from lookalike.store import SearchContext, codec, index
 from lookalike.store import context as context_module
 
-LOOKALIKE = Path(sys.executable).with_name("lookalike")
 SETTLE = "0.3s"
 STOP_TIMEOUT = 5.0
 DEADLINE = 60.0
@@ -62,68 +60,6 @@ POLL = 0.1
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-def content_hash(data: bytes) -> bytes:
-    """What the context stores as an image's content hash (imaging/decode.py)."""
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def lookalike(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LOOKALIKE), *map(os.fspath, args)], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def lookalike_json(*args) -> dict:
-    result = lookalike(*args)
-    assert result.returncode == ExitCode.OK, f"lookalike {' '.join(map(str, args))}: {result.stderr}"
-    return json.loads(result.stdout)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (its extraction workers and multiprocessing's helper)."""
-    found, pending = [], [pid]
-    while pending:
-        parent = pending.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except FileNotFoundError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as handle:
-                    children = [int(c) for c in handle.read().split()]
-            except FileNotFoundError:
-                continue
-            found.extend(children)
-            pending.extend(children)
-    return found
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie (an orphan's exit is reaped by init, or not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
-
 
 class Daemon:
     """One `lookalike run` process at a time on one config, its log in a file."""
