@@ -504,3 +504,21 @@ def test_a_pass_result_for_an_image_queued_again_meanwhile_leaves_it_queued(phot
         assert list(context.pairs()) == []
         assert context.commit([Linked(99.0, tuple(next(context.pending())), ())]) == [0]
         assert context.pending_count() == 1                    # made at another threshold: ignored
+
+
+def test_a_context_indexed_by_an_older_lookalike_is_indexed_again_on_open(photos, tmp_path):
+    directory = tmp_path / "context"
+    with SearchContext.create(directory) as context:
+        context.upsert_many([at(photos[n], tmp_path / f"{n}.jpg") for n in photos])
+    before = raw_entries(directory)
+    env = lmdb.open(str(directory), max_dbs=16, subdir=True)
+    with env.begin(write=True) as txn:        # what an index of version 1 leaves: other keys
+        txn.drop(env.open_db(b"lsh", txn=txn, dupsort=True, dupfixed=True), delete=False)
+        txn.put(b"index", b"1", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    first = photos[next(iter(photos))]
+    with SearchContext.open(directory) as context:
+        # No content hash and no fingerprint to go by: only the descriptor index can find it.
+        assert context.find(str(tmp_path / f"{next(iter(photos))}.jpg")).num in \
+            context.candidates_for(bytes(16), ~first.fingerprint & (2**64 - 1), first.local)
+    assert raw_entries(directory) == before

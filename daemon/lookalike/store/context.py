@@ -552,15 +552,23 @@ class SearchContext:
         return len(images)
 
     def _reindex(self) -> None:
-        """Rebuild the descriptor index from the stored features, in one transaction: the bucket
-        keys of an older lookalike are not the ones this one looks up."""
-        def change(txn):
+        """Rebuild the descriptor index from the stored features: the bucket keys of an older
+        lookalike are not the ones this one looks up.
+
+        A page of images per transaction, so a large context never needs one huge write; the
+        new version is recorded last, so a rebuild cut short starts again at the next open."""
+        def clear(txn):
             txn.drop(self._dbs["lsh"], delete=False)
-            with txn.cursor(db=self._dbs["features"]) as cursor:
-                for num in (index.NUM.unpack(key)[0] for key in cursor.iternext(values=False)):
+        self._apply(clear)
+        for page in self._pages("features", 512):
+            def add(txn, nums=[index.NUM.unpack(key)[0] for key, _ in page]):
+                for num in nums:
                     index.add_descriptors(txn, self._index, num, self._local(txn, num), self._hasher)
+            self._apply(add)
+
+        def done(txn):
             txn.put(b"index", str(index.VERSION).encode(), db=self._dbs["meta"])
-        self._apply(change)
+        self._apply(done)
 
     @contextmanager
     def busy(self, status: str) -> Iterator[None]:
