@@ -20,7 +20,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import NotFoundError
 from .match import Candidate, Match, compare
@@ -93,10 +93,22 @@ def _links(context: SearchContext, threshold: float) -> _UnionFind:
     return links
 
 
+def _still_stored(context: SearchContext, nums: list[int]) -> Iterator[StoredImage]:
+    """The images of `nums` still stored: one removed while a pass ran is left out of its
+    report (its pairs were not recorded, and its group is queued again)."""
+    for num in nums:
+        try:
+            yield context.image_by_number(num)
+        except NotFoundError:
+            pass
+
+
 def match_pending(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> PassStats:
+                  progress: Callable[[int, int], None] | None = None,
+                  stats: PassStats | None = None) -> _UnionFind:
     """Match every queued image against its candidates, recording pairs and leaving the queue
-    as it goes (`apply` commits a change; the daemon routes it through its writer).
+    as it goes (`apply` commits a change; the daemon routes it through its writer). Returns the
+    links of the whole graph at `threshold`; counts into `stats`.
 
     Index look-ups and comparisons run on a thread per core (LMDB, numpy and OpenCV release
     the GIL), a wave of images at a time; the group links are kept by this thread alone."""
@@ -105,7 +117,7 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
         apply(Relink(threshold))
     detector = context.settings.detector
     links = _links(context, threshold)
-    stats = PassStats()
+    stats = stats if stats is not None else PassStats()
     total = context.pending_count()
 
     def proposed(num: int) -> tuple[int, Candidate | None, list[int]]:
@@ -146,35 +158,33 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
             stats.matched += len(page)
             if progress:
                 progress(min(stats.matched, total), max(total, stats.matched))
-    return stats
+    return links
 
 
 def find_groups(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
                 progress: Callable[[int, int], None] | None = None,
                 stats: PassStats | None = None) -> list[Group]:
     apply = apply or _direct(context)
-    stats = stats or PassStats()
-    found = match_pending(context, threshold, apply, progress)
-    stats.matched, stats.verified = stats.matched + found.matched, stats.verified + found.verified
+    stats = stats if stats is not None else PassStats()
+    links = match_pending(context, threshold, apply, progress, stats)
 
     components: dict[int, list[int]] = {}
-    links = _links(context, threshold)
     for num in links.parent:
         components.setdefault(links.find(num), []).append(num)
     groups, scored = [], []
     for nums in components.values():
-        try:
-            members = sorted((context.image_by_number(num) for num in nums), key=keeper_order)
-        except NotFoundError:
-            continue                        # removed while this ran: the next pass has it
+        members = sorted(_still_stored(context, nums), key=keeper_order)
+        if len(members) < 2:
+            continue
         keeper = members[0]
+        keeper_candidate = None
         group = Group(keeper, [Member(keeper, 100.0)])
         for member in members[1:]:
             # The direction matters: the transform is reported from the keeper's side.
             record = context.pair(keeper.num, member.num)
             if record is None:
-                result = compare(context.candidate(keeper.num)[1], context.candidate(member.num)[1],
-                                 context.settings.detector)
+                keeper_candidate = keeper_candidate or context.candidate(keeper.num)[1]
+                result = compare(keeper_candidate, context.candidate(member.num)[1], context.settings.detector)
                 stats.verified += 1
                 record = match_record(result)
                 scored.append((keeper.num, member.num, record))
