@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -48,7 +47,8 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from lookalike.store import SearchContext
-from proctree import descendants
+from proctree import descendants, memory
+from runinfo import machine, revision
 
 BENCH = Path(__file__).resolve().parent
 LOOKALIKE = Path(sys.executable).with_name("lookalike")
@@ -84,21 +84,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and its parts, in bytes: RssAnon (heap, stacks: what a leak grows) and RssFile
-    (mapped files: libraries, and the LMDB map's pages the process touched, which the kernel
-    can drop and read again)."""
-    found = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key = line.split(":", 1)[0]
-            if key in found:
-                found[key] = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -153,22 +138,6 @@ class Sampler(threading.Thread):
                 "anon_tree": sum(m["RssAnon"] for m in sizes.values()), "processes": len(sizes),
                 **{name: self.latest.get(name) for name in GAUGES}})
             self.stopping.wait(max(0.0, due - time.monotonic()))
-
-
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.machine())
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return (f"{platform.node()}: {os.cpu_count()} cores ({model}), {memory / 2**30:.1f} GiB RAM, "
-            f"kernel {platform.release()}, Python {platform.python_version()}")
-
-
-def revision() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=BENCH.parent, capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD")
-    dirty = git("status", "--porcelain", "--", "daemon")
-    return f"{commit}{' (daemon/ had uncommitted changes)' if dirty else ''}"
 
 
 def at_fraction(samples: list[dict], start: float, end: float, fraction: float) -> dict:

@@ -29,7 +29,7 @@ import numpy as np
 from lookalike.extract import extract_file
 from lookalike.imaging import decode, formats
 from lookalike.settings import ExtractionSettings
-from scale import machine
+from runinfo import machine, revision
 
 PHOTOS = Path("../shared/photos/images")
 LARGE = Path("bench/.data/large")
@@ -96,7 +96,7 @@ def main() -> None:
     photos = sorted(p for p in PHOTOS.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     large = make_large(photos)
     settings = ExtractionSettings()
-    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+    results = {"machine": machine(), "lookalike": revision(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
                "repeats": REPEATS, "opencv": cv2.__version__,
                "sets": {"shared photos (JPEG)": measure([p for p in photos if p.suffix == ".jpg"], settings),
                         "shared photos (PNG)": measure([p for p in photos if p.suffix == ".png"], settings),

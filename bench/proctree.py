@@ -39,3 +39,10 @@ def status_bytes(pid: int, field: str) -> int:
 def tree_rss(pid: int) -> int:
     """Resident bytes of a process and all its descendants."""
     return sum(status_bytes(p, "VmRSS") for p in [pid, *descendants(pid)])
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS and its parts, in bytes: RssAnon (heap, stacks: what a leak grows) and RssFile
+    (mapped files: libraries, and the LMDB map's pages the process touched, which the kernel
+    can drop and read again)."""
+    return {field: status_bytes(pid, field) for field in ("VmRSS", "RssAnon", "RssFile")}

@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -39,6 +38,9 @@ from lookalike.extract import ImageFeatures
 from lookalike.imaging.decode import FileIdentity
 from lookalike.imaging.features import LocalFeatures
 from lookalike.store import SearchContext
+
+import proctree
+from runinfo import machine, revision
 
 SOURCE = Path("bench/.data/peers/lookalike-context")
 WORK = Path("bench/.data/scale")
@@ -127,9 +129,9 @@ def insertion_order(records: list[ImageFeatures], total: int) -> list[tuple[str,
 
 
 def memory() -> dict:
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-    kib = lambda key: int(status[key].split()[0])    # noqa: E731
-    return {"rss_mb": kib("VmRSS") / 1024, "rss_anon_mb": kib("RssAnon") / 1024, "rss_file_mb": kib("RssFile") / 1024,
+    """This process's resident memory in MB, split as bench/proctree.memory splits it."""
+    now = proctree.memory(os.getpid())
+    return {"rss_mb": now["VmRSS"] / 2**20, "rss_anon_mb": now["RssAnon"] / 2**20, "rss_file_mb": now["RssFile"] / 2**20,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -167,8 +169,8 @@ def build(args) -> None:
     base = args.work / "context"
     if (base / "data.mdb").exists():
         SearchContext.delete(base)
-    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
-               "source": str(args.source), "real_images": len(records), "held_back": HELD_BACK,
+    results = {"machine": machine(), "lookalike": revision(), "date": time.strftime("%Y-%m-%d"),
+               "command": " ".join(sys.argv), "source": str(args.source), "real_images": len(records), "held_back": HELD_BACK,
                "distractor_recipe": {"keypoints": "500 drawn from the real images not held back",
                                      "fingerprint_flips": FINGERPRINT_FLIPS}, "queries": []}
     checkpoints = {size for size in SIZES if size <= len(order) - HELD_BACK}
@@ -193,7 +195,7 @@ def build(args) -> None:
 
 def passes(args) -> None:
     """On the built context: a full pass timed over its first FULL_PASS_SAMPLE queued images (the
-    rest are then marked matched unmatched, to time what follows on its own), then the 1,000
+    rest are then taken off the queue without being matched, to time what follows on its own), then the 1,000
     held-back images added and the incremental pass that finds their groups, scored against the
     clusters they came from; `similar` at 100k last."""
     from lookalike.duplicates import PassStats, find_groups, match_pending
@@ -214,10 +216,9 @@ def passes(args) -> None:
         if done >= FULL_PASS_SAMPLE:
             raise Enough()
 
-    stats = PassStats()
     started = time.perf_counter()
     try:
-        stats = match_pending(context, threshold, progress=stop_after)
+        match_pending(context, threshold, progress=stop_after)
     except Enough:
         pass
     seconds = time.perf_counter() - started
@@ -258,12 +259,6 @@ def score_pairs(groups: list[frozenset[str]], held: list[ImageFeatures]) -> dict
     hits = len(truth & predicted)
     return {"true_pairs": len(truth), "predicted": len(predicted), "found": hits,
             "precision": round(hits / max(len(predicted), 1), 4), "recall": round(hits / max(len(truth), 1), 4)}
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def write_results(update: dict) -> None:
