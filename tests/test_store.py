@@ -4,7 +4,8 @@ Records survive reopening; a context refuses other extraction settings and newer
 replacing and removing images leaves no index entry behind; awkward paths (over LMDB's key
 limit, not UTF-8) round-trip; the map grows from a tiny start and a size cap fails whole
 batches; a forked child may not touch the environment; a writer SIGKILLed at random moments
-leaves only whole records; a status left by a dead process reads as idle.
+leaves only whole records; a status left by a dead process reads as idle; a bucket crowded past
+index.CROWDED_BUCKET is not read.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 import images
 from lookalike.errors import NotFoundError, StoreError, StoreFullError
 from lookalike.extract import ImageFeatures, extract_file
+from lookalike.imaging.features import fingerprint_variants
 from lookalike.settings import ExtractionSettings
 from lookalike.store import SearchContext, codec, index
 from lookalike.store import context as context_module
@@ -522,3 +524,21 @@ def test_a_context_indexed_by_an_older_lookalike_is_indexed_again_on_open(photos
         assert context.find(str(tmp_path / f"{next(iter(photos))}.jpg")).num in \
             context.candidates_for(bytes(16), ~first.fingerprint & (2**64 - 1), first.local)
     assert raw_entries(directory) == before
+
+
+def test_a_bucket_crowded_past_the_limit_is_not_read(photos, tmp_path):
+    # Every record carries the same descriptors, so each of their buckets holds all of them.
+    # Their hashes and fingerprint are far from the query's: only the descriptor index could
+    # find them.
+    first = photos[next(iter(photos))]
+    variants = fingerprint_variants(first.fingerprint).values()
+    far = next(f for f in np.random.default_rng(0).integers(0, 2**63, 100).tolist()
+               if min(bin(f ^ v).count("1") for v in variants) > 2 * index.FINGERPRINT_RADIUS)
+    crowd = [dataclasses.replace(first, path=str(tmp_path / f"{i}.jpg"), content_hash=i.to_bytes(16, "big"),
+                                 fingerprint=far) for i in range(index.CROWDED_BUCKET + 1)]
+    query = (first.content_hash, first.fingerprint, first.local)
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many(crowd[:-1])
+        assert len(context.candidates_for(*query)) == index.MAX_VOTED
+        context.upsert_many(crowd[-1:])
+        assert context.candidates_for(*query) == []

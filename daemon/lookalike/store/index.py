@@ -12,13 +12,15 @@ transaction as the image's record (see context.py):
    Each of TABLES tables keys a descriptor by KEY_BITS of its bits (binary descriptors) or by
    the signs of KEY_BITS random projections (SIFT). For AKAZE the bits are chosen from real
    photos (akaze_lsh_bits.json, bench/derive_lsh_bits.py): fair and uncorrelated ones, since
-   random AKAZE bits crowd most descriptors into few buckets. An image is a candidate when at
-   least MIN_SHARED_DESCRIPTORS of the query's descriptors share a bucket with it; candidates
-   are ranked by votes, one per shared bucket weighted by 1/(images in it), so a shared rare
-   bucket counts for more than a crowded one.
+   random AKAZE bits crowd most descriptors into few buckets. A bucket holding more than
+   CROWDED_BUCKET images is not read at all: its size is looked up first, and flat patches
+   (sky, walls) crowd such buckets with every photo that has them. An image is a candidate when
+   at least MIN_SHARED_DESCRIPTORS of the query's descriptors share a bucket with it;
+   candidates are ranked by votes, one per shared bucket weighted by 1/(images in it), so a
+   shared rare bucket counts for more than a crowded one.
 
-Cost per query: a few thousand key look-ups and a count over the postings they return, which
-grow with the collection only as far as the buckets fill (scale benchmark: BENCHMARKS.md).
+Cost per query: a few thousand key look-ups and a count over at most CROWDED_BUCKET postings
+per key, whatever the collection's size (scale benchmark: BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from ..imaging.features import LocalFeatures, fingerprint_variants
 TABLES = 6
 KEY_BITS = 24
 INDEXED_DESCRIPTORS = 300     # the first ones in spread order (features.spread_strongest)
-MAX_POSTINGS = 4000           # a bucket this full says nothing (sky, flat walls): skipped
-MIN_SHARED_DESCRIPTORS = 3   # CALIBRATION.md, "Candidate index"
+CROWDED_BUCKET = 100          # CALIBRATION.md, "Candidate index"
+MIN_SHARED_DESCRIPTORS = 6    # CALIBRATION.md, "Candidate index"
 MAX_VOTED = 8                 # each costs a verification (3-5 ms); CALIBRATION.md, "Candidate index"
 FINGERPRINT_RADIUS = 10
 _SEED = 20261121
@@ -168,21 +170,36 @@ def _fingerprint_neighbours(cursor, probes: list[bytes]) -> np.ndarray:
     return np.unique(nums)
 
 
-def _descriptor_votes(cursor, hasher: Hasher, descriptors: np.ndarray) -> dict[int, float]:
-    """Images sharing buckets with at least MIN_SHARED_DESCRIPTORS of these descriptors, with
-    their votes (1/(bucket size) per shared bucket). Buckets fuller than MAX_POSTINGS (sky,
-    flat walls) say nothing."""
+def _uncrowded(cursor, keys: list[bytes], crowded: int) -> np.ndarray:
+    """Positions in `keys` of the buckets holding 1 to `crowded` images. Counting a bucket's
+    postings is one B-tree look-up, however many it holds; reading them is not."""
+    return np.array([i for i, key in enumerate(keys) if cursor.set_key(key) and cursor.count() <= crowded], np.intp)
+
+
+def shared_buckets(cursor, hasher: Hasher, descriptors: np.ndarray,
+                   crowded: int = CROWDED_BUCKET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image numbers, query descriptors each shares a bucket with, votes) for every image in
+    a bucket of these descriptors that holds at most `crowded` images. A vote is 1/(bucket
+    size) per shared bucket, so a shared rare bucket counts for more than a crowded one."""
     packed, descriptor_of_key = _packed_keys(hasher, descriptors)
-    nums, position, size = _read_buckets(cursor, _key_bytes(packed))
-    kept = size <= MAX_POSTINGS
-    nums, position, size = nums[kept], position[kept], size[kept]
+    keys = _key_bytes(packed)
+    kept = _uncrowded(cursor, keys, crowded)
+    nums, position, size = _read_buckets(cursor, [keys[i] for i in kept])
     if len(nums) == 0:
-        return {}
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
     votes = np.bincount(nums, weights=1.0 / size)
-    pairs = np.unique((nums.astype(np.int64) << 16) | descriptor_of_key[position])
-    shared = np.bincount(pairs >> 16)
-    strong = np.flatnonzero(shared >= MIN_SHARED_DESCRIPTORS)
-    return dict(zip(strong.tolist(), votes[strong].tolist()))
+    pairs = np.unique((nums.astype(np.int64) << 16) | descriptor_of_key[kept][position])
+    shared = np.bincount(pairs >> 16, minlength=len(votes))
+    found = np.flatnonzero(shared)
+    return found, shared[found], votes[found]
+
+
+def _descriptor_votes(cursor, hasher: Hasher, descriptors: np.ndarray) -> dict[int, float]:
+    """The votes of the images sharing buckets with at least MIN_SHARED_DESCRIPTORS of these
+    descriptors."""
+    nums, shared, votes = shared_buckets(cursor, hasher, descriptors)
+    strong = shared >= MIN_SHARED_DESCRIPTORS
+    return dict(zip(nums[strong].tolist(), votes[strong].tolist()))
 
 
 def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
