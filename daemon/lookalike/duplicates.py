@@ -28,7 +28,7 @@ from .store import SearchContext, StoredImage
 from .store.changes import Change, Linked, Relink
 
 PAGE = 256     # queued images per recorded step
-WAVE = 16      # queued images looked up together; a pair one of them links is not yet known to the others
+WAVE = 16      # queued images looked up together
 
 
 @dataclass
@@ -136,29 +136,48 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
         first, second = (candidate, other_candidate) if num < other else (other_candidate, candidate)
         return compare(first, second, detector)
 
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    threads = os.cpu_count() or 1
+    with ThreadPoolExecutor(threads) as pool:
         for page in context.pending(PAGE):
             found = []
             for start in range(0, len(page), WAVE):
-                jobs, asked = [], set()
-                for num, candidate, others in pool.map(proposed, [num for num, _ in page[start:start + WAVE]]):
-                    for other in others:
-                        pair = (min(num, other), max(num, other))
-                        if other != num and pair not in asked and not links.connected(num, other):
-                            asked.add(pair)
-                            jobs.append((num, candidate, other))
-                for (num, _, other), result in zip(jobs, pool.map(verified, jobs)):
-                    if result is None:
-                        continue
-                    stats.verified += 1
-                    if result.similarity >= threshold:
-                        links.union(num, other)
-                        found.append((min(num, other), max(num, other), match_record(result)))
+                waiting = [(num, candidate, iter(others))
+                           for num, candidate, others in pool.map(proposed, [num for num, _ in page[start:start + WAVE]])]
+                asked: set[tuple[int, int]] = set()
+                # Rounds of a few comparisons per image, best candidates first: once an image
+                # joins a group, its candidates in that group need no comparison.
+                while jobs := _next_round(waiting, links, asked, 2 * threads):
+                    for (num, _, other), result in zip(jobs, pool.map(verified, jobs)):
+                        if result is None:
+                            continue
+                        stats.verified += 1
+                        if result.similarity >= threshold:
+                            links.union(num, other)
+                            found.append((min(num, other), max(num, other), match_record(result)))
             apply(Linked(threshold, tuple(page), tuple(found)))
             stats.matched += len(page)
             if progress:
                 progress(min(stats.matched, total), max(total, stats.matched))
     return links
+
+
+def _next_round(waiting: list, links: _UnionFind, asked: set[tuple[int, int]], enough: int) -> list:
+    """The next comparisons: each waiting image's next candidate outside its group, in sweeps
+    over the images until there are `enough` to keep the threads busy or none is left."""
+    jobs: list = []
+    while len(jobs) < enough:
+        took = False
+        for num, candidate, others in waiting:
+            for other in others:
+                pair = (min(num, other), max(num, other))
+                if other != num and pair not in asked and not links.connected(num, other):
+                    asked.add(pair)
+                    jobs.append((num, candidate, other))
+                    took = True
+                    break
+        if not took:
+            break
+    return jobs
 
 
 def find_groups(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
@@ -171,27 +190,36 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     components: dict[int, list[int]] = {}
     for num in links.parent:
         components.setdefault(links.find(num), []).append(num)
-    groups, scored = [], []
-    for nums in components.values():
-        members = sorted(_still_stored(context, nums), key=keeper_order)
-        if len(members) < 2:
-            continue
-        keeper = members[0]
-        keeper_candidate = None
-        group = Group(keeper, [Member(keeper, 100.0)])
+    grouped = [members for nums in components.values()
+               if len(members := sorted(_still_stored(context, nums), key=keeper_order)) >= 2]
+    # The direction matters: the transform is reported from the keeper's side.
+    records = {(members[0].num, member.num): context.pair(members[0].num, member.num)
+               for members in grouped for member in members[1:]}
+    unscored = [pair for pair, record in records.items() if record is None]
+
+    def scored(pair: tuple[int, int]) -> bytes | None:
+        try:
+            keeper, member = (context.candidate(num)[1] for num in pair)
+        except NotFoundError:
+            return None            # removed since the groups were read: left out, like above
+        return match_record(compare(keeper, member, context.settings.detector))
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        records.update(zip(unscored, pool.map(scored, unscored)))
+    new_scores = tuple((keeper, member, records[keeper, member]) for keeper, member in unscored
+                       if records[keeper, member] is not None)
+    stats.verified += len(new_scores)
+    if new_scores:
+        apply(Linked(threshold, (), new_scores))
+
+    groups = []
+    for members in grouped:
+        group = Group(members[0], [Member(members[0], 100.0)])
         for member in members[1:]:
-            # The direction matters: the transform is reported from the keeper's side.
-            record = context.pair(keeper.num, member.num)
-            if record is None:
-                keeper_candidate = keeper_candidate or context.candidate(keeper.num)[1]
-                result = compare(keeper_candidate, context.candidate(member.num)[1], context.settings.detector)
-                stats.verified += 1
-                record = match_record(result)
-                scored.append((keeper.num, member.num, record))
-            doc = json.loads(record)
-            group.members.append(Member(member, doc["similarity"], doc["transform"]))
-        groups.append(group)
-    if scored:
-        apply(Linked(threshold, (), tuple(scored)))
+            if (record := records[members[0].num, member.num]) is not None:
+                doc = json.loads(record)
+                group.members.append(Member(member, doc["similarity"], doc["transform"]))
+        if len(group.members) >= 2:
+            groups.append(group)
     groups.sort(key=lambda g: (-g.reclaimable_bytes, g.keeper.path))
     return groups
