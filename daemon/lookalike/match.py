@@ -35,6 +35,9 @@ MAX_ANISOTROPY = 4.0         # a stretched copy (4:3 -> 1:1 is 1.33) stays well 
 # matches on a tiny common area, whose repeatability would look perfect.
 MAX_SCALE = 8.0
 PHOTO_TILES = 4
+# An unmirrored fit this repeatable is never beaten by the mirrored one, which is then not
+# tried: most copies are not flipped (bench/mirror_rule.py; CALIBRATION.md).
+MIRROR_NEEDLESS_ABOVE = 0.5
 
 # Logistic model over the evidence, fitted by bench/calibrate.py on ../shared/photos with its
 # transformed copies (CALIBRATION.md). similarity = 100 * sigmoid(w . features + b).
@@ -143,7 +146,7 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
         return IDENTICAL
     unit = second.pixel_unit
     best = _verify(first.local, second.local, unit, flipped=False)
-    mirror = first.mirror(detector)
+    mirror = first.mirror(detector) if best is None or best[2]["repeatability"] < MIRROR_NEEDLESS_ABOVE else None
     if mirror is not None:
         flipped = _verify(mirror, second.local, unit, flipped=True)
         if flipped is not None and (best is None or flipped[1] > best[1]):

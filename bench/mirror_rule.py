@@ -1,0 +1,62 @@
+"""When may a comparison skip the mirrored fit (match.compare, MIRROR_NEEDLESS_ABOVE)?
+
+    .venv/bin/python bench/mirror_rule.py
+
+A comparison fits the two images as they are and again with the first mirrored, and keeps the
+fit with more tight inliers. On the peers benchmark's context (bench/peers.py builds it), every
+pair of images of one cluster (an original and its transformed copies) is fitted both ways;
+for each repeatability of the unmirrored fit, how many pairs reach it and in how many the
+mirrored fit would still have won. Writes bench/results/mirror_rule.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import scale
+from lookalike.match import _verify
+from lookalike.store import SearchContext
+from runinfo import machine, revision
+
+RESULTS = Path("bench/results/mirror_rule.json")
+LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def main() -> None:
+    cluster = scale.cluster_of(scale.real_records(scale.SOURCE))
+    context = SearchContext.open(scale.SOURCE)
+    images = sorted(context.images(), key=lambda image: image.num)
+    members: dict[str, list] = {}
+    for image in images:
+        members.setdefault(cluster[image.path], []).append(image)
+    fits = []                   # (unmirrored repeatability, unmirrored tight inliers, mirrored tight inliers)
+    for group in members.values():
+        loaded = [context.candidate(image.num)[1] for image in group]
+        for i, first in enumerate(loaded):
+            for second in loaded[i + 1:]:
+                unit = second.pixel_unit
+                plain = _verify(first.local, second.local, unit, flipped=False)
+                mirror = _verify(first.mirror(context.settings.detector), second.local, unit, flipped=True)
+                fits.append((plain[2]["repeatability"] if plain else 0.0, plain[1] if plain else 0,
+                             mirror[1] if mirror else 0))
+    context.close()
+    fits = np.array(fits)
+    mirror_won = fits[:, 2] > fits[:, 1]
+    result = {"pairs": len(fits), "mirrored_fit_won": int(mirror_won.sum()),
+              "largest_unmirrored_repeatability_where_the_mirrored_won": float(fits[mirror_won, 0].max()),
+              "at_or_above": {level: {"pairs": int((fits[:, 0] >= level).sum()),
+                                      "mirrored_fit_won": int((mirror_won & (fits[:, 0] >= level)).sum())}
+                              for level in LEVELS},
+              "machine": machine(), "lookalike": revision(), "date": time.strftime("%Y-%m-%d"),
+              "command": " ".join(sys.argv)}
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
