@@ -18,7 +18,8 @@ import pytest
 import skimage.data
 
 import images
-from lookalike.duplicates import PassStats, find_groups
+from lookalike import duplicates
+from lookalike.duplicates import PassStats, find_groups, match_pending
 from lookalike.extract import ImageFeatures, extract_file
 from lookalike.match import compare
 from lookalike.search import query_candidate
@@ -252,3 +253,19 @@ def test_another_threshold_matches_everything_again(corpus, tmp_path):
         groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, stats=back)
     assert back.matched == len(corpus.all)
     assert grouping(groups) == grouping(corpus.groups)
+
+
+def test_a_pass_matches_what_was_queued_when_it_began_and_leaves_later_arrivals_queued(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(duplicates, "PAGE", 4)
+    first, later = corpus.all[:8], corpus.all[8:12]
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many(first)
+
+        def arrivals(done: int, total: int) -> None:
+            if done == 4:                   # images stored while the pass runs
+                context.upsert_many(later)
+
+        stats = PassStats()
+        match_pending(context, DEFAULT_DUPLICATE_THRESHOLD, progress=arrivals, stats=stats)
+        assert stats.matched == len(first)
+        assert context.pending_count() == len(later)

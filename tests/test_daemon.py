@@ -776,7 +776,8 @@ def test_an_event_queue_overflow_triggers_a_rescan(daemons, tmp_path):
 
     daemon.wait_records(late, "the images whose events were lost indexed by the rescan")
     assert daemon.metric("lookalike_watch_overflows_total") >= 1
-    assert daemon.metric("lookalike_reconcile_runs_total") > runs
+    # The rescan hands files to the workers as it walks, so they can be stored before it ends.
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v > runs, "the rescan's end")
     assert daemon.process.poll() is None
 
 

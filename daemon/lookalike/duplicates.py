@@ -4,7 +4,9 @@ The duplicate graph is kept in the context (store/context.py: `pending`, `pairs`
 does only the work new images bring, across restarts too. A pass asks the index for the
 candidates of each queued image and verifies those not already in the image's group: groups
 are connected components, so a pair inside one would only confirm what is known. Pairs scoring
-at or above the threshold are recorded, and the image leaves the queue, a page at a time.
+at or above the threshold are recorded, and the image leaves the queue, a page at a time. A
+pass takes as many images as were queued when it began; those stored meanwhile wait for the
+next pass, so a pass ends, and reports, even while files keep arriving.
 
 In each group one image is suggested as the keeper (highest resolution, then largest file, then
 oldest) and every member is scored against it, so a report says how alike each copy is to the
@@ -106,8 +108,8 @@ def _still_stored(context: SearchContext, nums: list[int]) -> Iterator[StoredIma
 def match_pending(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   stats: PassStats | None = None) -> _UnionFind:
-    """Match every queued image against its candidates, recording pairs and leaving the queue
-    as it goes (`apply` commits a change; the daemon routes it through its writer). Returns the
+    """Match the images queued when the pass began (about: a page at a time) against their
+    candidates, recording pairs and leaving the queue as it goes (`apply` commits a change; the daemon routes it through its writer). Returns the
     links of the whole graph at `threshold`; counts into `stats`.
 
     Index look-ups and comparisons run on a thread per core (LMDB, numpy and OpenCV release
@@ -137,6 +139,7 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
         return compare(first, second, detector)
 
     threads = os.cpu_count() or 1
+    matched = 0
     with ThreadPoolExecutor(threads) as pool:
         for page in context.pending(PAGE):
             found = []
@@ -156,8 +159,11 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
                             found.append((min(num, other), max(num, other), match_record(result)))
             apply(Linked(threshold, tuple(page), tuple(found)))
             stats.matched += len(page)
+            matched += len(page)
             if progress:
-                progress(min(stats.matched, total), max(total, stats.matched))
+                progress(min(matched, total), max(total, matched))
+            if matched >= total:
+                break
     return links
 
 
