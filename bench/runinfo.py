@@ -18,9 +18,18 @@ def machine() -> str:
             f"kernel {platform.release()}, Python {platform.python_version()}")
 
 
-def revision() -> str:
+def _commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=PROJECT, capture_output=True, text=True).stdout.strip()
     commit = git("rev-parse", "--short", "HEAD")
     dirty = git("status", "--porcelain", "--", "daemon")
     return f"{commit}{' (daemon/ had uncommitted changes)' if dirty else ''}"
+
+
+# Taken when a benchmark imports this module, before it runs: a run can outlast several commits.
+_AT_START = _commit()
+
+
+def revision() -> str:
+    """The commit whose code this run imported."""
+    return _AT_START

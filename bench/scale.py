@@ -190,7 +190,8 @@ def build(args) -> None:
         results["build_seconds"] = round(time.perf_counter() - started, 1)
         results["base_images"] = context.count()
         results["size_bytes_per_image"] = round(context.size_on_disk() / context.count())
-    write_results(results if args.work == WORK else {"queries": results["queries"]})
+    write_results(results if args.work == WORK else
+                  {"queries": results["queries"], "queries_command": results["command"], "queries_lookalike": revision()})
 
 
 def passes(args) -> None:
@@ -253,7 +254,8 @@ def passes(args) -> None:
     results["size_bytes_per_image_100k"] = round(context.size_on_disk() / context.count())
     results["peak_memory"] = memory()
     context.close()
-    write_results({"passes": results, "passes_command": " ".join(sys.argv), "passes_date": time.strftime("%Y-%m-%d")})
+    write_results({"passes": results, "passes_command": " ".join(sys.argv), "passes_date": time.strftime("%Y-%m-%d"),
+                   "passes_lookalike": revision()})
 
 
 def score_pairs(groups: list[frozenset[str]], held: list[ImageFeatures]) -> dict:
