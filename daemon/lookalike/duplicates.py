@@ -108,9 +108,10 @@ def _still_stored(context: SearchContext, nums: list[int]) -> Iterator[StoredIma
 def match_pending(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   stats: PassStats | None = None) -> _UnionFind:
-    """Match the images queued when the pass began (about: a page at a time) against their
-    candidates, recording pairs and leaving the queue as it goes (`apply` commits a change; the daemon routes it through its writer). Returns the
-    links of the whole graph at `threshold`; counts into `stats`.
+    """Match as many images as were queued when the pass began (whole pages, so up to a page
+    more) against their candidates, recording pairs and leaving the queue as it goes (`apply`
+    commits a change; the daemon routes it through its writer). Returns the links of the whole
+    graph at `threshold`; counts into `stats`.
 
     Index look-ups and comparisons run on a thread per core (LMDB, numpy and OpenCV release
     the GIL), a wave of images at a time; the group links are kept by this thread alone."""
