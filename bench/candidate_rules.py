@@ -41,15 +41,19 @@ SHARED = (3, 4, 5, 6, 8, 10)
 CROWDING = (4000, 1000, 300, 100, 30)
 
 
-def shared_counts(context: SearchContext, local, crowded: int) -> dict[int, int]:
+def best_of(orientations: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[int, int]:
     """image number -> query descriptors sharing an uncrowded bucket with it, best orientation."""
     best: dict[int, int] = {}
-    with context._read() as txn, txn.cursor(db=context._index.lsh) as cursor:
-        for features in (local, mirrored(local, context.settings.detector)):
-            nums, shared, _ = index.shared_buckets(cursor, context._hasher, features.descriptors, crowded)
-            for num, count in zip(nums.tolist(), shared.tolist()):
-                best[num] = max(best.get(num, 0), count)
+    for nums, shared, _ in orientations:
+        for num, count in zip(nums.tolist(), shared.tolist()):
+            best[num] = max(best.get(num, 0), count)
     return best
+
+
+def shared_counts(context: SearchContext, local, crowded: int) -> dict[int, int]:
+    with context._read() as txn, txn.cursor(db=context._index.lsh) as cursor:
+        return best_of([index.shared_buckets(cursor, context._hasher, features.descriptors, crowded)
+                        for features in (local, mirrored(local, context.settings.detector))])
 
 
 def copies(args) -> dict:
@@ -109,14 +113,11 @@ def scale_rules(args) -> dict:
         with context._read() as txn, txn.cursor(db=context._index.lsh) as cursor:
             for query in queries:
                 started = time.perf_counter()
-                for features in (query.local, mirrored(query.local, context.settings.detector)):
-                    nums, shared, _ = index.shared_buckets(cursor, context._hasher, features.descriptors, crowded)
+                orientations = [index.shared_buckets(cursor, context._hasher, features.descriptors, crowded)
+                                for features in (query.local, mirrored(query.local, context.settings.detector))]
                 timings.append(time.perf_counter() - started)
-        for query in queries:
-            found.append(shared_counts(context, query.local, crowded))
-            packed, _ = index._packed_keys(context._hasher, query.local.descriptors)
-            with context._read() as txn, txn.cursor(db=context._index.lsh) as cursor:
-                keys = index._key_bytes(packed)
+                found.append(best_of(orientations))
+                keys = index._key_bytes(index._packed_keys(context._hasher, query.local.descriptors)[0])
                 postings.append(sum(cursor.count() for i in index._uncrowded(cursor, keys, crowded)
                                     if cursor.set_key(keys[i])))
         by_shared = {}
