@@ -5,7 +5,8 @@ replacing and removing images leaves no index entry behind; awkward paths (over 
 limit, not UTF-8) round-trip; the map grows from a tiny start and a size cap fails whole
 batches; a forked child may not touch the environment; a writer SIGKILLed at random moments
 leaves only whole records; a status left by a dead process reads as idle; a bucket crowded past
-index.CROWDED_BUCKET is not read.
+index.CROWDED_BUCKET is not read; the writer thread commits a backlog in transactions of at most
+writer.BATCH changes.
 """
 
 from __future__ import annotations
@@ -542,3 +543,23 @@ def test_a_bucket_crowded_past_the_limit_is_not_read(photos, tmp_path):
         assert len(context.candidates_for(*query)) == index.MAX_VOTED
         context.upsert_many(crowd[-1:])
         assert context.candidates_for(*query) == []
+
+
+# --- the writer thread ---------------------------------------------------------------------
+
+def test_a_backlog_is_committed_in_transactions_of_at_most_a_batch(photos, tmp_path):
+    """LMDB keeps the pages of the largest write transaction in the heap for good (writer.py),
+    so a backlog must not become one big transaction."""
+    from lookalike.store.changes import Put
+    from lookalike.store.writer import BATCH, Writer
+    backlog = 3 * BATCH + 1
+    sizes = []
+    with SearchContext.create(tmp_path / "context") as context:
+        writer = Writer(context, capacity=backlog, on_commit=lambda changes, results: sizes.append(len(changes)))
+        source = photos["coffee"]
+        for i in range(backlog):                        # all waiting before the thread starts
+            writer.submit(Put(dataclasses.replace(at(source, f"/photos/{i:03}.jpg"), content_hash=bytes([i]) * 32)))
+        writer.start()
+        assert writer.flush(60) and writer.stop(10)
+        assert context.count() == backlog
+    assert sizes == [BATCH, BATCH, BATCH, 1]

@@ -2,8 +2,15 @@
 
 Other threads hand it changes through a bounded queue (`submit` blocks when it is full, which
 is the pipeline's back-pressure). It commits whatever is waiting, up to BATCH changes, in one
-transaction: under load batches grow and commits stay few; when idle each change lands at
-once. A commit that fails (the disk or the map cap is full, an I/O error) is retried with
+transaction; when idle each change lands at once.
+
+BATCH is small because LMDB keeps every page a write transaction dirtied on a free list of its
+own, in the writer's heap, until the environment closes: the largest transaction ever committed
+sets the daemon's resident memory for good. One image's index postings land on about a
+thousand pages of a 100,000-image context, so each image a batch may hold costs ~4 MB for
+good; and batching saves little there, since postings of different images rarely share a page
+(bench/commit_batch.py: 37 ms per image at 8 images per commit, 30 at 64, 231 MB against
+581 MB resident; BENCHMARKS.md, "Images per commit"). A commit that fails (the disk or the map cap is full, an I/O error) is retried with
 back-off, the batch kept whole; nothing is dropped and the daemon stays up.
 """
 
@@ -21,7 +28,7 @@ from .context import SearchContext
 
 log = logging.getLogger(__name__)
 
-BATCH = 64
+BATCH = 8
 _STOP = object()
 
 

@@ -1,0 +1,77 @@
+"""What a write transaction's size costs: time per image and resident memory, by images per commit.
+
+    .venv/bin/python bench/commit_batch.py [--context bench/.data/scale/context] [--out bench/results/commit_batch.json]
+
+The context is one `bench/scale.py build` made (100,000 images by default; its records are
+synthesised from real photos' descriptors, see scale.py). Into it go batches of 1, 2, 4 ... 64
+new distractor images, REPEATS commits per size, smallest first; each commit is timed, and this
+process's RssAnon read after it. The images added are removed again at the end, so the context
+holds what it held before (its file keeps the pages it grew by).
+
+Why smallest first: LMDB keeps every page a write transaction dirtied on a free list in the
+writing process's heap until the environment closes, so RssAnon only ever rises to what the
+largest transaction so far dirtied. Read in this order, the memory column is the resident cost of
+allowing a batch of that size. store/writer.py's BATCH is chosen from this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import proctree
+import scale
+from lookalike.store import SearchContext
+from runinfo import machine, revision
+
+SIZES = (1, 2, 4, 8, 16, 32, 64)
+REPEATS = 3
+FIRST_NUMBER = 900_000          # far past the numbers scale.py's distractors use
+
+
+def anon_mb() -> float:
+    return proctree.memory(os.getpid())["RssAnon"] / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--context", type=Path, default=scale.WORK / "context")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/commit_batch.json"))
+    args = parser.parse_args()
+
+    distractors = scale.Distractors(scale.real_records(scale.SOURCE))
+    number = FIRST_NUMBER
+    rows, added = [], []
+    with SearchContext.open(args.context) as context:
+        images = context.count()
+        context.upsert_many([distractors.make(number)])       # the first commit pages the tree in
+        added.append(distractors.make(number).path)
+        number += 1
+        before = anon_mb()
+        for size in SIZES:
+            seconds = []
+            for _ in range(REPEATS):
+                batch = [distractors.make(number + i) for i in range(size)]
+                number += size
+                started = time.perf_counter()
+                context.upsert_many(batch)
+                seconds.append(time.perf_counter() - started)
+                added.extend(record.path for record in batch)
+            rows.append({"images_per_commit": size, "ms_per_image_median": round(statistics.median(seconds) * 1000 / size, 1),
+                         "ms_per_commit": [round(s * 1000) for s in seconds], "rss_anon_mb_after": round(anon_mb())})
+            print(json.dumps(rows[-1]), flush=True)
+        for path in added:
+            context.remove(path)
+    results = {"machine": machine(), "lookalike": revision(), "date": time.strftime("%Y-%m-%d"),
+               "command": " ".join(sys.argv), "context_images": images, "rss_anon_mb_before": round(before),
+               "repeats": REPEATS, "rows": rows}
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
