@@ -102,6 +102,7 @@ def test_every_key_set(tmp_path, folders):
           max_file_bytes: 2000000
         workers: 3
         settle_seconds: 500ms
+        settle_queue_limit: 500
         reconcile_interval: 2h
         duplicates:
           interval: 1d
@@ -123,6 +124,7 @@ def test_every_key_set(tmp_path, folders):
     assert second == config.WatchedFolder(folders["more"])          # a plain string is a path
     assert loaded.extraction == ExtractionSettings("orb", 800, 1024, 1_000_000, 2_000_000)
     assert (loaded.workers, loaded.settle_seconds, loaded.reconcile_interval) == (3, 0.5, 7200.0)
+    assert loaded.settle_queue_limit == 500
     assert (loaded.duplicates_interval, loaded.duplicates_threshold) == (86400.0, 62.5)
     assert loaded.reports == tmp_path / "reports" and loaded.report_formats == ("json", "csv", "html")
     assert loaded.reports_keep == 3 and loaded.metrics_listen == "[::1]:9100"
@@ -195,6 +197,7 @@ def test_unknown_key_in_a_watch_entry(tmp_path, folders):
     ("workers: many\n", "workers"),
     ("workers: 2.5\n", "workers"),
     ("workers: true\n", "workers"),
+    ("settle_queue_limit: lots\n", "settle_queue_limit"),
     ("duplicates:\n  threshold: high\n", "duplicates.threshold"),
     ("duplicates:\n  threshold: true\n", "duplicates.threshold"),
     ("reports:\n  formats: json\n", "reports.formats"),

@@ -621,8 +621,9 @@ def test_restart_reconciles_what_changed_while_stopped(daemons, tmp_path):
     new_pixels = images.jpeg_bytes(images.photo("rocket"))
     write(changed, new_pixels)
     daemon.start().ready()
-    records = daemon.wait_records([*kept, changed, added])
-    assert records[str(changed)].content_hash == content_hash(new_pixels)
+    daemon.wait_records([*kept, changed, added])                   # the old record of changed.jpg counts too
+    records = daemon.wait(lambda: (r := daemon.records())[str(changed)].content_hash == content_hash(new_pixels) and r,
+                          "changed.jpg indexed again")
     for path in kept:                                       # untouched records, not re-extracted
         assert records[str(path)].num == first[str(path)].num
         assert records[str(path)].added == first[str(path)].added
@@ -779,6 +780,26 @@ def test_an_event_queue_overflow_triggers_a_rescan(daemons, tmp_path):
     # The rescan hands files to the workers as it walks, so they can be stored before it ends.
     daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v > runs, "the rescan's end")
     assert daemon.process.poll() is None
+
+
+
+def test_a_flood_past_the_settle_queue_limit_is_taken_at_the_pipelines_pace_and_nothing_is_lost(daemons, tmp_path):
+    """Memory stays flat under a flood: at most settle_queue_limit paths wait. The start-up
+    reconcile's finds wait in the walk instead of the queue; events beyond the limit are dropped,
+    and the reconcile that follows finds their files."""
+    limit = 20
+    photos = folder(tmp_path)
+    before = [images.write_jpeg(photos, f"before{i:03d}.jpg", shapes(i, 64)) for i in range(60)]
+    daemon = daemons([photos], workers=2, extraction=QUICK, settle_queue_limit=limit).start().ready()
+    flood = [images.write_jpeg(photos, f"flood{i:03d}.jpg", shapes(1000 + i, 64)) for i in range(120)]
+    daemon.wait_records(before + flood, "every file, the flood's too", timeout=120)
+    assert daemon.metric("lookalike_watch_events_dropped_total") >= 1
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v >= 2, "the reconcile after the drops")
+    waiting = [int(found.group(1)) for _, message in daemon.notify_messages() for line in message
+               if (found := re.match(r"STATUS=\d+ images; (\d+) waiting", line))]
+    assert waiting and max(waiting) <= limit, waiting
+    assert "dropping events" in daemon.log_tail(400)
+    assert daemon.metric_sum("lookalike_files_failed_total") == 0
 
 
 # --- 15-17. symlinks, non-UTF-8 names, a root that goes away ----------------------------------

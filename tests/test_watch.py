@@ -16,6 +16,7 @@ from lookalike.watch.folders import Folders
 from lookalike.watch.settle import Settler
 
 SETTLE = 2.0
+LIMIT = 3
 
 
 class Clock:
@@ -57,7 +58,7 @@ def files() -> Files:
 
 @pytest.fixture
 def settler(clock, files) -> Settler:
-    return Settler(SETTLE, clock=clock, probe=files)
+    return Settler(SETTLE, LIMIT, clock=clock, probe=files)
 
 
 # --- Settler --------------------------------------------------------------------------------
@@ -214,6 +215,19 @@ def test_a_ready_path_is_not_probed_again(settler, clock, files):
     for _ in range(3):
         settler.take(0)
     assert len(files.probes) == probes
+
+
+def test_offers_beyond_the_limit_are_refused_but_a_waiting_path_is_always_taken(settler, clock, files):
+    for name in ("a", "b", "c"):
+        assert settler.offer(f"/p/{name}.jpg")
+    assert not settler.offer("/p/d.jpg")                      # full: the caller reconciles later
+    assert settler.offer("/p/b.jpg")                          # waiting already: no room needed
+    settler.touch("/p/e.jpg")                                 # handed back by the pipeline: taken
+    assert len(settler) == 4
+    clock.advance(SETTLE)
+    assert settler.take(2) == ["/p/a.jpg", "/p/c.jpg"]
+    assert settler.offer("/p/d.jpg")                          # room again
+    assert len(settler) == 3
 
 
 # --- Folders ----------------------------------------------------------------------------------

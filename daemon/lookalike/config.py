@@ -47,6 +47,7 @@ class Config:
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     workers: int = os.cpu_count() or 1
     settle_seconds: float = 2.0
+    settle_queue_limit: int = 10_000         # paths; README, "Configuration"
     reconcile_interval: float = 3600.0
     duplicates_interval: float = 900.0
     duplicates_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
@@ -208,8 +209,8 @@ def load(path: str | Path) -> Config:
 def parse(document, source: Path) -> Config:
     reader = _Reader(source)
     top = reader.mapping(document, "", {"watch", "state_dir", "extraction", "workers", "settle_seconds",
-                                         "reconcile_interval", "duplicates", "reports", "metrics", "log",
-                                         "stop_timeout", "store"})
+                                         "settle_queue_limit", "reconcile_interval", "duplicates", "reports",
+                                         "metrics", "log", "stop_timeout", "store"})
     if document is None or not isinstance(document, dict):
         reader.problems[:0] = ["(top level): must be a mapping with at least 'watch' and 'state_dir'"] if document is None else []
 
@@ -265,6 +266,8 @@ def parse(document, source: Path) -> Config:
         extraction=extraction,
         workers=reader.typed(top, "workers", "workers", int, Config.workers, _positive),
         settle_seconds=reader.duration(top, "settle_seconds", "settle_seconds", Config.settle_seconds),
+        settle_queue_limit=reader.typed(top, "settle_queue_limit", "settle_queue_limit", int,
+                                        Config.settle_queue_limit, _positive),
         reconcile_interval=reader.duration(top, "reconcile_interval", "reconcile_interval", Config.reconcile_interval),
         stop_timeout=reader.duration(top, "stop_timeout", "stop_timeout", Config.stop_timeout),
         duplicates_interval=reader.duration(duplicates, "interval", "duplicates.interval", Config.duplicates_interval),

@@ -63,6 +63,9 @@ class Metrics:
                                     ["kind"], registry=registry)
         self.watch_overflows = Counter("lookalike_watch_overflows_total",
                                        "Kernel event-queue overflows (each triggers a reconcile)", registry=registry)
+        self.events_dropped = Counter("lookalike_watch_events_dropped_total",
+                                      "Events dropped while settle_queue_limit paths waited (a reconcile follows)",
+                                      registry=registry)
         self.watcher_restarts = Counter("lookalike_watcher_restarts_total",
                                         "File-system watchers found dead and restarted", registry=registry)
         self.watch_degraded = Counter("lookalike_watch_polling_fallbacks_total",

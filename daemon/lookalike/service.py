@@ -10,7 +10,8 @@ Who runs what:
                      context, jobs to workers, results and removals to the writer, timers,
                      signals, sd_notify. It is the only thread that decides.
   observer threads   watch/observe.py: enqueue intents, nothing else
-  reconcile thread   reconcile.py: walks the folders, enqueues intents
+  reconcile thread   reconcile.py: walks the folders, hands its finds over as the settle
+                     queue makes room (it waits meanwhile)
   duplicates thread  one pass at a time: verify candidates, group, publish reports (reads only)
   store thread       store/writer.py: the only writer of the LMDB environment
   worker processes   workers.py (spawned, never forked): read, decode, extract
@@ -35,7 +36,7 @@ import time
 from contextlib import contextmanager
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
-from queue import Empty, SimpleQueue
+from queue import Empty, Full, Queue, SimpleQueue
 from typing import Iterator
 
 from prometheus_client import start_http_server
@@ -70,6 +71,7 @@ HOUSEKEEPING_SECONDS = 2.0
 # A scheduled duplicates pass waits while more files than this wait to be indexed, but never
 # longer than this many intervals after the last pass began.
 DEFERRING_BACKLOG = 1000
+FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle queue
 MAX_DEFERRALS = 4
 # Settings that live in the open context, the worker processes or the bound socket.
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
@@ -162,8 +164,10 @@ class Service:
         self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self.folders = Folders(config.watch)
-        self._intake: SimpleQueue = SimpleQueue()
-        self._settler = Settler(config.settle_seconds)
+        self._intake: SimpleQueue = SimpleQueue()                   # the watcher's intents
+        self._found: Queue = Queue(FOUND_BUFFER)                    # the reconcile's
+        self._settler = Settler(config.settle_seconds, config.settle_queue_limit)
+        self._dropped = 0                                           # events refused since the last catch-up
         self._stop = threading.Event()
         self._signals: list[int] = []
         self._checked: dict[str, tuple[FileIdentity, float]] = {}   # identity and time at hand-out
@@ -290,16 +294,53 @@ class Service:
             try:
                 intent = self._intake.get_nowait()
             except Empty:
-                return
+                break
             if isinstance(intent, Dirty):
-                self._settler.touch(intent.path, intent.quiet_since)
+                self._offer(intent.path, intent.quiet_since)
             elif isinstance(intent, Moved):
                 self.writer.submit(Move(intent.source, intent.destination))
-                self._settler.touch(intent.source)
-                self._settler.touch(intent.destination)
+                self._offer(intent.source)
+                self._offer(intent.destination)
             elif isinstance(intent, Rescan):
                 log.warning("%s: reconciling every watched folder", intent.reason)
                 self._reconcile.request()
+        # The reconcile's finds fill half the queue at most: the other half keeps room for events,
+        # so a file changed during a long walk is not left to the walk after it.
+        while len(self._settler) < self._settler.limit // 2:
+            try:
+                found = self._found.get_nowait()
+            except Empty:
+                break
+            self._settler.touch(found.path, found.quiet_since)
+        if self._dropped and len(self._settler) <= self._settler.limit // 2:
+            log.warning("%d events were dropped while the settle queue was full; reconciling to find their files",
+                        self._dropped)
+            self._dropped = 0
+            self._reconcile.request()
+
+    def _offer(self, path: str, quiet_since: float | None = None) -> None:
+        """An event's path to the settle queue. When it is full the event is dropped, not held:
+        a flood of new files must not grow the daemon's memory, and once the queue has drained
+        to half, a reconcile finds every file whose event was dropped."""
+        if self._settler.offer(path, quiet_since):
+            return
+        if not self._dropped:
+            log.warning("%d paths wait to settle (settle_queue_limit): dropping events until half of them are "
+                        "done, then reconciling", self._settler.limit)
+        self._dropped += 1
+        self.metrics.events_dropped.inc()
+
+    def _hand_over_found(self, intent: Dirty) -> None:
+        """The reconcile's emit: waits while the settle queue and its buffer are full, so a walk
+        that finds a flood of new files feeds them at the pipeline's pace and holds no more than
+        FOUND_BUFFER of them."""
+        while True:
+            try:
+                self._found.put(intent, timeout=0.1)
+                return
+            except Full:
+                if self._stop.is_set():
+                    raise Cancelled() from None
 
     def _dispatch(self) -> None:
         busy = set(self.workers.busy)
@@ -453,7 +494,7 @@ class Service:
     # --- background passes ---------------------------------------------------------------
 
     def _reconcile_pass(self) -> None:
-        summary = reconcile(self.folders, self.context, self._intake.put, self._root_is_up, self._stop)
+        summary = reconcile(self.folders, self.context, self._hand_over_found, self._root_is_up, self._stop)
         self.metrics.reconcile_runs.inc()
         self.metrics.reconcile_last_success.set(time.time())
         self.metrics.reconcile_duration.observe(summary.seconds)
@@ -525,10 +566,11 @@ class Service:
             self.watcher = Watcher(self.folders, self._intake, self.metrics)
             self.watcher.start()
             for gone in {f.path for f in old.watch} - {f.path for f in new.watch}:
-                self._intake.put(Dirty(str(gone), 0.0))     # its records go, unless another folder holds it
+                self._settler.touch(str(gone), 0.0)         # its records go, unless another folder holds it
         # A reload is also the operator's way to ask for a rescan (events are only hints).
         self._reconcile.request()
         self._settler.settle_seconds = new.settle_seconds
+        self._settler.limit = new.settle_queue_limit
         now = time.monotonic()
         self._next_reconcile = min(self._next_reconcile, now + new.reconcile_interval)
         self._next_duplicates = min(self._next_duplicates, now + new.duplicates_interval)

@@ -5,6 +5,11 @@ over that time, so a copy in progress, written in chunks, is read once and compl
 events for one path (a 3 MB copy gives dozens) collapse into one entry. Paths wait in the order
 they went quiet; a path touched again goes back to the end.
 
+The queue is bounded for events (`offer`): a flood of new files must not grow the daemon's
+memory with it, and a path refused here is not lost, since whoever offered it knows to
+reconcile afterwards. Paths the pipeline hands back (`touch`) are always taken: they were
+in the queue a moment ago.
+
 Not thread-safe: the service loop owns it.
 """
 
@@ -32,9 +37,10 @@ def monotonic_since(wall_time: float) -> float:
 
 
 class Settler:
-    def __init__(self, settle_seconds: float, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, settle_seconds: float, limit: int, clock: Callable[[], float] = time.monotonic,
                  probe: Callable[[str], _Sample] = sample):
         self.settle_seconds = settle_seconds
+        self.limit = limit
         self._clock = clock
         self._probe = probe
         self._waiting: OrderedDict[str, tuple[float, _Sample]] = OrderedDict()   # by quiet_since
@@ -42,6 +48,13 @@ class Settler:
 
     def __len__(self) -> int:
         return len(self._waiting) + len(self._ready)
+
+    def offer(self, path: str, quiet_since: float | None = None) -> bool:
+        """`touch`, if the path is waiting already or there is room; False if it was refused."""
+        if len(self) >= self.limit and path not in self._waiting and path not in self._ready:
+            return False
+        self.touch(path, quiet_since)
+        return True
 
     def touch(self, path: str, quiet_since: float | None = None) -> None:
         """`path` changed at `quiet_since` (now if None); wait until it has been still long enough."""
