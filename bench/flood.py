@@ -22,8 +22,9 @@ exactly the N files and no failure, and the daemon is stopped with SIGTERM.
 Reports: files created per second; ingest rate (N over the time from the first file written to
 the last record committed, the records' own commit times); time to drain (last file written to
 last record committed); peak RSS of the tree and of the daemon's main process; RSS at 10, 50 and
-90 % of the run; the settle-stage backlog's peak (`lookalike_files_queued`). Writes
-bench/results/flood.json, with the whole time series.
+90 % of the run; the main process's RssAnon as each tenth of the N images is stored (flat
+memory is a flat row); the settle-stage backlog's peak (`lookalike_files_queued`). Writes
+bench/results/flood.json, with every 10th sample of the time series.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ BENCH = Path(__file__).resolve().parent
 LOOKALIKE = Path(sys.executable).with_name("lookalike")
 SIDE = 96
 SAMPLE_SECONDS = 1.0
+KEPT_SAMPLE = 10               # the results file keeps every 10th sample
 STALL_SECONDS = 600            # no new record for this long: the run is abandoned as stuck
 IDLE_SECONDS = 20              # no new record and nothing waiting for this long: files were lost
 PIPELINE = ("lookalike_files_queued", "lookalike_files_in_flight", "lookalike_store_queue_changes")
@@ -138,6 +140,18 @@ class Sampler(threading.Thread):
                 "anon_tree": sum(m["RssAnon"] for m in sizes.values()), "processes": len(sizes),
                 **{name: self.latest.get(name) for name in GAUGES}})
             self.stopping.wait(max(0.0, due - time.monotonic()))
+
+
+def anon_by_stored(samples: list[dict], n: int) -> dict[str, int]:
+    """The main process's RssAnon (MB) when each tenth of the N images had been stored: flat
+    memory is a flat row."""
+    row = {}
+    for tenth in range(1, 11):
+        stored = n * tenth // 10
+        first = next((s for s in samples if (s["lookalike_context_images"] or 0) >= stored), None)
+        if first is not None:
+            row[str(stored)] = first["anon_main"] >> 20
+    return row
 
 
 def at_fraction(samples: list[dict], start: float, end: float, fraction: float) -> dict:
@@ -290,11 +304,13 @@ def main() -> None:
                                          for k in ("t", "rss_main", "rss_tree", "anon_main", "file_main", "anon_tree",
                                                    "lookalike_context_images", "lookalike_files_queued")}
                    for f in (0.1, 0.5, 0.9)},
+        "anon_main_mb_by_images_stored": anon_by_stored(samples, n),
         "peak_files_queued": max(s["lookalike_files_queued"] or 0 for s in during),
         "peak_store_queue_changes": max(s["lookalike_store_queue_changes"] or 0 for s in during),
         "counters_during_run": {name: counted(name) for name in (
             "lookalike_files_indexed_total", "lookalike_files_seen_total", "lookalike_files_unchanged_total",
-            "lookalike_watch_events_total", "lookalike_watch_overflows_total", "lookalike_reconcile_runs_total",
+            "lookalike_watch_events_total", "lookalike_watch_overflows_total", "lookalike_watch_events_dropped_total",
+            "lookalike_reconcile_runs_total",
             "lookalike_duplicates_runs_total", "lookalike_internal_errors_total", "lookalike_files_failed_total")},
         "extract_seconds_mean": round(counted("lookalike_extract_duration_seconds_sum")
                                       / max(1, counted("lookalike_extract_duration_seconds_count")), 4),
@@ -302,7 +318,9 @@ def main() -> None:
         "daemon_warnings": warnings[:20],
         "sample_seconds": SAMPLE_SECONDS,
         "flood_started_at_t": round(run_start, 2),
-        "samples": samples,
+        "samples": samples[::KEPT_SAMPLE],
+        "samples_note": f"every {KEPT_SAMPLE}th one-second sample is kept here; the figures above were computed "
+                        "from all of them",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
