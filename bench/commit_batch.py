@@ -5,8 +5,11 @@
 The context is one `bench/scale.py build` made (100,000 images by default; its records are
 synthesised from real photos' descriptors, see scale.py). Into it go batches of 1, 2, 4 ... 64
 new distractor images, REPEATS commits per size, smallest first; each commit is timed, and this
-process's RssAnon read after it. The images added are removed again at the end, so the context
-holds what it held before (its file keeps the pages it grew by).
+process's RssAnon read after it. Right after the daemon's own batch size (store/writer.py,
+BATCH), and before any larger one, SUSTAINED more commits of that size, with RssAnon read every
+20th: the writer's memory under a long ingest. The images added
+are removed again at the end, so the context holds what it held before (its file keeps the pages
+it grew by).
 
 Why smallest first: LMDB keeps every page a write transaction dirtied on a free list in the
 writing process's heap until the environment closes, so RssAnon only ever rises to what the
@@ -27,10 +30,13 @@ from pathlib import Path
 import proctree
 import scale
 from lookalike.store import SearchContext
+from lookalike.store.changes import Remove
+from lookalike.store.writer import BATCH
 from runinfo import machine, revision
 
 SIZES = (1, 2, 4, 8, 16, 32, 64)
 REPEATS = 3
+SUSTAINED = 200
 FIRST_NUMBER = 900_000          # far past the numbers scale.py's distractors use
 
 
@@ -53,6 +59,7 @@ def main() -> None:
         added.append(distractors.make(number).path)
         number += 1
         before = anon_mb()
+        sustained = []
         for size in SIZES:
             seconds = []
             for _ in range(REPEATS):
@@ -65,11 +72,24 @@ def main() -> None:
             rows.append({"images_per_commit": size, "ms_per_image_median": round(statistics.median(seconds) * 1000 / size, 1),
                          "ms_per_commit": [round(s * 1000) for s in seconds], "rss_anon_mb_after": round(anon_mb())})
             print(json.dumps(rows[-1]), flush=True)
-        for path in added:
-            context.remove(path)
+            if size != BATCH:
+                continue
+            # Before any larger transaction, which would set the memory for good.
+            for commit in range(1, SUSTAINED + 1):
+                batch = [distractors.make(number + i) for i in range(BATCH)]
+                number += BATCH
+                context.upsert_many(batch)
+                added.extend(record.path for record in batch)
+                if commit % 20 == 0:
+                    sustained.append({"commits": commit, "rss_anon_mb": round(anon_mb())})
+                    print(json.dumps(sustained[-1]), flush=True)
+        for start in range(0, len(added), BATCH):
+            context.commit([Remove(path) for path in added[start:start + BATCH]])
     results = {"machine": machine(), "lookalike": revision(), "date": time.strftime("%Y-%m-%d"),
                "command": " ".join(sys.argv), "context_images": images, "rss_anon_mb_before": round(before),
-               "repeats": REPEATS, "rows": rows}
+               "repeats": REPEATS, "rows": rows,
+               "sustained": {"images_per_commit": BATCH, "commits": SUSTAINED,
+                             "note": "run right after the rows up to that size", "rss_anon": sustained}}
     args.out.write_text(json.dumps(results, indent=1) + "\n")
 
 
