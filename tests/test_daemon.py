@@ -802,6 +802,16 @@ def test_a_flood_past_the_settle_queue_limit_is_taken_at_the_pipelines_pace_and_
     assert daemon.metric_sum("lookalike_files_failed_total") == 0
 
 
+
+def test_a_settle_queue_of_one_path_still_takes_every_file(daemons, tmp_path):
+    """The reconcile's finds fill half the queue: half of one must still be one, or the walk
+    would wait for room forever."""
+    photos = folder(tmp_path)
+    before = [images.write_jpeg(photos, f"before{i}.jpg", shapes(i, 64)) for i in range(5)]
+    daemon = daemons([photos], extraction=QUICK, settle_queue_limit=1).start().ready()
+    daemon.wait_records(before, "the files found by the start-up reconcile")
+
+
 # --- 15-17. symlinks, non-UTF-8 names, a root that goes away ----------------------------------
 
 def test_symlink_loops_and_links_out_of_the_tree_are_not_followed(daemons, tmp_path):

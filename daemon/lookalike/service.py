@@ -71,8 +71,8 @@ HOUSEKEEPING_SECONDS = 2.0
 # A scheduled duplicates pass waits while more files than this wait to be indexed, but never
 # longer than this many intervals after the last pass began.
 DEFERRING_BACKLOG = 1000
-FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle queue
 MAX_DEFERRALS = 4
+FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle queue
 # Settings that live in the open context, the worker processes or the bound socket.
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
@@ -306,7 +306,7 @@ class Service:
                 self._reconcile.request()
         # The reconcile's finds fill half the queue at most: the other half keeps room for events,
         # so a file changed during a long walk is not left to the walk after it.
-        while len(self._settler) < self._settler.limit // 2:
+        while len(self._settler) < max(1, self._settler.limit // 2):
             try:
                 found = self._found.get_nowait()
             except Empty:
