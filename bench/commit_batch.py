@@ -51,24 +51,24 @@ def main() -> None:
     args = parser.parse_args()
 
     distractors = scale.Distractors(scale.real_records(scale.SOURCE))
-    number = FIRST_NUMBER
     rows, added = [], []
     with SearchContext.open(args.context) as context:
+
+        def commit_new(size: int) -> float:
+            """Commit `size` new distractors in one transaction; its seconds."""
+            batch = [distractors.make(FIRST_NUMBER + len(added) + i) for i in range(size)]
+            started = time.perf_counter()
+            context.upsert_many(batch)
+            seconds = time.perf_counter() - started
+            added.extend(record.path for record in batch)
+            return seconds
+
         images = context.count()
-        context.upsert_many([distractors.make(number)])       # the first commit pages the tree in
-        added.append(distractors.make(number).path)
-        number += 1
+        commit_new(1)                                          # the first commit pages the tree in
         before = anon_mb()
         sustained = []
         for size in SIZES:
-            seconds = []
-            for _ in range(REPEATS):
-                batch = [distractors.make(number + i) for i in range(size)]
-                number += size
-                started = time.perf_counter()
-                context.upsert_many(batch)
-                seconds.append(time.perf_counter() - started)
-                added.extend(record.path for record in batch)
+            seconds = [commit_new(size) for _ in range(REPEATS)]
             rows.append({"images_per_commit": size, "ms_per_image_median": round(statistics.median(seconds) * 1000 / size, 1),
                          "ms_per_commit": [round(s * 1000) for s in seconds], "rss_anon_mb_after": round(anon_mb())})
             print(json.dumps(rows[-1]), flush=True)
@@ -76,10 +76,7 @@ def main() -> None:
                 continue
             # Before any larger transaction, which would set the memory for good.
             for commit in range(1, SUSTAINED + 1):
-                batch = [distractors.make(number + i) for i in range(BATCH)]
-                number += BATCH
-                context.upsert_many(batch)
-                added.extend(record.path for record in batch)
+                commit_new(BATCH)
                 if commit % 20 == 0:
                     sustained.append({"commits": commit, "rss_anon_mb": round(anon_mb())})
                     print(json.dumps(sustained[-1]), flush=True)

@@ -306,13 +306,14 @@ class Service:
                 self._reconcile.request()
         # The reconcile's finds fill half the queue at most: the other half keeps room for events,
         # so a file changed during a long walk is not left to the walk after it.
-        while len(self._settler) < max(1, self._settler.limit // 2):
+        half = max(1, self._settler.limit // 2)
+        while len(self._settler) < half:
             try:
                 found = self._found.get_nowait()
             except Empty:
                 break
             self._settler.touch(found.path, found.quiet_since)
-        if self._dropped and len(self._settler) <= self._settler.limit // 2:
+        if self._dropped and len(self._settler) <= half:
             log.warning("%d events were dropped while the settle queue was full; reconciling to find their files",
                         self._dropped)
             self._dropped = 0
