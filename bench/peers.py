@@ -21,7 +21,8 @@ exactly as bench/evaluate.py scores: pairwise precision and recall against truth
 pairs left out, and recall original -> copy for each transform kind.
 
 Peers live in their own venv, bench/.venv (bench/requirements-peers.txt); the machinery that
-runs them there is bench/peers_run.py. Writes bench/results/peers.json and BENCHMARKS.md.
+runs them there is bench/peers_run.py. Writes bench/results/peers.json and the first sections of
+BENCHMARKS.md, up to the line HAND_KEPT; what follows that line is left as it is.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ VENV = BENCH / ".venv"
 VENV_PYTHON = VENV / "bin" / "python"
 REQUIREMENTS = BENCH / "requirements-peers.txt"
 RUNNER = BENCH / "peers_run.py"
+# BENCHMARKS.md from this line on is kept by hand, from the results files each section names.
+HAND_KEPT = "<!-- The sections below are kept by hand; bench/peers.py writes only the ones above. -->"
 RUSAGE_RUN = BENCH / "rusage_run.py"
 LOOKALIKE = Path(sys.executable).with_name("lookalike")
 SAMPLE_SECONDS = 0.1
@@ -463,15 +466,16 @@ KIND_HEADERS = {"resize": "resize", "recompress": "recomp", "format_change": "we
                 "text_overlay": "text", "labelled": "labelled"}
 
 
-def render(result: dict, evaluation: dict | None, ingest: dict | None, data: Path, flood: dict | None = None) -> str:
+def render(result: dict, evaluation: dict | None, ingest: dict | None, data: Path) -> str:
     m, v, d, runs = result["machine"], result["versions"], result["dataset"], result["runs"]
     tuning = result["imagehash_tuning"]
     lines = [
         "# Benchmarks",
         "",
-        "Written by `bench/peers.py` from `bench/results/peers.json` (edit the script, not this file); the last",
-        "three sections render `bench/results/evaluation.json`, `bench/results/daemon_ingest.json` and",
-        "`bench/results/flood.json` (not rerun here).",
+        "The first three sections are written by `bench/peers.py` (edit the script, not them): the first from",
+        "`bench/results/peers.json`, the next two from `bench/results/evaluation.json` and",
+        "`bench/results/daemon_ingest.json`, which the script does not rerun. The sections after them are",
+        "kept by hand from the results files they name; the script leaves them as they are.",
         "",
         "## lookalike and its peers, side by side",
         "",
@@ -612,8 +616,6 @@ def render(result: dict, evaluation: dict | None, ingest: dict | None, data: Pat
         lines += ["", *render_evaluation(evaluation)]
     if ingest:
         lines += ["", *render_ingest(ingest)]
-    if flood:
-        lines += ["", *render_flood(flood)]
     return "\n".join(lines) + "\n"
 
 
@@ -757,100 +759,12 @@ def render_ingest(i: dict) -> list[str]:
     ]
 
 
-def render_flood(f: dict) -> list[str]:
-    n, counters, samples = f["files"], f["counters_during_run"], f["samples"]
-    start = f["flood_started_at_t"]
-    end = start + f["ingest_seconds"]
-
-    def at(fraction: float) -> dict:
-        moment = start + fraction * (end - start)
-        return min(samples, key=lambda s: abs(s["t"] - moment))
-
-    idle = [s for s in samples if s["t"] < start][-1]
-    lines = [
-        f"## Flood: {n:,} small images (`bench/flood.py`)",
-        "",
-        f"From `bench/results/flood.json` (not rerun by `bench/peers.py`): {f['date']}, {f['machine']}; "
-        f"lookalike {f['lookalike']}.",
-        f"A real `lookalike run` on an empty watched folder at the default settings ({f['settings']['workers']} "
-        "workers; settle 2 s, reconcile every hour, duplicates every 15 min), then "
-        f"{n:,} distinct {f['side_px']}x{f['side_px']} JPEGs ({f['bytes'] / 1e6:.0f} MB; random shapes and noise, "
-        "one seed each) written into it in a tight loop. Every second: the resident set of the daemon and of each "
-        "process under it from `/proc/PID/status` (VmRSS, and its parts RssAnon, anonymous memory, and RssFile, "
-        "mapped files), and the daemon's metrics.",
-        "",
-        "| measure | value |",
-        "| --- | --- |",
-        f"| files written | {n:,} in {f['create_seconds']:.2f} s: {f['created_per_second']:,} files/s |",
-        f"| ingest | {f['stored']:,} stored in {f['ingest_seconds']:,.0f} s: **{f['ingest_files_per_second']:g} files/s** "
-        "(first file written to last record committed) |",
-        f"| drain after the last file was written | {f['drain_seconds_after_last_file']:,.0f} s |",
-        f"| lost | {f['missing']} missing, {f['failed']} failed: the context holds exactly the {n:,} files, "
-        "`features failed` is empty |",
-        f"| CPU, daemon and workers | {f['cpu_seconds_daemon_and_workers']:,.0f} s: {f['cpu_ms_per_file']:g} ms a file; "
-        f"extraction {1000 * f['extract_seconds_mean']:.0f} ms a file in a worker (mean) |",
-        f"| peak RSS | tree {_mib(f['peak_rss_tree_bytes'])} MiB, main process {_mib(f['peak_rss_main_bytes'])} MiB "
-        f"(idle before the flood: {_mib(f['idle_rss_tree_bytes_before'])} and "
-        f"{_mib(f['idle_rss_main_bytes_before'])} MiB) |",
-        f"| peak anonymous memory | tree {_mib(f['peak_anon_tree_bytes'])} MiB, main process "
-        f"{_mib(f['peak_anon_main_bytes'])} MiB (idle: {_mib(f['idle_anon_main_bytes_before'])} MiB) |",
-        f"| settle-stage backlog, peak | {f['peak_files_queued']:,.0f} paths (`lookalike_files_queued`) |",
-        f"| store writer's queue, peak | {f['peak_store_queue_changes']:,.0f} changes (bounded at 256) |",
-        f"| during the run | {counters['lookalike_watch_events_total']:,.0f} events, "
-        f"{counters['lookalike_watch_overflows_total']:,.0f} event-queue overflows, "
-        f"{counters['lookalike_reconcile_runs_total']:,.0f} reconciles, "
-        f"{counters['lookalike_duplicates_runs_total']:,.0f} duplicates passes, "
-        f"{counters['lookalike_internal_errors_total']:,.0f} internal errors |",
-        f"| context on disk | {f['context_bytes'] / 1e6:,.0f} MB ({f['context_bytes'] / n / 1e3:.0f} kB an image) |",
-        "",
-        "Memory over the run (0 % = the first file written, 100 % = the last record committed):",
-        "",
-        "| point | s | stored | waiting | main RSS MiB | of which anon | of which file | tree RSS MiB | tree anon MiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    points = [("idle, before", idle)] + [(f"{p} %", at(p / 100)) for p in range(10, 101, 10)]
-    for label, s in points:
-        lines.append(f"| {label} | {s['t'] - start:,.0f} | {s['lookalike_context_images'] or 0:,.0f} | "
-                     f"{s['lookalike_files_queued'] or 0:,.0f} | {_mib(s['rss_main'])} | {_mib(s['anon_main'])} | "
-                     f"{_mib(s['file_main'])} | {_mib(s['rss_tree'])} | {_mib(s['anon_tree'])} |")
-    early, late, last = at(0.1), at(0.9), at(1.0)
-    per_image = (late["anon_main"] - early["anon_main"]) / max(1, (late["lookalike_context_images"] or 0)
-                                                                 - (early["lookalike_context_images"] or 0))
-    lines += [
-        "",
-        "What the numbers say:",
-        "",
-        f"- **Nothing lost**, and no file read twice: {counters['lookalike_files_indexed_total']:,.0f} extractions "
-        f"for {n:,} files. The kernel's event queue overflowed {counters['lookalike_watch_overflows_total']:,.0f} "
-        "times in the first seconds (`fs.inotify.max_queued_events` is 16,384; each file is three events); each "
-        "overflow made the daemon reconcile the folder, which is how the files whose events were dropped got in.",
-        f"- **Extraction-bound.** A {f['side_px']}-pixel picture is scaled up to the 640-pixel working size before "
-        f"AKAZE runs (imaging/decode.py, `to_working_size`), so a small image costs what a photo does: "
-        f"{1000 * f['extract_seconds_mean']:.0f} ms in a worker, two workers on two cores shared with the daemon's "
-        "own threads (writer, main loop) and with whatever else the machine runs.",
-        f"- **The settle stage is not bounded; the queues after it are.** Every path written waits in the settle "
-        f"stage (a dict of paths: peak {f['peak_files_queued']:,.0f} of {n:,}); the workers take one job each, and "
-        f"the writer's queue (at most 256 changes, peak {f['peak_store_queue_changes']:,.0f}) always has room for "
-        "every result in flight, so the dispatcher, not the queue, holds the backlog back.",
-        f"- **Anonymous memory** of the main process (what a leak or an unbounded queue grows): "
-        f"{_mib(f['idle_anon_main_bytes_before'])} MiB idle, {_mib(early['anon_main'])} MiB at 10 %, "
-        f"{_mib(late['anon_main'])} MiB at 90 %, {per_image / 1e3:.1f} kB per image stored in between; the "
-        f"workers' stays level (tree minus main: {_mib(early['anon_tree'] - early['anon_main'])} and "
-        f"{_mib(late['anon_tree'] - late['anon_main'])} MiB).",
-        f"- **RssFile grows with the context**: it is the LMDB map's pages the main process touched "
-        f"({_mib(last['file_main'])} MiB at the end, context {f['context_bytes'] / 2**20:,.0f} MiB on disk). They are "
-        "clean file pages the kernel drops under pressure and reads again, not the process's own memory; "
-        "a cgroup limit such as the unit's `MemoryMax=` counts them but reclaims them before it fails.",
-        "- **An earlier run of this flood lost 2 of the 60,000 files** (found only by a reconcile, SIGHUP'd by "
-        "hand): when the map grew from 2 to 4 GiB, py-lmdb failed the main loop's read transaction (`known()`) "
-        "with `mdb_txn_begin: Invalid argument` while the writer thread resized the map, and the paths being "
-        "checked left the pipeline. Since then a resize waits for the read transactions of every thread "
-        "(store/context.py, `_ResizeGate`; tests/test_faults.py, `test_the_map_grows_while_other_threads_read`); "
-        "this run is after that fix.",
-        "",
-        f"Command: `{f['command']}`.",
-    ]
-    return lines
+def replace_written_part(markdown: Path, written: str) -> str:
+    """`markdown` with the part this script writes replaced by `written`; the part after
+    HAND_KEPT, kept by hand, stays as it is (and is nothing in a file that has no such part)."""
+    current = markdown.read_text() if markdown.exists() else ""
+    _, marker, kept = current.partition(HAND_KEPT)
+    return f"{written}\n{HAND_KEPT}{kept}" if marker else f"{written}\n{HAND_KEPT}\n"
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -882,9 +796,9 @@ def main() -> None:
     else:
         result = run_all(data, args.photos.resolve(), args.work.resolve())
         atomic_write(args.out, json.dumps(result, indent=1) + "\n")
-    markdown = render(result, _load(BENCH / "results" / "evaluation.json"),
-                      _load(BENCH / "results" / "daemon_ingest.json"), data, _load(BENCH / "results" / "flood.json"))
-    atomic_write(args.markdown, markdown)
+    written = render(result, _load(BENCH / "results" / "evaluation.json"),
+                     _load(BENCH / "results" / "daemon_ingest.json"), data)
+    atomic_write(args.markdown, replace_written_part(args.markdown, written))
     print(f"wrote {args.markdown}" if args.render_only else f"wrote {args.out} and {args.markdown}")
 
 
