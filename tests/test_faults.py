@@ -14,9 +14,9 @@ it cannot write, the inotify limits. Each is caused for real where this host all
   indexing goes on, and the next SIGUSR1 once it is writable writes the report.
 - An inotify limit: the folder is polled instead, the log names the sysctl to raise, and a new
   image is still indexed, in process with an injected observer and for real in a daemon whose
-  user namespace allows no watch at all. A subfolder refused a watch below a watched root is
-  not noticed (watchdog 7.1.0 ignores the error there): the reconcile still finds its files,
-  and a strict xfail records the gap.
+  user namespace allows no watch at all. A subfolder refused a watch while the root is first
+  watched is noticed too (watchdog raises it since 7.1.1), and the folder is polled. One made
+  later, past the limit, watchdog only logs ("Unable to watch"): the reconcile finds its files.
 
 Covered elsewhere, not repeated here: the map growing and the cap failing whole batches at the
 store level (test_store.py, "the map"); event-queue overflow, a watched folder renamed away and
@@ -442,11 +442,11 @@ def test_files_in_a_subfolder_refused_a_watch_are_found_by_the_reconcile(daemons
     assert daemon.process.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="watchdog 7.1.0 ignores an OSError when it adds a watch below the root "
-                   "(observers/inotify.py: InotifyWatchGroup._add_callback), so the daemon never learns the "
-                   "limit was reached: no log, no polling fallback, events of that subfolder lost until the "
-                   "next reconcile (hourly by default)")
 def test_a_subfolder_refused_a_watch_is_still_watched_or_polled(daemons, tmp_path):
     daemon, new = subfolders_beyond_the_limit(daemons, tmp_path)
     # Events (or a 1 s poll) and a 0.5 s settle would index them within a couple of seconds.
     daemon.wait_records(new, "every new file indexed without a reconcile", timeout=8)
+    # watchdog (since 7.1.1) raises the refusal of a subfolder's watch while it starts to watch,
+    # so the folder falls back to polling, said once.
+    assert daemon.metric("lookalike_watch_polling_fallbacks_total") == 1
+    assert daemon.log_path.read_text().count("fs.inotify.max_user_watches") == 1
