@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 import images
 from lookalike.config import WatchedFolder
 from lookalike.extract import extract_file
+from lookalike import reconcile as reconcile_module
+from lookalike.imaging.decode import FileIdentity
 from lookalike.reconcile import Cancelled, reconcile, walk
 from lookalike.settings import ExtractionSettings
 from lookalike.store import SearchContext
@@ -129,3 +132,41 @@ def test_reconcile_skips_a_folder_that_is_down(tmp_path):
         folder = WatchedFolder(root)
         summary = reconcile(Folders((folder,)), context, intents.append, lambda f: False, threading.Event())
     assert intents == [] and summary.folders_down == [str(root)] and summary.missing == 0
+
+
+def test_reconcile_compares_page_by_page_and_finds_every_missing_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(reconcile_module, "PAGE", 3)
+    root = tmp_path / "photos"
+    root.mkdir()
+    settings = ExtractionSettings(working_size=128)
+    features = extract_file(str(images.write_jpeg(root, "model.jpg", images.photo("astronaut"))), settings)
+    kept = [images.write_jpeg(root, f"kept-{n}.jpg", images.photo("astronaut")) for n in range(6)]
+    gone = [root / f"gone-{n}.jpg" for n in range(5)]
+    with SearchContext.create(tmp_path / "ctx", settings) as context:
+        context.upsert_many([replace(features, path=str(p), identity=FileIdentity.of(p.stat())) for p in kept] +
+                            [replace(features, path=str(p)) for p in gone])
+        for n in range(4):
+            context.record_failure(str(root / f"failed-gone-{n}.jpg"), None, "corrupt", "bad Huffman code")
+        new = [images.write_jpeg(root, f"new-{n}.jpg", images.photo("coffee")) for n in range(4)]
+        intents = []
+        folder = WatchedFolder(root)
+        summary = reconcile(Folders((folder,)), context, intents.append, lambda f: True, threading.Event())
+    missing = [*map(str, gone), *(str(root / f"failed-gone-{n}.jpg") for n in range(4))]
+    assert (summary.files, summary.new, summary.changed, summary.missing) == (11, 5, 0, 9)
+    assert sorted(i.path for i in intents) == sorted([*missing, *map(str, new), str(root / "model.jpg")])
+
+
+def test_reconcile_of_an_emptied_folder_finds_every_file_missing(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    settings = ExtractionSettings(working_size=128)
+    photo = images.write_jpeg(root, "a.jpg", images.photo("astronaut"))
+    with SearchContext.create(tmp_path / "ctx", settings) as context:
+        context.upsert(extract_file(str(photo), settings))
+        context.record_failure(str(root / "b.jpg"), None, "corrupt", "bad Huffman code")
+        photo.unlink()
+        intents = []
+        summary = reconcile(Folders((WatchedFolder(root),)), context, intents.append, lambda f: True,
+                            threading.Event())
+    assert (summary.files, summary.missing) == (0, 2)
+    assert sorted(i.path for i in intents) == [str(photo), str(root / "b.jpg")]

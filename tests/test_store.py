@@ -305,6 +305,24 @@ def test_long_and_non_utf8_paths_are_stored_found_and_removed(tmp_path):
     assert all(entries[name] == 0 for name in context_module._DATABASES if name != "meta"), entries
 
 
+def test_paths_under_pages_through_stored_and_failed_paths_below_a_folder_only(tmp_path, photos):
+    long_path = str(images.long_name(tmp_path / "photos", images.photo("rocket")))
+    latin1_path = str(images.non_utf8_name(tmp_path / "photos"))
+    inside = [f"{tmp_path}/photos/{n:03}.jpg" for n in range(7)]
+    with SearchContext.create(tmp_path / "ctx") as context:
+        context.upsert_many([at(photos["coffee"], path) for path in inside[:5]] +
+                            [at(photos["coffee"], long_path), at(photos["coffee"], latin1_path),
+                             at(photos["coffee"], f"{tmp_path}/photos2/next-door.jpg"),
+                             at(photos["coffee"], f"{tmp_path}/photos")])
+        for path in inside[5:]:
+            context.record_failure(path, None, "corrupt", "bad Huffman code")
+        pages = list(context.paths_under(f"{tmp_path}/photos/", page=2))
+        assert sorted(p for page in pages for p in page) == sorted([*inside, long_path, latin1_path])
+        assert all(1 <= len(page) <= 2 for page in pages)
+        assert context.identities([inside[0], inside[6], f"{tmp_path}/photos2/elsewhere.jpg"]) == {
+            inside[0]: photos["coffee"].identity, inside[6]: None}
+
+
 # --- the map ------------------------------------------------------------------------------
 
 def test_map_grows_from_a_tiny_start(tmp_path, photos, monkeypatch):

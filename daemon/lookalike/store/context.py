@@ -507,13 +507,19 @@ class SearchContext:
                     if not key.startswith(prefix):
                         break
                     found.append((key, os.fsdecode(key)))
-            # Paths too long for a key are stored under a digest: their own record names them.
+        return found + self._long_entries(txn, db, path)
+
+    def _long_entries(self, txn, db: str, folder: str) -> list[tuple[bytes, str]]:
+        """(key, path) of the entries under `folder` whose paths are too long for a key: they are
+        stored under a digest, and their own record names them."""
+        found = []
+        with txn.cursor(db=self._dbs[db]) as cursor:
             if cursor.set_range(_LONG_KEY):
                 for key, value in cursor:
                     if not key.startswith(_LONG_KEY):
                         break
                     long_path = self._path_of(txn, db, value)
-                    if _is_under(long_path, path):
+                    if _is_under(long_path, folder):
                         found.append((key, long_path))
         return found
 
@@ -639,16 +645,18 @@ class SearchContext:
             yield from (StoredImage.from_record(index.NUM.unpack(key)[0], codec.unpack(value)[0])
                         for key, value in entries)
 
-    def _pages(self, db: str, size: int) -> Iterator[list[tuple[bytes, bytes]]]:
-        """The entries of `db` in key order, `size` at a time, each page read in its own short
-        transaction: a long-lived read transaction stops LMDB from reusing freed pages, so a
-        long listing while the daemon writes would grow the file."""
-        start = b""
+    def _pages(self, db: str, size: int, prefix: bytes = b"") -> Iterator[list[tuple[bytes, bytes]]]:
+        """The entries of `db` whose keys start with `prefix`, in key order, `size` at a time, each
+        page read in its own short transaction: a long-lived read transaction stops LMDB from
+        reusing freed pages, so a long listing while the daemon writes would grow the file."""
+        start = prefix
         while True:
             with self._read() as txn, txn.cursor(db=self._dbs[db]) as cursor:
                 page = []
                 if cursor.set_range(start):
                     for entry in cursor:
+                        if not entry[0].startswith(prefix):
+                            break
                         page.append(entry)
                         if len(page) == size:
                             break
@@ -670,22 +678,34 @@ class SearchContext:
     def known(self, path: str) -> tuple[FileIdentity | None, bytes | None]:
         """The identity last seen for `path` (stored or failed) and its content hash if stored."""
         with self._read() as txn:
-            num = self._num(txn, path)
-            if num is not None:
-                image = self._image(txn, num)
-                return image.identity, image.content_hash
-            value = txn.get(path_key(path), db=self._dbs["failed"])
-        return (Failure.from_record(value).identity if value else None), None
+            return self._known(txn, path) or (None, None)
 
-    def known_under(self, folder: str) -> dict[str, FileIdentity | None]:
-        """Every path under `folder` the context knows (stored or failed), with its identity."""
+    def _known(self, txn, path: str) -> tuple[FileIdentity | None, bytes | None] | None:
+        num = self._num(txn, path)
+        if num is not None:
+            image = self._image(txn, num)
+            return image.identity, image.content_hash
+        value = txn.get(path_key(path), db=self._dbs["failed"])
+        return None if value is None else (Failure.from_record(value).identity, None)
+
+    def identities(self, paths: list[str]) -> dict[str, FileIdentity | None]:
+        """The identity last seen for each of `paths` that the context knows (stored or failed),
+        in one read transaction; a path it does not know is left out."""
         with self._read() as txn:
-            known: dict[str, FileIdentity | None] = {}
-            for key, path in self._entries(txn, "failed", folder):
-                known[path] = Failure.from_record(txn.get(key, db=self._dbs["failed"])).identity
-            for key, path in self._entries(txn, "paths", folder):
-                known[path] = self._image(txn, index.NUM.unpack(txn.get(key, db=self._dbs["paths"]))[0]).identity
-        return known
+            return {path: known[0] for path in paths if (known := self._known(txn, path)) is not None}
+
+    def paths_under(self, folder: str, page: int = 1024) -> Iterator[list[str]]:
+        """The paths under `folder` that the context knows (stored or failed: a path can be both),
+        a page at a time, each page read in its own short transaction; what the caller holds
+        does not grow with the collection."""
+        prefix = os.fsencode(folder.rstrip("/") + "/")
+        for db in ("failed", "paths"):
+            for entries in self._pages(db, page, prefix):
+                yield [os.fsdecode(key) for key, _ in entries]
+            with self._read() as txn:
+                long_paths = [path for _, path in self._long_entries(txn, db, folder)]
+            if long_paths:
+                yield long_paths
 
     def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> list[int]:
         """Image numbers worth verifying against these features (index.candidates)."""
