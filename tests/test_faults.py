@@ -108,6 +108,28 @@ def test_a_context_at_its_size_cap_pauses_keeps_what_it_has_and_resumes_with_roo
     assert daemon.metric("lookalike_context_writable") == 1
 
 
+def test_a_reconcile_does_not_extract_again_a_file_whose_record_waits_for_the_writer(daemons, tmp_path):
+    """At the cap, the writer holds the records it cannot commit yet; a reconcile walking past
+    their files finds the context without them, and must leave them to the writer."""
+    photos = folder(tmp_path)
+    daemon = daemons([photos], extraction=QUICK, store={"max_map_size": CAP}).start().ready()
+    files = [images.write_jpeg(photos, f"a{i:02d}.jpg", shapes(i)) for i in range(48)]
+    daemon.wait_metric("lookalike_context_writable", lambda v: v == 0, "the context to reach its cap")
+    daemon.wait_metric("lookalike_extract_duration_seconds_count", lambda v: v == len(files), "every file extracted")
+    daemon.wait_metric("lookalike_files_in_flight", lambda v: v == 0, "the workers done")
+    waiting = len(files) - len(held(daemon))
+    assert waiting > 0
+
+    unchanged = daemon.metric("lookalike_files_unchanged_total")
+    daemon.reconcile()
+    assert daemon.metric("lookalike_reconcile_discrepancies_total", kind="new") >= waiting
+    daemon.wait_metric("lookalike_files_unchanged_total", lambda v: v >= unchanged + waiting,
+                       "the reconcile's finds checked and left to the writer")
+    assert daemon.metric("lookalike_extract_duration_seconds_count") == len(files)
+    code, _ = daemon.stop()
+    assert code == 0
+
+
 def test_the_map_grows_while_other_threads_read(tmp_path, monkeypatch):
     """The writer thread grows the map while the main loop, a reconcile and a duplicates pass read.
     LMDB resizes a map only with no transaction active in the process, and py-lmdb's set_mapsize

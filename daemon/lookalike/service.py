@@ -171,6 +171,9 @@ class Service:
         self._stop = threading.Event()
         self._signals: list[int] = []
         self._checked: dict[str, tuple[FileIdentity, float]] = {}   # identity and time at hand-out
+        # Records handed to the writer and not yet committed (set here, popped on the store
+        # thread): a reconcile that walks past such a file finds the context without it.
+        self._being_stored: dict[str, FileIdentity] = {}
         self._root_devices: dict[str, int] = {}
         self._roots_down: set[str] = set()
         self._roots_back: set[str] = set()               # seen up again; housekeeping re-arms their watch
@@ -375,7 +378,8 @@ class Service:
         else:
             identity = FileIdentity.of(st)
             known, known_hash = self.context.known(path)
-            if known is not None and (known.size, known.mtime_ns) == (identity.size, identity.mtime_ns):
+            if any(seen is not None and (seen.size, seen.mtime_ns) == (identity.size, identity.mtime_ns)
+                   for seen in (known, self._being_stored.get(path))):
                 self.metrics.files_unchanged.inc()
                 return
             self._checked[path] = (identity, time.time())
@@ -396,6 +400,7 @@ class Service:
             features = outcome.features
             self.metrics.extract_duration.observe(features.extract_seconds)
             self.metrics.decode_duration.observe(features.decode_seconds)
+            self._being_stored[path] = features.identity
             self.writer.submit(Put(features))
         elif isinstance(outcome, SameContent):
             self.metrics.files_unchanged.inc()
@@ -413,6 +418,8 @@ class Service:
         """Counts what the writer committed (runs on the store thread)."""
         for change, result in zip(changes, results):
             if isinstance(change, Put):
+                # A later Put of the same path may still wait: at worst it is extracted once more.
+                self._being_stored.pop(change.features.path, None)
                 self.metrics.files_indexed.inc()
             elif isinstance(change, Remove) and result:
                 self.metrics.files_removed.inc(result)
