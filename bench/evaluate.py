@@ -1,6 +1,6 @@
 """End-to-end accuracy of `lookalike duplicates` on the calibration dataset.
 
-    python bench/dataset.py && python bench/evaluate.py [--threshold T] [--workers 2]
+    python bench/dataset.py && python bench/evaluate.py [--threshold T] [--workers 2] [--working-size PX] [--out F]
 
 Builds a fresh context from every file of bench/.data/calibration (extraction in worker
 processes), runs the same duplicate detection as the CLI (index candidates -> verification ->
@@ -15,19 +15,22 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from lookalike.duplicates import find_groups
 from lookalike.extract import extract_file
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 from lookalike.store import SearchContext
+from runinfo import machine, revision
 
 
-def _extract(path: str):
-    return extract_file(path, ExtractionSettings())
+def _extract(path: str, settings: ExtractionSettings):
+    return extract_file(path, settings)
 
 
 def main() -> None:
@@ -35,16 +38,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("bench/.data/calibration"))
     parser.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--working-size", type=int, default=ExtractionSettings.working_size,
+                        help="longest side AKAZE works at (the default is the default's)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/evaluation.json"))
     args = parser.parse_args()
+    settings = ExtractionSettings(working_size=args.working_size)
     data = args.data.resolve()
     truth = json.loads((data / "truth.json").read_text())
     files = sorted(str(p) for p in data.rglob("*") if p.is_file() and p.name != "truth.json")
 
-    with tempfile.TemporaryDirectory() as state, SearchContext.create(Path(state) / "context") as context:
+    with tempfile.TemporaryDirectory() as state, SearchContext.create(Path(state) / "context", settings) as context:
         started = time.perf_counter()
         with ProcessPoolExecutor(args.workers) as pool:
-            for features in pool.map(_extract, files, chunksize=8):
+            for features in pool.map(partial(_extract, settings=settings), files, chunksize=8):
                 context.upsert(features)
         ingest = time.perf_counter() - started
         started = time.perf_counter()
@@ -87,7 +93,12 @@ def main() -> None:
     near_duplicate_pairs = [tuple(sorted(p)) for c in truth["clusters"] if c.get("labelled")
                             for p in itertools.combinations([c["original"], *c["copies"]], 2)]
     result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "lookalike": revision(),
+        "load_average_at_end": round(os.getloadavg()[0], 1),
         "threshold": args.threshold,
+        "working_size": settings.working_size,
         "files": len(relative),
         "pairwise": {"precision": round(precision, 4), "recall": round(recall, 4),
                      "predicted_pairs": len(scored), "true_pairs": len(actual), "true_positives": true_positives},
