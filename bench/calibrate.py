@@ -5,7 +5,10 @@
 
 Pairs measured: every original against each of its transformed copies (positives, by kind),
 every pair inside a same-scene group (hard negatives: similar, never duplicates), and 3000
-seeded random pairs of different pictures. The evidence of each pair (match.Evidence) is fitted
+seeded random pairs of different pictures. Also every two captioned copies of different
+pictures ("caption" pairs: the captions share a font, not a picture), which are not fitted but
+scored, to check match.MIN_INLIER_SPREAD: all pairs are measured with that gate off, and the
+report gives each kind's lowest inlier spread and the caption pairs' scores with and without it. The evidence of each pair (match.Evidence) is fitted
 with a class-weighted logistic regression; same-scene pairs weigh 20 times a random pair because
 they are the confusion users meet most. The output is pasted into match.py (MODEL_*) and
 recorded in CALIBRATION.md.
@@ -90,10 +93,13 @@ def main() -> None:
         candidates = dict(pool.map(_extract, [(args.data, f, settings) for f in files], chunksize=8))
 
     pairs = pairs_of(truth, files)
-    evidence = []
-    for a, b, label, kind in pairs:
-        result = match.compare(candidates[a], candidates[b], settings.detector)
-        evidence.append(result.evidence)
+    captioned = [f for f in files if f.startswith("copies/text_overlay/")]
+    captions = [(a, b, "caption", "caption") for a, b in itertools.combinations(captioned, 2)]
+    gate, match.MIN_INLIER_SPREAD = match.MIN_INLIER_SPREAD, 0.0
+    evidence = [match.compare(candidates[a], candidates[b], settings.detector).evidence
+                for a, b, _, _ in pairs + captions]
+    match.MIN_INLIER_SPREAD = gate
+    evidence, caption_evidence = evidence[:len(pairs)], evidence[len(pairs):]
     measured = [(p, e) for p, e in zip(pairs, evidence) if e is not None]
     fitting = [(p, e) for p, e in measured if p[2] != "iso"]
     x = np.array([e.features() for _, e in fitting])
@@ -111,6 +117,10 @@ def main() -> None:
     for (a, b, label, kind), e in zip(pairs, evidence):
         key = kind if label == "dup" else label
         scores.setdefault(key, []).append(similarity(e))
+    spreads: dict[str, list[float]] = {}
+    for (a, b, label, kind), e in zip(pairs, evidence):
+        if e is not None:
+            spreads.setdefault(kind if label == "dup" else label, []).append(e.spread)
     threshold = DEFAULT_DUPLICATE_THRESHOLD
     report = {
         "model": {"features": list(match.MODEL_FEATURES), "weights": [round(w, 3) for w in weights],
@@ -120,6 +130,16 @@ def main() -> None:
                       "median": round(float(np.median(v)), 1), "max": round(max(v), 1),
                       "at_or_above_threshold": round(float(np.mean(np.array(v) >= threshold)), 3)}
                   for k, v in sorted(scores.items())},
+        "inlier_spread": {
+            "gate": gate,
+            "lowest_by_kind": {k: round(min(v), 4) for k, v in sorted(spreads.items())},
+            "caption_pairs": len(captions),
+            "caption_pairs_at_or_above_threshold_without_gate": sorted(
+                [(round(similarity(e), 1), round(e.spread, 4), a, b) for (a, b, _, _), e in zip(captions, caption_evidence)
+                 if e is not None and similarity(e) >= threshold], reverse=True),
+            "caption_pairs_at_or_above_threshold_with_gate": sum(
+                e is not None and e.spread >= gate and similarity(e) >= threshold for e in caption_evidence),
+        },
         "scene_pairs_top": sorted(
             [(round(similarity(e), 1), a, b) for (a, b, label, _), e in zip(pairs, evidence) if label in ("scene", "iso")],
             reverse=True)[:8],

@@ -38,6 +38,13 @@ PHOTO_TILES = 4
 # An unmirrored fit this repeatable is never beaten by the mirrored one, which is then not
 # tried: most copies are not flipped (bench/mirror_rule.py; CALIBRATION.md).
 MIRROR_NEEDLESS_ABOVE = 0.5
+# A copy's inliers are found wherever its descriptors match; two pictures that share only a
+# caption, a logo or a date stamp in one font agree on that patch alone, while their chance
+# matches are strewn over the frame. Of the cells of a 12 x 12 grid that hold a match, copies
+# have an inlier in 0.43 and more, pictures sharing a caption in 0.14 and fewer
+# (CALIBRATION.md, "Inlier spread").
+MIN_INLIER_SPREAD = 0.25
+SPREAD_GRID = 12
 
 # Logistic model over the evidence, fitted by bench/calibrate.py on ../shared/photos with its
 # transformed copies (CALIBRATION.md). similarity = 100 * sigmoid(w . features + b).
@@ -77,6 +84,7 @@ class Evidence:
     tight_inliers: int
     repeatability: float      # tight inliers / keypoints inside the common area (smaller side)
     residual: float           # median inlier residual, in Candidate.pixel_unit
+    spread: float             # share of the grid cells with a match that hold an inlier (smaller side)
     photo_median: float       # median tile correlation of structure, -1..1
     photo_low: float          # 25th percentile of the same
 
@@ -195,6 +203,9 @@ def _verify(first: LocalFeatures, second: LocalFeatures, unit: float, flipped: b
     inliers = mask.ravel().astype(bool)
     if inliers.sum() < MIN_INLIERS:
         return None
+    spread = min(_cell_share(p1, inliers, first), _cell_share(p2, inliers, second))
+    if spread < MIN_INLIER_SPREAD:
+        return None          # the fit holds on one small patch: a caption, logo or date stamp
     singular = np.linalg.svd(matrix[:, :2], compute_uv=False)
     if singular[1] < 1e-3 or singular[0] / singular[1] > MAX_ANISOTROPY:
         return None          # a degenerate fit to a handful of coincidental matches
@@ -208,8 +219,17 @@ def _verify(first: LocalFeatures, second: LocalFeatures, unit: float, flipped: b
     common = max(min(in_first, in_second), 1)
     geometry = {"flipped": flipped, "matches": len(pairs), "inliers": int(inliers.sum()),
                 "tight_inliers": tight, "repeatability": float(tight / common),
-                "residual": float(np.median(residuals[inliers]) / unit)}
+                "residual": float(np.median(residuals[inliers]) / unit), "spread": spread}
     return matrix, tight, geometry
+
+
+def _cell_share(points: np.ndarray, inliers: np.ndarray, features: LocalFeatures) -> float:
+    """Of the cells of a SPREAD_GRID x SPREAD_GRID grid over the image that hold a descriptor
+    match, the share that hold an inlier. Counting cells, not area, keeps a chance inlier or two
+    far from the rest from looking like spread."""
+    cells = (np.minimum((points * SPREAD_GRID / (features.width, features.height)).astype(np.intp), SPREAD_GRID - 1)
+             @ (SPREAD_GRID, 1))
+    return len(np.unique(cells[inliers])) / len(np.unique(cells))
 
 
 def _describe(matrix: np.ndarray, flipped: bool, first_image: Candidate, second_image: Candidate) -> Transform:
