@@ -557,7 +557,7 @@ def test_a_hostile_folder_is_survived_and_every_bad_file_accounted_for(daemons, 
     bad[images.truncated_png(root, "half.png")] = "truncated"
     # formats.is_complete does not check a WebP's RIFF length, so a cut WebP is only found out by
     # the decoder: reported as corrupt.
-    bad[images.truncated_webp(root, "half.webp")] = "corrupt"
+    bad[images.truncated_webp(root, "half.webp")] = "truncated"
     bad[images.random_bytes(root, "random.jpg", size=50_000)] = "unsupported"
     bad[images.text_file_named_png(root, "notes.png")] = "unsupported"
     bad[images.png_bomb(root, 50_000, "bomb.png")] = "too_large"

@@ -169,7 +169,8 @@ def is_complete(fmt: str, data: bytes) -> bool:
 
     libjpeg decodes a JPEG cut in half without an error (it pads the rest with grey), so the
     end-of-image marker is checked here. Other formats' decoders notice truncation themselves,
-    except PNG, whose IEND trailer is cheap to check too.
+    but cannot tell it from damage, so PNG's IEND trailer, GIF's trailer and the length a WebP's
+    RIFF header gives are checked too: the reason says what happened.
     """
     tail = data[-64:].rstrip(b"\x00")
     if fmt == "jpeg":
@@ -178,6 +179,8 @@ def is_complete(fmt: str, data: bytes) -> bool:
         return b"IEND" in tail
     if fmt == "gif":
         return tail.endswith(b"\x3b")
+    if fmt == "webp":
+        return len(data) >= 8 + struct.unpack("<I", data[4:8])[0]
     return True
 
 
