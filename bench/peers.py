@@ -713,9 +713,10 @@ def render_evaluation(e: dict) -> list[str]:
     lines = [
         "## lookalike end to end on the calibration dataset (`bench/evaluate.py`)",
         "",
-        "From `bench/results/evaluation.json` (not rerun by `bench/peers.py`): the same dataset, a context built in",
-        "process with 2 extraction workers, the CLI's duplicate detection at threshold "
-        f"{e['threshold']:g}, scored the same way.",
+        f"From `bench/results/evaluation.json` (not rerun by `bench/peers.py`): {e['date']}, lookalike at "
+        f"`{e['lookalike']}`, {e['machine']}, load average {e['load_average_at_end']:g} at the end.",
+        "The same dataset, a context built in process with 2 extraction workers, the CLI's duplicate detection "
+        f"at threshold {e['threshold']:g}, scored the same way.",
         "",
         "| measure | value |",
         "| --- | --- |",
