@@ -1,6 +1,7 @@
 """What a write transaction's size costs: time per image and resident memory, by images per commit.
 
     .venv/bin/python bench/commit_batch.py [--context bench/.data/scale/context] [--out bench/results/commit_batch.json]
+    .venv/bin/python bench/commit_batch.py --grow 20000 [--out bench/results/commit_batch_grow.json]
 
 The context is one `bench/scale.py build` made (100,000 images by default; its records are
 synthesised from real photos' descriptors, see scale.py). Into it go batches of 1, 2, 4 ... 64
@@ -15,6 +16,11 @@ Why smallest first: LMDB keeps every page a write transaction dirtied on a free 
 writing process's heap until the environment closes, so RssAnon only ever rises to what the
 largest transaction so far dirtied. Read in this order, the memory column is the resident cost of
 allowing a batch of that size. store/writer.py's BATCH is chosen from this table.
+
+With --grow N, a new context in a temporary folder instead: N distractor images committed BATCH
+at a time, the way the daemon's writer commits, in a process that does nothing else, with
+RssAnon read every GROW_STEP images. It says how much of the daemon's memory growth under a
+flood (BENCHMARKS.md, "A flood of small files") the writer's LMDB pages alone explain.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +45,7 @@ SIZES = (1, 2, 4, 8, 16, 32, 64)
 REPEATS = 3
 SUSTAINED = 200
 FIRST_NUMBER = 900_000          # far past the numbers scale.py's distractors use
+GROW_STEP = 1_000
 
 
 def anon_mb() -> float:
@@ -47,10 +55,14 @@ def anon_mb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--context", type=Path, default=scale.WORK / "context")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/commit_batch.json"))
+    parser.add_argument("--grow", type=int, metavar="N", help="N images into a new context instead (see above)")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     distractors = scale.Distractors(scale.real_records(scale.SOURCE))
+    if args.grow:
+        grow(distractors, args.grow, args.out or Path("bench/results/commit_batch_grow.json"))
+        return
     rows, added = [], []
     with SearchContext.open(args.context) as context:
 
@@ -87,7 +99,25 @@ def main() -> None:
                "repeats": REPEATS, "rows": rows,
                "sustained": {"images_per_commit": BATCH, "commits": SUSTAINED,
                              "note": "run right after the rows up to that size", "rss_anon": sustained}}
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    (args.out or Path("bench/results/commit_batch.json")).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def grow(distractors: scale.Distractors, images: int, out: Path) -> None:
+    samples = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as state, SearchContext.create(Path(state) / "context") as context:
+        samples.append({"images": 0, "rss_anon_mb": round(anon_mb(), 1)})
+        for start in range(0, images, BATCH):
+            context.upsert_many([distractors.make(FIRST_NUMBER + n) for n in range(start, min(start + BATCH, images))])
+            if (start + BATCH) % GROW_STEP == 0:
+                samples.append({"images": start + BATCH, "rss_anon_mb": round(anon_mb(), 1),
+                                "seconds": round(time.perf_counter() - started)})
+                print(json.dumps(samples[-1]), flush=True)
+        size = context.size_on_disk()
+    results = {"machine": machine(), "lookalike": revision(), "date": time.strftime("%Y-%m-%d"),
+               "command": " ".join(sys.argv), "images_per_commit": BATCH, "context_bytes": size,
+               "rss_anon": samples}
+    out.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
