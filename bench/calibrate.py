@@ -5,13 +5,15 @@
 
 Pairs measured: every original against each of its transformed copies (positives, by kind),
 every pair inside a same-scene group (hard negatives: similar, never duplicates), and 3000
-seeded random pairs of different pictures. Also every two captioned copies of different
-pictures ("caption" pairs: the captions share a font, not a picture), which are not fitted but
-scored, to check match.MIN_INLIER_SPREAD: all pairs are measured with that gate off, and the
-report gives each kind's lowest inlier spread and the caption pairs' scores with and without it. The evidence of each pair (match.Evidence) is fitted
+seeded random pairs of different pictures. The evidence of each pair (match.Evidence) is fitted
 with a class-weighted logistic regression; same-scene pairs weigh 20 times a random pair because
 they are the confusion users meet most. The output is pasted into match.py (MODEL_*) and
 recorded in CALIBRATION.md.
+
+Also measured, not fitted: every two captioned copies of different pictures ("caption" pairs:
+the captions share a font, not a picture). They check match.MIN_INLIER_SPREAD: every pair is
+measured with that gate off, and the report gives each kind's lowest inlier spread and the
+caption pairs' scores with and without the gate.
 """
 
 from __future__ import annotations
@@ -114,13 +116,12 @@ def main() -> None:
         return 100 / (1 + math.exp(-z))
 
     scores: dict[str, list[float]] = {}
+    spreads: dict[str, list[float]] = {}
     for (a, b, label, kind), e in zip(pairs, evidence):
         key = kind if label == "dup" else label
         scores.setdefault(key, []).append(similarity(e))
-    spreads: dict[str, list[float]] = {}
-    for (a, b, label, kind), e in zip(pairs, evidence):
         if e is not None:
-            spreads.setdefault(kind if label == "dup" else label, []).append(e.spread)
+            spreads.setdefault(key, []).append(e.spread)
     threshold = DEFAULT_DUPLICATE_THRESHOLD
     report = {
         "model": {"features": list(match.MODEL_FEATURES), "weights": [round(w, 3) for w in weights],

@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/reconcile_memory.py [--files 100000] [--folders 1] [--work bench/.data/reconcile]
 
-Makes N empty files named *.jpg, spread over K folders under one watched folder, and a context that knows N paths there: every
-file but one in ten, as it is now, plus one in ten that is gone (failure records, which the
-reconcile treats as any known path and which cost nothing to make). Then runs the daemon's reconcile
-over it, with an emit that only counts, under tracemalloc: the peak is what the reconcile
-itself allocated (the folder's listing, the context's paths, the comparison), which is the
-part that grows with the collection. Prints JSON: files, known paths, the summary's
-counts, the peak in MB, the seconds.
+Makes N empty files named *.jpg, spread over K folders under one watched folder, and a context
+that knows N paths there: nine in ten of the files, as they are now, plus N/10 that are gone
+(failure records, which the reconcile treats as any known path and which cost nothing to make).
+Then runs the daemon's reconcile over it, with an emit that only counts, under tracemalloc: the
+peak is what the reconcile itself allocated (the folder's listing, the context's paths, the
+comparison), which is the part that grows with the collection. Prints JSON: files, known
+paths, the summary's counts, the peak in MB, the seconds.
 """
 
 from __future__ import annotations
