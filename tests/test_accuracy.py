@@ -22,7 +22,7 @@ from lookalike import duplicates
 from lookalike.duplicates import PassStats, find_groups, match_pending
 from lookalike.extract import ImageFeatures, extract_file
 from lookalike import match
-from lookalike.imaging.features import LocalFeatures
+from lookalike.imaging.features import LocalFeatures, create_detector
 from lookalike.match import Candidate, compare
 from lookalike.search import query_candidate
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
@@ -153,6 +153,41 @@ def test_different_photos_score_low(corpus):
             if first < second:
                 score = corpus.similarity(corpus.originals[first], corpus.originals[second])
                 assert score < 20, f"{first} vs {second}: {score:.1f}"
+
+
+@pytest.mark.parametrize("detector", ["akaze", "sift"])
+def test_ratio_matches_are_exactly_those_of_opencvs_matcher(detector):
+    """match._ratio_matches skips BFMatcher and pads AKAZE's 61-byte descriptors for speed; the
+    pairs it keeps must be the matcher's, ratio test included."""
+    def described(pixels: np.ndarray) -> np.ndarray:
+        return create_detector(detector, 500).detectAndCompute(images.grey(pixels), None)[1]
+    coffee, rotated, chelsea = described(photo("coffee")), described(_rotate(photo("coffee"), 7)), described(photo("chelsea"))
+    norm = cv2.NORM_HAMMING if coffee.dtype == np.uint8 else cv2.NORM_L2
+    for first, second in [(coffee, rotated), (coffee, chelsea)]:
+        expected = sorted((a.queryIdx, a.trainIdx) for a, b in cv2.BFMatcher(norm).knnMatch(first, second, k=2)
+                          if a.distance < match.RATIO_TEST * b.distance)
+        assert len(expected) >= 8
+        assert sorted(map(tuple, match._ratio_matches(first, second).tolist())) == expected
+
+
+def test_tile_correlations_are_each_tiles_own_correlation():
+    rng = np.random.default_rng(3)
+    a = rng.random((119, 157), np.float32) * 200
+    b = (0.5 * a + rng.random(a.shape, np.float32) * 100).astype(np.float32)
+    valid = np.ones(a.shape, bool)
+    valid[:, :50] = False                 # the left tiles all or partly outside the warped image
+    b[89:, 117:] = 7.0                    # a flat tile: no correlation to measure
+    expected = []
+    for i in range(match.PHOTO_TILES):
+        for j in range(match.PHOTO_TILES):
+            rows = slice(i * 119 // match.PHOTO_TILES, (i + 1) * 119 // match.PHOTO_TILES)
+            cols = slice(j * 157 // match.PHOTO_TILES, (j + 1) * 157 // match.PHOTO_TILES)
+            mask = valid[rows, cols]
+            x, y = a[rows, cols][mask].astype(float), b[rows, cols][mask].astype(float)
+            if mask.mean() >= 0.5 and x.std() * y.std() > 0:
+                expected.append(np.corrcoef(x, y)[0, 1])
+    assert len(expected) == 11
+    assert np.allclose(sorted(match._tile_correlations(a, b, valid)), sorted(expected), atol=1e-9)
 
 
 def test_a_fit_confined_to_one_small_patch_is_no_match(monkeypatch):
