@@ -563,6 +563,35 @@ def test_a_bucket_crowded_past_the_limit_is_not_read(photos, tmp_path):
         assert context.candidates_for(*query) == []
 
 
+def test_the_fingerprint_tier_finds_every_orientation_within_the_radius_nearest_first(tmp_path, photos):
+    """Images whose descriptors share nothing with the query's: only their fingerprints, at
+    0 to FINGERPRINT_RADIUS + 3 bits from one of the query's eight orientations, can bring them."""
+    query = photos["coffee"]
+    variants = sorted(set(fingerprint_variants(query.fingerprint).values()))
+    rng = np.random.default_rng(5)
+    others = dataclasses.replace(query, local=dataclasses.replace(
+        query.local, descriptors=rng.integers(0, 256, query.local.descriptors.shape, dtype=np.uint8)))
+    distance_of = {}
+    stored = []
+    for distance in range(index.FINGERPRINT_RADIUS + 4):
+        variant = variants[distance % len(variants)]
+        flipped = rng.choice(64, distance, replace=False)
+        fingerprint = variant ^ sum(1 << int(bit) for bit in flipped)
+        if min(bin(fingerprint ^ v).count("1") for v in variants) != distance:
+            continue                   # nearer to another orientation: its distance is not this one
+        path = str(tmp_path / f"at-{distance}.jpg")
+        distance_of[path] = distance
+        stored.append(dataclasses.replace(others, path=path, content_hash=distance.to_bytes(16, "big"),
+                                          fingerprint=fingerprint))
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many(stored)
+        found = [context.image_by_number(num).path
+                 for num in context.candidates_for(query.content_hash, query.fingerprint, query.local)]
+    expected = sorted((p for p, d in distance_of.items() if d <= index.FINGERPRINT_RADIUS), key=distance_of.get)
+    assert len(expected) >= index.FINGERPRINT_RADIUS and len(distance_of) > len(expected)
+    assert found == expected
+
+
 # --- the writer thread ---------------------------------------------------------------------
 
 def test_a_backlog_is_committed_in_transactions_of_at_most_a_batch(photos, tmp_path):

@@ -217,13 +217,14 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
                      for probe in [chunk] + [chunk ^ (1 << b) for b in range(16)]})
     with txn.cursor(db=dbs.chunks) as cursor:
         near = _fingerprint_neighbours(cursor, probes)
-    for num in near.tolist():
-        stored = txn.get(NUM.pack(num), db=dbs.fingerprints)
-        if stored is None:
-            continue
-        value = int.from_bytes(stored, "big")
-        distance = min(bin(value ^ v).count("1") for v in variants)
-        if distance <= FINGERPRINT_RADIUS:
+    with txn.cursor(db=dbs.fingerprints) as cursor:
+        stored = cursor.getmulti([NUM.pack(num) for num in near.tolist()])
+    if stored:
+        nums = np.frombuffer(b"".join(key for key, _ in stored), ">u4")
+        values = np.frombuffer(b"".join(value for _, value in stored), ">u8").astype(np.uint64)
+        distances = np.bitwise_count(values[:, None] ^ np.array(sorted(variants), np.uint64)).min(axis=1)
+        for num, distance in zip(nums[distances <= FINGERPRINT_RADIUS].tolist(),
+                                 distances[distances <= FINGERPRINT_RADIUS].tolist()):
             found[num] = max(found.get(num, 0.0), 1e6 - distance)
 
     votes: dict[int, float] = {}
