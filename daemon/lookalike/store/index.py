@@ -223,8 +223,8 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
         nums = np.frombuffer(b"".join(key for key, _ in stored), ">u4")
         values = np.frombuffer(b"".join(value for _, value in stored), ">u8").astype(np.uint64)
         distances = np.bitwise_count(values[:, None] ^ np.array(sorted(variants), np.uint64)).min(axis=1)
-        for num, distance in zip(nums[distances <= FINGERPRINT_RADIUS].tolist(),
-                                 distances[distances <= FINGERPRINT_RADIUS].tolist()):
+        near_enough = distances <= FINGERPRINT_RADIUS
+        for num, distance in zip(nums[near_enough].tolist(), distances[near_enough].tolist()):
             found[num] = max(found.get(num, 0.0), 1e6 - distance)
 
     votes: dict[int, float] = {}
