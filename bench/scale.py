@@ -200,7 +200,7 @@ def passes(args) -> None:
     held-back images added and the incremental pass that finds their groups, scored against the
     clusters they came from; `similar` at 100k before and after they are added. Run again on a
     context it has run on, it first removes the held-back images it added."""
-    from lookalike.duplicates import PassStats, find_groups, match_pending
+    from lookalike.duplicates import PassStats, find_groups
     from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD as threshold
     from lookalike.store.changes import Linked, Relink, Remove
     records = held_back_last(real_records(args.source))
@@ -212,21 +212,7 @@ def passes(args) -> None:
         sys.exit(f"{args.work / 'context'}: holds {context.count()} images, not {args.images - HELD_BACK}; run build again")
     context.commit([Relink(threshold)])
     results: dict = {"images_before": context.count()}
-
-    class Enough(Exception):
-        pass
-
-    def stop_after(done: int, total: int) -> None:
-        if done >= FULL_PASS_SAMPLE:
-            raise Enough()
-
-    started = time.perf_counter()
-    try:
-        match_pending(context, threshold, progress=stop_after)
-    except Enough:
-        pass
-    seconds = time.perf_counter() - started
-    matched = context.count() - context.pending_count()
+    matched, seconds = time_full_pass_sample(context, FULL_PASS_SAMPLE)
     results["full_pass"] = {"images_matched": matched, "seconds": round(seconds, 1),
                             "ms_per_image": round(1000 * seconds / matched, 1),
                             "extrapolated_minutes_for_all": round(seconds / matched * args.images / 60, 1),
@@ -256,6 +242,28 @@ def passes(args) -> None:
     context.close()
     write_results({"passes": results, "passes_command": " ".join(sys.argv), "passes_date": time.strftime("%Y-%m-%d"),
                    "passes_lookalike": revision()})
+
+
+class _Enough(Exception):
+    pass
+
+
+def time_full_pass_sample(context: SearchContext, images: int) -> tuple[int, float]:
+    """Match the queue's first `images` (whole pages) as a full pass does, then stop: (images
+    matched, seconds)."""
+    from lookalike.duplicates import match_pending
+    from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD as threshold
+
+    def stop_after(done: int, total: int) -> None:
+        if done >= images:
+            raise _Enough()
+
+    started = time.perf_counter()
+    try:
+        match_pending(context, threshold, progress=stop_after)
+    except _Enough:
+        pass
+    return context.count() - context.pending_count(), time.perf_counter() - started
 
 
 def score_pairs(groups: list[frozenset[str]], held: list[ImageFeatures]) -> dict:

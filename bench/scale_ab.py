@@ -16,35 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import lookalike
 import scale
-from lookalike.duplicates import match_pending
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD as THRESHOLD
 from lookalike.store import SearchContext
 from lookalike.store.changes import Relink
 
 
-class _Enough(Exception):
-    pass
-
-
 def full_pass_sample(context: SearchContext, images: int) -> dict:
     context.commit([Relink(THRESHOLD + 0.001)])      # another threshold queues every image again
     context.commit([Relink(THRESHOLD)])
-
-    def stop_after(done: int, total: int) -> None:
-        if done >= images:
-            raise _Enough()
-
-    started = time.perf_counter()
-    try:
-        match_pending(context, THRESHOLD, progress=stop_after)
-    except _Enough:
-        pass
-    seconds = time.perf_counter() - started
-    matched = context.count() - context.pending_count()
+    matched, seconds = scale.time_full_pass_sample(context, images)
     return {"matched": matched, "ms_per_image": round(1000 * seconds / matched, 2)}
 
 
