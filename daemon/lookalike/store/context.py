@@ -709,7 +709,7 @@ class SearchContext:
 
     def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> list[int]:
         """Image numbers worth verifying against these features (index.candidates)."""
-        # Only the descriptors the index keys are looked up (index.INDEXED_DESCRIPTORS).
+        # The index keys only the first INDEXED_DESCRIPTORS of an image: the rest need no mirror.
         mirror = mirrored(local.first(index.INDEXED_DESCRIPTORS), self.settings.detector)
         with self._read() as txn:
             return index.candidates(txn, self._index, content_hash, fingerprint, local, mirror, self._hasher)
