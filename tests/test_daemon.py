@@ -423,6 +423,7 @@ def test_create_modify_delete_while_running(daemons, tmp_path):
 
     renamed.unlink()
     daemon.wait_records([], "the deleted file's record to go")
+    daemon.wait_metric("lookalike_files_removed_total", lambda v: v >= 1, "the removal counted")
     assert daemon.metric("lookalike_files_indexed_total") == 2
     assert daemon.metric("lookalike_files_moved_total") == 1
     assert daemon.metric("lookalike_files_removed_total") == 1
@@ -527,6 +528,8 @@ def test_a_folder_moved_out_of_the_tree_leaves_no_records(daemons, tmp_path):
 
     (photos / "d").rename(outside / "d")
     daemon.wait_records([kept], "no record under the moved-out folder")
+    # The count follows the commit the records are read after.
+    daemon.wait_metric("lookalike_files_removed_total", lambda v: v >= 4, "the removals counted")
     assert daemon.metric("lookalike_files_removed_total") == 4
     assert daemon.metric("lookalike_files_indexed_total") == 5
 
