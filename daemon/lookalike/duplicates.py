@@ -113,8 +113,10 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
     commits a change; the daemon routes it through its writer). Returns the links of the whole
     graph at `threshold`; counts into `stats`.
 
-    Index look-ups and comparisons run on a thread per core (LMDB, numpy and OpenCV release
-    the GIL), a wave of images at a time; the group links are kept by this thread alone."""
+    Comparisons run on a thread per core (OpenCV releases the GIL), a wave of images at a time.
+    Index look-ups run on this thread: they are mostly Python calls into LMDB, which hold the GIL,
+    and two threads contending for it took longer than one (BENCHMARKS.md, "Crowded buckets
+    remembered"). The group links are kept by this thread alone."""
     apply = apply or _direct(context)
     if context.links_threshold() != threshold:
         apply(Relink(threshold))
@@ -146,7 +148,7 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
             found = []
             for start in range(0, len(page), WAVE):
                 waiting = [(num, candidate, iter(others))
-                           for num, candidate, others in pool.map(proposed, [num for num, _ in page[start:start + WAVE]])]
+                           for num, candidate, others in map(proposed, [num for num, _ in page[start:start + WAVE]])]
                 asked: set[tuple[int, int]] = set()
                 # Rounds of a few comparisons per image, best candidates first: once an image
                 # joins a group, its candidates in that group need no comparison.
