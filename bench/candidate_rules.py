@@ -118,8 +118,8 @@ def scale_rules(args) -> dict:
                 timings.append(time.perf_counter() - started)
                 found.append(best_of(orientations))
                 keys = index._key_bytes(index._packed_keys(context._hasher, query.local.descriptors)[0])
-                postings.append(sum(cursor.count() for i in index._uncrowded(cursor, keys, crowded)
-                                    if cursor.set_key(keys[i])))
+                sizes = index.bucket_sizes(cursor, keys)
+                postings.append(int(sizes[sizes <= crowded].sum()))
         by_shared = {}
         for k in SHARED:
             own, chance = 0, []

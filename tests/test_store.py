@@ -5,7 +5,7 @@ replacing and removing images leaves no index entry behind; awkward paths (over 
 limit, not UTF-8) round-trip; the map grows from a tiny start and a size cap fails whole
 batches; a forked child may not touch the environment; a writer SIGKILLed at random moments
 leaves only whole records; a status left by a dead process reads as idle; a bucket crowded past
-index.CROWDED_BUCKET is not read; the writer thread commits a backlog in transactions of at most
+index.CROWDED_BUCKET is not read, and is read again once a removal shrinks it; the writer thread commits a backlog in transactions of at most
 writer.BATCH changes.
 """
 
@@ -561,6 +561,52 @@ def test_a_bucket_crowded_past_the_limit_is_not_read(photos, tmp_path):
         assert len(context.candidates_for(*query)) == index.MAX_VOTED
         context.upsert_many(crowd[-1:])
         assert context.candidates_for(*query) == []
+        # The crowded buckets are remembered now; a removal must make the context forget them.
+        context.remove(crowd[0].path)
+        assert len(context.candidates_for(*query)) == index.MAX_VOTED
+
+
+def test_a_look_up_that_began_before_a_removal_teaches_no_crowded_bucket():
+    buckets = index.CrowdedBuckets()
+    keys = np.array([(1 << 32) | 5, (3 << 32) | 0xFFFFFF], np.uint64)
+    crowded = np.array([index.CROWDED_BUCKET + 1] * 2)
+    began = buckets.view()
+    buckets.shrinking()
+    buckets.after_commit()
+    began.learn(keys, crowded)
+    assert not buckets.view().known(keys).any()
+    buckets.view().learn(keys, crowded)
+    assert buckets.view().known(keys).all()
+    assert not buckets.view().known(keys ^ np.uint64(1)).any()
+
+
+def test_the_buckets_read_outright_are_those_counted_first(photos, tmp_path):
+    """index._uncrowded_postings either counts each bucket and reads the uncrowded ones, or
+    reads them all and drops the crowded: the same postings, for crowded, rare and missing keys."""
+    first = photos[next(iter(photos))]
+    crowd = [dataclasses.replace(first, path=str(tmp_path / f"{i}.jpg"), content_hash=i.to_bytes(16, "big"))
+             for i in range(index.CROWDED_BUCKET + 1)]
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many(crowd + [at(features, tmp_path / f"{name}.png") for name, features in photos.items()])
+        hasher = context._hasher
+        keys = sorted({key for features in photos.values()
+                       for key in index._lsh_keys(hasher, features.local.descriptors)} | {b"\x05" * 5})
+        with context._read() as txn, txn.cursor(db=context._index.lsh) as cursor:
+            counted, read = (index._uncrowded_postings(cursor, keys, index.CROWDED_BUCKET, directly)
+                             for directly in (False, True))
+    sizes = counted[0]
+    assert (sizes > index.CROWDED_BUCKET).any() and (sizes == 0).any() and ((sizes > 0) & (sizes < 5)).any()
+    assert (read[0] == sizes).all()
+    postings = [sorted(zip(*(column.tolist() for column in result[1:]))) for result in (counted, read)]
+    assert postings[0] == postings[1] and postings[0]
+
+
+def test_the_mirrored_keys_are_the_keys_of_the_mirrored_descriptors(photos):
+    from lookalike.imaging.features import mirrored
+    hasher = index.Hasher("akaze", DESCRIPTOR_BYTES, True)
+    for features in photos.values():
+        assert (hasher.keys(features.local.descriptors, mirrored=True)
+                == hasher.keys(mirrored(features.local, "akaze").descriptors)).all()
 
 
 def test_the_fingerprint_tier_finds_every_orientation_within_the_radius_nearest_first(tmp_path, photos):

@@ -65,9 +65,6 @@ class LocalFeatures:
     def count(self) -> int:
         return len(self.keypoints)
 
-    def first(self, count: int) -> LocalFeatures:
-        return LocalFeatures(self.keypoints[:count], self.descriptors[:count], self.width, self.height)
-
 
 # A working image thinner than this (a 2000x2 strip scales to 640x1) has no room for a keypoint,
 # and the detectors fail on it instead of saying so: AKAZE's scale space asks for 2^64 bytes,

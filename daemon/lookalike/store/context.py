@@ -44,7 +44,7 @@ from .. import __version__
 from ..errors import NotFoundError, StoreError, StoreFullError, display_path
 from ..extract import ImageFeatures
 from ..imaging.decode import FileIdentity
-from ..imaging.features import LocalFeatures, detector_info, mirrored
+from ..imaging.features import LocalFeatures, detector_info
 from ..match import Candidate
 from ..settings import ExtractionSettings
 from . import codec, index
@@ -166,6 +166,7 @@ class SearchContext:
                                       self._dbs["lsh"])
         info = detector_info(settings.detector)
         self._hasher = index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
+        self._crowded = index.CrowdedBuckets()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -292,7 +293,9 @@ class SearchContext:
         while True:
             try:
                 with self._write() as txn:
-                    return change(txn)
+                    result = change(txn)
+                self._crowded.after_commit()
+                return result
             except lmdb.MapFullError:
                 current = self._env.info()["map_size"]
                 if current >= self._max_map_size:
@@ -375,6 +378,7 @@ class SearchContext:
         value = index.NUM.pack(num)
         image = StoredImage.from_record(num, codec.unpack(txn.get(value, db=self._dbs["images"]))[0])
         local = self._local(txn, num)
+        self._crowded.shrinking()
         index.remove(txn, self._index, num, image.content_hash, image.fingerprint, local, self._hasher)
         txn.delete(value, db=self._dbs["images"])
         txn.delete(value, db=self._dbs["features"])
@@ -564,6 +568,7 @@ class SearchContext:
         A page of images per transaction, so a large context never needs one huge write; the
         new version is recorded last, so a rebuild cut short starts again at the next open."""
         def clear(txn):
+            self._crowded.shrinking()
             txn.drop(self._dbs["lsh"], delete=False)
         self._apply(clear)
         for page in self._pages("features", 512):
@@ -709,10 +714,9 @@ class SearchContext:
 
     def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> list[int]:
         """Image numbers worth verifying against these features (index.candidates)."""
-        # The index keys only the first INDEXED_DESCRIPTORS of an image: the rest need no mirror.
-        mirror = mirrored(local.first(index.INDEXED_DESCRIPTORS), self.settings.detector)
+        known = self._crowded.view()
         with self._read() as txn:
-            return index.candidates(txn, self._index, content_hash, fingerprint, local, mirror, self._hasher)
+            return index.candidates(txn, self._index, content_hash, fingerprint, local, self._hasher, known)
 
     def count(self) -> int:
         with self._read() as txn:

@@ -14,7 +14,8 @@ transaction as the image's record (see context.py):
    photos (akaze_lsh_bits.json, bench/derive_lsh_bits.py): fair and uncorrelated ones, since
    random AKAZE bits crowd most descriptors into few buckets. A bucket holding more than
    CROWDED_BUCKET images is not read at all: its size is looked up first, and flat patches
-   (sky, walls) crowd such buckets with every photo that has them. An image is a candidate when
+   (sky, walls) crowd such buckets with every photo that has them. Buckets found crowded are
+   remembered (CrowdedBuckets), so later look-ups skip them without a search. An image is a candidate when
    at least MIN_SHARED_DESCRIPTORS of the query's descriptors share a bucket with it;
    candidates are ranked by votes, one per shared bucket weighted by 1/(images in it), so a
    shared rare bucket counts for more than a crowded one.
@@ -27,12 +28,13 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 
-from ..imaging.features import LocalFeatures, fingerprint_variants
+from ..imaging.features import LocalFeatures, fingerprint_variants, mirror_table
 
 TABLES = 6
 KEY_BITS = 24
@@ -69,14 +71,22 @@ class Hasher:
         else:
             self.projections = rng.standard_normal((TABLES, descriptor_width, KEY_BITS)).astype(np.float32)
         self.weights = (1 << np.arange(KEY_BITS, dtype=np.uint32)).astype(np.uint32)
+        # A mirrored descriptor's bit k is bit permutation[k] of the original, inverted where
+        # invert[k] (features.mirror_table), so its keys need no mirrored descriptors.
+        table = mirror_table(detector)
+        self.mirrors = table is not None and binary
+        if self.mirrors:
+            permutation, invert = table
+            self.mirror_positions, self.mirror_invert = permutation[self.positions], invert[self.positions]
 
-    def keys(self, descriptors: np.ndarray) -> np.ndarray:
-        """(N, TABLES) uint32 bucket keys."""
+    def keys(self, descriptors: np.ndarray, mirrored: bool = False) -> np.ndarray:
+        """(N, TABLES) uint32 bucket keys, of the descriptors or of their mirror images'."""
         if len(descriptors) == 0:
             return np.zeros((0, TABLES), np.uint32)
-        if self.binary:
-            bits = np.unpackbits(descriptors, axis=1)
-            chosen = bits[:, self.positions]                       # (N, TABLES, KEY_BITS)
+        if mirrored:
+            chosen = np.unpackbits(descriptors, axis=1)[:, self.mirror_positions] ^ self.mirror_invert
+        elif self.binary:
+            chosen = np.unpackbits(descriptors, axis=1)[:, self.positions]      # (N, TABLES, KEY_BITS)
         else:
             chosen = (np.einsum("nd,tdk->ntk", descriptors, self.projections) > 0)
         return (chosen.astype(np.uint32) * self.weights).sum(axis=2, dtype=np.uint32)
@@ -88,10 +98,10 @@ def _akaze_bits() -> list[list[int]]:
     return tables
 
 
-def _packed_keys(hasher: Hasher, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct (table << 32 | bucket) keys of the indexed descriptors, sorted, and for each
-    the first descriptor that has it."""
-    keys = hasher.keys(descriptors[:INDEXED_DESCRIPTORS])
+def _packed_keys(hasher: Hasher, descriptors: np.ndarray, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (table << 32 | bucket) keys of the indexed descriptors (or of their mirror
+    images'), sorted, and for each the first descriptor that has it."""
+    keys = hasher.keys(descriptors[:INDEXED_DESCRIPTORS], mirrored)
     tables = np.broadcast_to(np.arange(TABLES, dtype=np.uint32), keys.shape)
     packed, first = np.unique((tables.astype(np.uint64) << 32) | keys.astype(np.uint64), return_index=True)
     return packed, first // TABLES
@@ -108,6 +118,18 @@ def _lsh_keys(hasher: Hasher, descriptors: np.ndarray) -> list[bytes]:
 
 def _chunk_keys(fingerprint: int) -> list[bytes]:
     return [bytes([i]) + ((fingerprint >> (48 - 16 * i)) & 0xFFFF).to_bytes(2, "big") for i in range(4)]
+
+
+_CHUNK_SHIFTS = np.array([48, 32, 16, 0], np.uint64)
+_ONE_BIT_FLIPS = np.array([0] + [1 << b for b in range(16)], np.uint32)
+
+
+def _chunk_probes(fingerprints: np.ndarray) -> list[bytes]:
+    """The chunk keys (_chunk_keys) of every fingerprint within one bit of these in some chunk:
+    sorted and distinct."""
+    chunks = ((fingerprints[:, None] >> _CHUNK_SHIFTS) & np.uint64(0xFFFF)).astype(np.uint32)
+    probes = (np.arange(4, dtype=np.uint32)[:, None] << 16) | (chunks[:, :, None] ^ _ONE_BIT_FLIPS)
+    return np.unique(probes).astype(">u4").view(np.uint8).reshape(-1, 4)[:, 1:].copy().view("V3").ravel().tolist()
 
 
 def add(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
@@ -170,69 +192,182 @@ def _fingerprint_neighbours(cursor, probes: list[bytes]) -> np.ndarray:
     return np.unique(nums)
 
 
-def _uncrowded(cursor, keys: list[bytes], crowded: int) -> np.ndarray:
-    """Positions in `keys` of the buckets holding 1 to `crowded` images. Counting a bucket's
-    postings is one B-tree look-up, however many it holds; reading them is not."""
-    return np.array([i for i, key in enumerate(keys) if cursor.set_key(key) and cursor.count() <= crowded], np.intp)
+def bucket_sizes(cursor, keys: list[bytes]) -> np.ndarray:
+    """How many images each bucket of `keys` holds (0: none). Counting a bucket's postings is
+    one B-tree look-up, however many it holds; reading them is not."""
+    return np.array([cursor.count() if cursor.set_key(key) else 0 for key in keys], np.intp)
 
 
-def shared_buckets(cursor, hasher: Hasher, descriptors: np.ndarray,
-                   crowded: int = CROWDED_BUCKET) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# Counting a bucket first (bucket_sizes) costs ~1.6 us a key; reading a bucket costs ~28 ns a
+# posting, and a missing key next to nothing (BENCHMARKS.md, "Crowded buckets remembered"). So
+# reading the unknown buckets outright is cheaper once they hold fewer crowded postings than this.
+READ_DIRECTLY_BELOW = 50       # crowded postings per unknown key
+
+
+class CrowdedBuckets:
+    """The buckets look-ups have found crowded (more than CROWDED_BUCKET images): one bit per
+    possible bucket (TABLES << KEY_BITS bits, 12.6 MB, whatever the collection's size). Most of
+    a query's existing keys are crowded, and once they are known here a look-up skips them
+    without a B-tree search, and reads the rest (rare buckets, and the mirrored query's keys,
+    which mostly do not exist) outright instead of counting each first; until then it counts
+    (`read_directly`).
+
+    Storing images only grows buckets, so a crowded one stays crowded. A removal can shrink one
+    below the limit, so the context forgets every bucket once a transaction that removed images
+    has committed (`after_commit`). A look-up whose read transaction began before that commit
+    saw the bucket as it was: it teaches nothing, because its view (`view`, taken before the
+    transaction began) is of an older generation."""
+
+    def __init__(self):
+        self._bits = np.zeros((TABLES << KEY_BITS) // 8, np.uint8)
+        self._generation = 0
+        self._shrunk = False
+        self._lock = threading.Lock()
+        self._unknown = _MovingTotals()
+
+    def view(self) -> "CrowdedView":
+        return CrowdedView(self, self._generation)
+
+    def shrinking(self) -> None:
+        """A write transaction is removing postings."""
+        self._shrunk = True
+
+    def after_commit(self) -> None:
+        with self._lock:
+            if self._shrunk:
+                self._bits = np.zeros(len(self._bits), np.uint8)     # untouched pages take no memory
+                self._generation += 1
+                self._shrunk = False
+                self._unknown = _MovingTotals()
+
+    @property
+    def read_directly(self) -> bool:
+        return self._unknown.crowded_postings < READ_DIRECTLY_BELOW * self._unknown.keys
+
+    def _known(self, packed: np.ndarray) -> np.ndarray:
+        slot = _slot(packed)
+        return (self._bits[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1 == 1
+
+    def _learn(self, packed: np.ndarray, sizes: np.ndarray, generation: int) -> None:
+        crowded = sizes > CROWDED_BUCKET
+        slot = _slot(packed[crowded])
+        with self._lock:
+            if generation != self._generation:
+                return
+            np.bitwise_or.at(self._bits, slot >> 3, (1 << (slot & 7)).astype(np.uint8))
+            self._unknown.add(len(sizes), int(sizes[crowded].sum()))
+
+
+class _MovingTotals:
+    """Unknown keys looked up and the postings of the crowded buckets among them, each a moving
+    sum over recent look-ups (their ratio: a look-up of a stored image may have no unknown key).
+    Until the first look-up, every unknown key counts as crowded."""
+
+    def __init__(self):
+        self.keys, self.crowded_postings = 0.0, float("inf")
+
+    def add(self, keys: int, crowded_postings: int) -> None:
+        if self.crowded_postings == float("inf"):
+            self.keys, self.crowded_postings = keys, crowded_postings
+        else:
+            self.keys = 0.8 * self.keys + 0.2 * keys
+            self.crowded_postings = 0.8 * self.crowded_postings + 0.2 * crowded_postings
+
+
+@dataclass(frozen=True)
+class CrowdedView:
+    buckets: CrowdedBuckets
+    generation: int
+
+    def known(self, packed: np.ndarray) -> np.ndarray:
+        return self.buckets._known(packed)
+
+    def learn(self, packed: np.ndarray, sizes: np.ndarray) -> None:
+        """What a look-up found: the sizes of the buckets of `packed`, the keys it did not know."""
+        self.buckets._learn(packed, sizes, self.generation)
+
+
+def _slot(packed: np.ndarray) -> np.ndarray:
+    return ((packed >> np.uint64(32)) << np.uint64(KEY_BITS)) | (packed & np.uint64(0xFFFFFFFF))
+
+
+def _uncrowded_postings(cursor, keys: list[bytes], crowded: int,
+                        read_directly: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(bucket size of each key, then _read_buckets' three arrays for the buckets holding at most
+    `crowded` images), counting each bucket before reading it or reading every one outright."""
+    if not read_directly:
+        sizes = bucket_sizes(cursor, keys)
+        kept = np.flatnonzero((sizes > 0) & (sizes <= crowded))
+        nums, position, size = _read_buckets(cursor, [keys[i] for i in kept])
+        return sizes, nums, kept[position], size
+    nums, position, size = _read_buckets(cursor, keys)
+    sizes = np.zeros(len(keys), np.intp)
+    sizes[position] = size
+    kept = size <= crowded
+    return sizes, nums[kept], position[kept], size[kept]
+
+
+def shared_buckets(cursor, hasher: Hasher, descriptors: np.ndarray, crowded: int = CROWDED_BUCKET,
+                   known: CrowdedView | None = None,
+                   mirrored: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image numbers, query descriptors each shares a bucket with, votes) for every image in
-    a bucket of these descriptors that holds at most `crowded` images. A vote is 1/(bucket
-    size) per shared bucket, so a shared rare bucket counts for more than a crowded one."""
-    packed, descriptor_of_key = _packed_keys(hasher, descriptors)
-    keys = _key_bytes(packed)
-    kept = _uncrowded(cursor, keys, crowded)
-    nums, position, size = _read_buckets(cursor, [keys[i] for i in kept])
+    a bucket of these descriptors (or of their mirror images') that holds at most `crowded`
+    images. A vote is 1/(bucket size) per shared bucket, so a shared rare bucket counts for
+    more than a crowded one. `known`: the buckets already found crowded (at CROWDED_BUCKET),
+    skipped and added to."""
+    packed, descriptor_of_key = _packed_keys(hasher, descriptors, mirrored)
+    if known is not None:
+        unknown = ~known.known(packed)
+        packed, descriptor_of_key = packed[unknown], descriptor_of_key[unknown]
+    sizes, nums, position, size = _uncrowded_postings(cursor, _key_bytes(packed), crowded,
+                                                      known is not None and known.buckets.read_directly)
+    if known is not None:
+        known.learn(packed, sizes)
     if len(nums) == 0:
         return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
     votes = np.bincount(nums, weights=1.0 / size)
-    pairs = np.unique((nums.astype(np.int64) << 16) | descriptor_of_key[kept][position])
+    pairs = np.unique((nums.astype(np.int64) << 16) | descriptor_of_key[position])
     shared = np.bincount(pairs >> 16, minlength=len(votes))
     found = np.flatnonzero(shared)
     return found, shared[found], votes[found]
 
 
-def _descriptor_votes(cursor, hasher: Hasher, descriptors: np.ndarray) -> dict[int, float]:
+def _descriptor_votes(cursor, hasher: Hasher, descriptors: np.ndarray, known: CrowdedView,
+                      mirrored: bool) -> dict[int, float]:
     """The votes of the images sharing buckets with at least MIN_SHARED_DESCRIPTORS of these
-    descriptors."""
-    nums, shared, votes = shared_buckets(cursor, hasher, descriptors)
+    descriptors (or of their mirror images')."""
+    nums, shared, votes = shared_buckets(cursor, hasher, descriptors, known=known, mirrored=mirrored)
     strong = shared >= MIN_SHARED_DESCRIPTORS
     return dict(zip(nums[strong].tolist(), votes[strong].tolist()))
 
 
-def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int,
-               local: LocalFeatures, mirror: LocalFeatures | None, hasher: Hasher) -> list[int]:
-    """Image numbers worth verifying, most promising first (exact copies, then by votes)."""
+def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int, local: LocalFeatures,
+               hasher: Hasher, known: CrowdedView) -> list[int]:
+    """Image numbers worth verifying, most promising first (exact copies, then by votes), the
+    image's mirror image's too where the detector has a mirror table. `known` must be taken
+    before `txn` began."""
     found: dict[int, float] = {}
     with txn.cursor(db=dbs.hashes) as cursor:
         for num in _postings(cursor, content_hash):
             found[num] = float("inf")
 
-    variants = set(fingerprint_variants(fingerprint).values())
-    probes = sorted({bytes([i]) + probe.to_bytes(2, "big")
-                     for variant in variants for i in range(4)
-                     for chunk in [(variant >> (48 - 16 * i)) & 0xFFFF]
-                     for probe in [chunk] + [chunk ^ (1 << b) for b in range(16)]})
+    variants = np.unique(np.array(list(fingerprint_variants(fingerprint).values()), np.uint64))
     with txn.cursor(db=dbs.chunks) as cursor:
-        near = _fingerprint_neighbours(cursor, probes)
+        near = _fingerprint_neighbours(cursor, _chunk_probes(variants))
     with txn.cursor(db=dbs.fingerprints) as cursor:
         stored = cursor.getmulti([NUM.pack(num) for num in near.tolist()])
     if stored:
         nums = np.frombuffer(b"".join(key for key, _ in stored), ">u4")
         values = np.frombuffer(b"".join(value for _, value in stored), ">u8").astype(np.uint64)
-        distances = np.bitwise_count(values[:, None] ^ np.array(sorted(variants), np.uint64)).min(axis=1)
+        distances = np.bitwise_count(values[:, None] ^ variants).min(axis=1)
         near_enough = distances <= FINGERPRINT_RADIUS
         for num, distance in zip(nums[near_enough].tolist(), distances[near_enough].tolist()):
             found[num] = max(found.get(num, 0.0), 1e6 - distance)
 
     votes: dict[int, float] = {}
     with txn.cursor(db=dbs.lsh) as cursor:
-        for features in (local, mirror):
-            if features is None:
-                continue
-            for num, weight in _descriptor_votes(cursor, hasher, features.descriptors).items():
+        for mirrored in (False, True) if hasher.mirrors else (False,):
+            for num, weight in _descriptor_votes(cursor, hasher, local.descriptors, known, mirrored).items():
                 if weight > votes.get(num, 0.0):
                     votes[num] = weight
     # The vote slots go to images the hash and fingerprint have not found already.
