@@ -350,11 +350,13 @@ def assert_whole_and_consistent(context_dir: Path) -> None:
                             for key in index._lsh_keys(hasher, candidate.local.descriptors))
     nums = {index.NUM.pack(image.num) for image in stored}
     raw = raw_index(context_dir)
-    for name in ("images", "features", "fingerprints"):
+    for name in ("images", "features"):
         assert {key for key, _ in raw[name]} == nums, f"{name} does not match the stored images"
     assert sorted(value for _, value in raw["paths"]) == sorted(nums)
     assert sorted(value for _, value in raw["hashes"]) == sorted(nums)
-    assert collections.Counter(value for _, value in raw["chunks"]) == {num: 4 for num in nums}
+    # A chunk posting is the image number and the image's fingerprint.
+    fingerprints = {index.NUM.pack(image.num) + image.fingerprint.to_bytes(8, "big") for image in stored}
+    assert collections.Counter(value for _, value in raw["chunks"]) == {value: 4 for value in fingerprints}
     assert set(raw["lsh"]) == lsh_keys and len(raw["lsh"]) == len(lsh_keys)
     for name in ("images", "features", "failed"):
         for _, value in raw[name]:

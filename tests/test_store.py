@@ -63,13 +63,13 @@ def raw_entries(directory: Path) -> dict[str, int]:
 
 
 def expected_index_entries(context: SearchContext) -> dict[str, int]:
-    """What the index must hold for the images stored, no more: one hash and one fingerprint
-    per image, four fingerprint chunks, one LSH posting per distinct bucket key."""
+    """What the index must hold for the images stored, no more: one hash per image, four
+    fingerprint chunks, one LSH posting per distinct bucket key."""
     hasher = index.Hasher("akaze", DESCRIPTOR_BYTES, True)
     stored = list(context.images())
     lsh = sum(len(index._lsh_keys(hasher, context.local_features(image.path).descriptors)) for image in stored)
     return {"images": len(stored), "features": len(stored), "paths": len(stored), "hashes": len(stored),
-            "fingerprints": len(stored), "chunks": 4 * len(stored), "lsh": lsh}
+            "chunks": 4 * len(stored), "lsh": lsh}
 
 
 def assert_consistent(directory: Path, expected: dict[str, int]) -> None:
@@ -543,6 +543,39 @@ def test_a_context_indexed_by_an_older_lookalike_is_indexed_again_on_open(photos
         assert context.find(str(tmp_path / f"{next(iter(photos))}.jpg")).num in \
             context.candidates_for(bytes(16), ~first.fingerprint & (2**64 - 1), first.local)
     assert raw_entries(directory) == before
+
+
+def test_fingerprint_chunks_written_by_an_older_lookalike_are_written_again_on_open(photos, tmp_path):
+    """Before index.CHUNKS_VERSION 2 a chunk posting held the image number alone, and the
+    fingerprints were in a database of their own."""
+    directory = tmp_path / "context"
+    with SearchContext.create(directory) as context:
+        context.upsert_many([at(photos[n], tmp_path / f"{n}.jpg") for n in photos])
+        stored = {image.num: image.fingerprint for image in context.images()}
+    before = raw_entries(directory)
+    env = lmdb.open(str(directory), max_dbs=16, subdir=True)
+    with env.begin(write=True) as txn:
+        chunks = env.open_db(b"chunks", txn=txn, dupsort=True, dupfixed=True)
+        old = [(key, value[:4]) for key, value in txn.cursor(db=chunks)]
+        txn.drop(chunks, delete=False)
+        txn.cursor(db=chunks).putmulti(old)
+        fingerprints = env.open_db(b"fingerprints", txn=txn)
+        for num, fingerprint in stored.items():
+            txn.put(index.NUM.pack(num), fingerprint.to_bytes(8, "big"), db=fingerprints)
+        txn.delete(b"chunks", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    name = next(iter(photos))
+    unrelated = np.random.default_rng(3).integers(0, 256, photos[name].local.descriptors.shape, dtype=np.uint8)
+    with SearchContext.open(directory) as context:
+        # Its fingerprint alone can find it: another content hash, descriptors of nothing.
+        assert context.candidates_for(bytes(16), photos[name].fingerprint,
+                                      dataclasses.replace(photos[name].local, descriptors=unrelated)) \
+            == [context.find(str(tmp_path / f"{name}.jpg")).num]
+    assert raw_entries(directory) == before
+    env = lmdb.open(str(directory), readonly=True, max_dbs=16, subdir=True)
+    with env.begin() as txn, pytest.raises(lmdb.NotFoundError):
+        env.open_db(b"fingerprints", txn=txn, create=False)
+    env.close()
 
 
 def test_a_bucket_crowded_past_the_limit_is_not_read(photos, tmp_path):

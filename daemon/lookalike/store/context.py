@@ -8,7 +8,7 @@ Sub-databases:
   features      image number -> record: keypoints, descriptors, thumbnail
   failed        path key -> record: path, file identity, reason, detail (not retried until
                 the file changes)
-  hashes, fingerprints, chunks, lsh     the candidate index (index.py)
+  hashes, chunks, lsh     the candidate index (index.py)
   pending       image number -> stamp: images the next duplicates pass must match
   pairs         first + second image number -> the comparison first -> second (JSON), and
                 second + first -> b"" so that either image finds the pair by a prefix scan
@@ -54,8 +54,8 @@ SCHEMA_VERSION = 1
 STATUSES = ("idle", "extracting", "matching", "searching")
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_MAP_SIZE = 1 << 40
-_DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "fingerprints", "chunks", "lsh",
-              "pending", "pairs")
+_DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "chunks", "lsh", "pending", "pairs")
+_RETIRED_DATABASES = (b"fingerprints",)      # image number -> fingerprint, until index.CHUNKS_VERSION 2
 _DUPSORT = ("hashes", "chunks", "lsh")
 
 
@@ -162,8 +162,7 @@ class SearchContext:
         self._max_map_size = max_map_size
         self._dbs = {name: env.open_db(name.encode(), dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
                      for name in _DATABASES}
-        self._index = index.Databases(self._dbs["hashes"], self._dbs["fingerprints"], self._dbs["chunks"],
-                                      self._dbs["lsh"])
+        self._index = index.Databases(self._dbs["hashes"], self._dbs["chunks"], self._dbs["lsh"])
         info = detector_info(settings.detector)
         self._hasher = index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
         self._crowded = index.CrowdedBuckets()
@@ -193,6 +192,7 @@ class SearchContext:
             txn.put(b"created", json.dumps({"at": time.time(), "by": __version__}).encode(), db=meta)
             txn.put(b"next", b"1", db=meta)
             txn.put(b"index", str(index.VERSION).encode(), db=meta)
+            txn.put(b"chunks", str(index.CHUNKS_VERSION).encode(), db=meta)
         return context
 
     @classmethod
@@ -210,6 +210,7 @@ class SearchContext:
                 schema = int(txn.get(b"schema", db=meta) or b"0")
                 stored = json.loads(txn.get(b"settings", db=meta))
                 index_version = int(txn.get(b"index", db=meta) or b"1")
+                chunks_version = int(txn.get(b"chunks", db=meta) or b"1")
         except (lmdb.Error, ValueError, TypeError) as exc:
             cut_short = _creation_cut_short(env)
             env.close()
@@ -233,7 +234,10 @@ class SearchContext:
         env.reader_check()
         context = cls(directory, env, settings, max_map_size)
         if index_version != index.VERSION:
-            context._reindex()
+            context._reindex("lsh", "features", b"index", index.VERSION, context._index_descriptors)
+        if chunks_version != index.CHUNKS_VERSION:
+            context._reindex("chunks", "images", b"chunks", index.CHUNKS_VERSION, context._index_fingerprint)
+            context._drop_retired()
         return context
 
     @staticmethod
@@ -561,25 +565,41 @@ class SearchContext:
             self._update_image_doc(txn, index.NUM.unpack(value)[0], path=new_path)
         return len(images)
 
-    def _reindex(self) -> None:
-        """Rebuild the descriptor index from the stored features: the bucket keys of an older
-        lookalike are not the ones this one looks up.
+    def _reindex(self, db: str, source: str, version_key: bytes, version: int, add) -> None:
+        """Rebuild one part of the candidate index from the records of `source`, calling
+        `add(txn, image number, record)` for each: an older lookalike wrote it otherwise (other
+        bucket keys, postings without the fingerprint).
 
         A page of images per transaction, so a large context never needs one huge write; the
         new version is recorded last, so a rebuild cut short starts again at the next open."""
         def clear(txn):
             self._crowded.shrinking()
-            txn.drop(self._dbs["lsh"], delete=False)
+            txn.drop(self._dbs[db], delete=False)
         self._apply(clear)
-        for page in self._pages("features", 512):
-            def add(txn, nums=[index.NUM.unpack(key)[0] for key, _ in page]):
-                for num in nums:
-                    index.add_descriptors(txn, self._index, num, self._local(txn, num), self._hasher)
-            self._apply(add)
+        for page in self._pages(source, 512):
+            def add_page(txn, page=page):
+                for key, record in page:
+                    add(txn, index.NUM.unpack(key)[0], record)
+            self._apply(add_page)
 
         def done(txn):
-            txn.put(b"index", str(index.VERSION).encode(), db=self._dbs["meta"])
+            txn.put(version_key, str(version).encode(), db=self._dbs["meta"])
         self._apply(done)
+
+    def _index_descriptors(self, txn, num: int, record: bytes) -> None:
+        index.add_descriptors(txn, self._index, num, _local_features(record), self._hasher)
+
+    def _index_fingerprint(self, txn, num: int, record: bytes) -> None:
+        index.add_fingerprint(txn, self._index, num, StoredImage.from_record(num, codec.unpack(record)[0]).fingerprint)
+
+    def _drop_retired(self) -> None:
+        def drop(txn):
+            for name in _RETIRED_DATABASES:
+                try:
+                    txn.drop(self._env.open_db(name, txn=txn, create=False), delete=True)
+                except lmdb.NotFoundError:
+                    pass
+        self._apply(drop)
 
     @contextmanager
     def busy(self, status: str) -> Iterator[None]:
@@ -598,8 +618,7 @@ class SearchContext:
     # --- reads ---------------------------------------------------------------------------
 
     def _local(self, txn, num: int) -> LocalFeatures:
-        doc, arrays = codec.unpack(txn.get(index.NUM.pack(num), db=self._dbs["features"]))
-        return LocalFeatures(arrays["keypoints"], arrays["descriptors"], doc["width"], doc["height"])
+        return _local_features(txn.get(index.NUM.pack(num), db=self._dbs["features"]))
 
     def _num(self, txn, path: str) -> int | None:
         value = txn.get(path_key(path), db=self._dbs["paths"])
@@ -762,6 +781,11 @@ class SearchContext:
 
 
 REBUILD_ADVICE = "rebuild it from the watched folders with 'lookalike --config FILE context rebuild'"
+
+
+def _local_features(record: bytes) -> LocalFeatures:
+    doc, arrays = codec.unpack(record)
+    return LocalFeatures(arrays["keypoints"], arrays["descriptors"], doc["width"], doc["height"])
 
 
 def _creation_cut_short(env: lmdb.Environment) -> bool:

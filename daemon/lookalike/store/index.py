@@ -7,7 +7,8 @@ transaction as the image's record (see context.py):
 1. exact copies: content hash -> images;
 2. near copies: the 64-bit fingerprint split into four 16-bit chunks (multi-index hashing);
    probing each chunk and its 16 one-bit neighbours finds every stored fingerprint within
-   Hamming distance 7 of any of the query's eight orientations;
+   Hamming distance 7 of any of the query's eight orientations. A posting carries the
+   fingerprint with the image number, so the distances need no other read;
 3. crops, overlays, small rotations: locality-sensitive hashing of local descriptors.
    Each of TABLES tables keys a descriptor by KEY_BITS of its bits (binary descriptors) or by
    the signs of KEY_BITS random projections (SIFT). For AKAZE the bits are chosen from real
@@ -45,15 +46,16 @@ MAX_VOTED = 8                 # each costs a verification (3-5 ms); CALIBRATION.
 FINGERPRINT_RADIUS = 10
 _SEED = 20261121
 VERSION = 3                   # of the bucket keys; a context with another is re-indexed on open
+CHUNKS_VERSION = 2            # of the chunk postings (2: image number + fingerprint); likewise
 
 NUM = struct.Struct(">I")
+FINGERPRINT = struct.Struct(">Q")
 
 
 @dataclass(frozen=True)
 class Databases:
     hashes: object            # content hash -> image numbers (dupsort)
-    fingerprints: object      # image number -> 8-byte fingerprint
-    chunks: object            # chunk position + 16-bit chunk -> image numbers (dupsort)
+    chunks: object            # chunk position + 16-bit chunk -> image number + fingerprint (dupsort)
     lsh: object               # table + bucket key -> image numbers (dupsort)
 
 
@@ -134,12 +136,15 @@ def _chunk_probes(fingerprints: np.ndarray) -> list[bytes]:
 
 def add(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
         local: LocalFeatures, hasher: Hasher) -> None:
-    value = NUM.pack(num)
-    txn.put(content_hash, value, db=dbs.hashes, dupdata=True)
-    txn.put(value, fingerprint.to_bytes(8, "big"), db=dbs.fingerprints)
+    txn.put(content_hash, NUM.pack(num), db=dbs.hashes, dupdata=True)
+    add_fingerprint(txn, dbs, num, fingerprint)
+    add_descriptors(txn, dbs, num, local, hasher)
+
+
+def add_fingerprint(txn, dbs: Databases, num: int, fingerprint: int) -> None:
+    value = NUM.pack(num) + FINGERPRINT.pack(fingerprint)
     for key in _chunk_keys(fingerprint):
         txn.put(key, value, db=dbs.chunks, dupdata=True)
-    add_descriptors(txn, dbs, num, local, hasher)
 
 
 def add_descriptors(txn, dbs: Databases, num: int, local: LocalFeatures, hasher: Hasher) -> None:
@@ -152,9 +157,8 @@ def remove(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
            local: LocalFeatures, hasher: Hasher) -> None:
     value = NUM.pack(num)
     txn.delete(content_hash, value, db=dbs.hashes)
-    txn.delete(value, db=dbs.fingerprints)
     for key in _chunk_keys(fingerprint):
-        txn.delete(key, value, db=dbs.chunks)
+        txn.delete(key, value + FINGERPRINT.pack(fingerprint), db=dbs.chunks)
     for key in _lsh_keys(hasher, local.descriptors):
         txn.delete(key, value, db=dbs.lsh)
 
@@ -187,9 +191,12 @@ def _read_buckets(cursor, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, np
     return entries["num"].astype(np.intp), np.repeat(position, sizes), np.repeat(sizes, sizes)
 
 
-def _fingerprint_neighbours(cursor, probes: list[bytes]) -> np.ndarray:
-    nums, _, _ = _read_buckets(cursor, probes)
-    return np.unique(nums)
+def _fingerprint_neighbours(cursor, probes: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(image numbers, ascending, and their fingerprints) of the postings under `probes`."""
+    raw = cursor.getmulti(probes, dupdata=True, dupfixed_bytes=NUM.size + FINGERPRINT.size, keyfixed=True)
+    entries = np.frombuffer(raw, dtype=[("key", "V3"), ("num", ">u4"), ("fingerprint", ">u8")])
+    nums, first = np.unique(entries["num"], return_index=True)
+    return nums.astype(np.intp), entries["fingerprint"][first].astype(np.uint64)
 
 
 def bucket_sizes(cursor, keys: list[bytes]) -> np.ndarray:
@@ -353,16 +360,11 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int, local
 
     variants = np.unique(np.array(list(fingerprint_variants(fingerprint).values()), np.uint64))
     with txn.cursor(db=dbs.chunks) as cursor:
-        near = _fingerprint_neighbours(cursor, _chunk_probes(variants))
-    with txn.cursor(db=dbs.fingerprints) as cursor:
-        stored = cursor.getmulti([NUM.pack(num) for num in near.tolist()])
-    if stored:
-        nums = np.frombuffer(b"".join(key for key, _ in stored), ">u4")
-        values = np.frombuffer(b"".join(value for _, value in stored), ">u8").astype(np.uint64)
-        distances = np.bitwise_count(values[:, None] ^ variants).min(axis=1)
-        near_enough = distances <= FINGERPRINT_RADIUS
-        for num, distance in zip(nums[near_enough].tolist(), distances[near_enough].tolist()):
-            found[num] = max(found.get(num, 0.0), 1e6 - distance)
+        nums, fingerprints = _fingerprint_neighbours(cursor, _chunk_probes(variants))
+    distances = np.bitwise_count(fingerprints[:, None] ^ variants).min(axis=1)
+    near_enough = distances <= FINGERPRINT_RADIUS
+    for num, distance in zip(nums[near_enough].tolist(), distances[near_enough].tolist()):
+        found[num] = max(found.get(num, 0.0), 1e6 - distance)
 
     votes: dict[int, float] = {}
     with txn.cursor(db=dbs.lsh) as cursor:
