@@ -10,12 +10,17 @@ ratio means something. `full N` queues every image again (a threshold change doe
 the first N images of the full pass; `similar` times the 200 queries of bench/scale.py, whose
 14 copies each are in the context once `bench/scale.py passes` has run. Needs the context of
 `bench/scale.py build` and `passes`. Prints one JSON line, naming the code it ran.
+
+A revision that wrote the index in an older format (before 813c54c: chunk postings without the
+fingerprint) needs a context of its own: copy the context before this checkout first opens it
+(it rewrites the format on open), and give the copy to the old side with `--work`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import lookalike
 import scale
@@ -35,8 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("full", "similar"))
     parser.add_argument("images", type=int, nargs="?", default=1024, help="full: images of the pass to time")
+    parser.add_argument("--work", type=Path, default=scale.WORK, help="the folder holding the context")
     args = parser.parse_args()
-    with SearchContext.open(scale.WORK / "context") as context:
+    with SearchContext.open(args.work / "context") as context:
         if args.mode == "full":
             result = full_pass_sample(context, args.images)
         else:
