@@ -14,9 +14,9 @@ transaction as the image's record (see context.py):
    the signs of KEY_BITS random projections (SIFT). For AKAZE the bits are chosen from real
    photos (akaze_lsh_bits.json, bench/derive_lsh_bits.py): fair and uncorrelated ones, since
    random AKAZE bits crowd most descriptors into few buckets. A bucket holding more than
-   CROWDED_BUCKET images is not read at all: its size is looked up first, and flat patches
-   (sky, walls) crowd such buckets with every photo that has them. Buckets found crowded are
-   remembered (CrowdedBuckets), so later look-ups skip them without a search. An image is a candidate when
+   CROWDED_BUCKET images is left out: flat patches (sky, walls) crowd such buckets with every
+   photo that has them. Buckets found crowded are remembered (CrowdedBuckets), so later
+   look-ups skip them without a search. An image is a candidate when
    at least MIN_SHARED_DESCRIPTORS of the query's descriptors share a bucket with it;
    candidates are ranked by votes, one per shared bucket weighted by 1/(images in it), so a
    shared rare bucket counts for more than a crowded one.
