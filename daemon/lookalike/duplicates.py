@@ -114,9 +114,10 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
     graph at `threshold`; counts into `stats`.
 
     Comparisons run on a thread per core (OpenCV releases the GIL), a wave of images at a time.
-    Index look-ups run on this thread: they are mostly Python calls into LMDB, which hold the GIL,
-    and two threads contending for it took longer than one (BENCHMARKS.md, "Crowded buckets
-    remembered"). The group links are kept by this thread alone."""
+    Index look-ups run on this thread: a look-up is thousands of small LMDB cursor calls, each
+    giving the GIL up and taking it back, and two threads handing it over that often took longer
+    than one (BENCHMARKS.md, "Crowded buckets remembered"). The group links are kept by this
+    thread alone."""
     apply = apply or _direct(context)
     if context.links_threshold() != threshold:
         apply(Relink(threshold))
