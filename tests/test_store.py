@@ -607,10 +607,10 @@ def test_a_look_up_that_began_before_a_removal_teaches_no_crowded_bucket():
     buckets.shrinking()
     buckets.after_commit()
     began.learn(keys, crowded)
-    assert not buckets.view().known(keys).any()
+    assert not buckets.known(keys).any()
     buckets.view().learn(keys, crowded)
-    assert buckets.view().known(keys).all()
-    assert not buckets.view().known(keys ^ np.uint64(1)).any()
+    assert buckets.known(keys).all()
+    assert not buckets.known(keys ^ np.uint64(1)).any()
 
 
 def test_the_buckets_read_outright_are_those_counted_first(photos, tmp_path):

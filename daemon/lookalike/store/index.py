@@ -207,17 +207,18 @@ def bucket_sizes(cursor, keys: list[bytes]) -> np.ndarray:
 
 # Counting a bucket first (bucket_sizes) costs ~1.6 us a key; reading a bucket costs ~28 ns a
 # posting, and a missing key next to nothing (BENCHMARKS.md, "Crowded buckets remembered"). So
-# reading the unknown buckets outright is cheaper once they hold fewer crowded postings than this.
+# reading the unknown buckets outright is cheaper while they hold fewer than 1.6 us / 28 ns = 57
+# crowded postings per key; 50 leaves a margin. Only speed depends on it, not the candidates.
 READ_DIRECTLY_BELOW = 50       # crowded postings per unknown key
 
 
 class CrowdedBuckets:
     """The buckets look-ups have found crowded (more than CROWDED_BUCKET images): one bit per
-    possible bucket (TABLES << KEY_BITS bits, 12.6 MB, whatever the collection's size). Most of
-    a query's existing keys are crowded, and once they are known here a look-up skips them
-    without a B-tree search, and reads the rest (rare buckets, and the mirrored query's keys,
-    which mostly do not exist) outright instead of counting each first; until then it counts
-    (`read_directly`).
+    possible bucket (TABLES << KEY_BITS bits, 12.6 MB, whatever the collection's size). In the
+    scale benchmark most of a look-up's existing keys are crowded; once they are known here, it
+    skips them without a B-tree search and reads the rest (rare buckets, and the mirrored
+    query's keys, which mostly do not exist) outright instead of counting each first; until
+    then it counts (`read_directly`).
 
     Storing images only grows buckets, so a crowded one stays crowded. A removal can shrink one
     below the limit, so the context forgets every bucket once a transaction that removed images
@@ -251,11 +252,12 @@ class CrowdedBuckets:
     def read_directly(self) -> bool:
         return self._unknown.crowded_postings < READ_DIRECTLY_BELOW * self._unknown.keys
 
-    def _known(self, packed: np.ndarray) -> np.ndarray:
+    def known(self, packed: np.ndarray) -> np.ndarray:
         slot = _slot(packed)
         return (self._bits[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1 == 1
 
-    def _learn(self, packed: np.ndarray, sizes: np.ndarray, generation: int) -> None:
+    def learn(self, packed: np.ndarray, sizes: np.ndarray, generation: int) -> None:
+        """The sizes of the buckets of `packed`, the keys a look-up begun in `generation` did not know."""
         crowded = sizes > CROWDED_BUCKET
         slot = _slot(packed[crowded])
         with self._lock:
@@ -283,15 +285,13 @@ class _MovingTotals:
 
 @dataclass(frozen=True)
 class CrowdedView:
+    """The crowded buckets as one look-up sees them: what it learns counts only if no removal
+    committed since it began."""
     buckets: CrowdedBuckets
     generation: int
 
-    def known(self, packed: np.ndarray) -> np.ndarray:
-        return self.buckets._known(packed)
-
     def learn(self, packed: np.ndarray, sizes: np.ndarray) -> None:
-        """What a look-up found: the sizes of the buckets of `packed`, the keys it did not know."""
-        self.buckets._learn(packed, sizes, self.generation)
+        self.buckets.learn(packed, sizes, self.generation)
 
 
 def _slot(packed: np.ndarray) -> np.ndarray:
@@ -324,7 +324,7 @@ def shared_buckets(cursor, hasher: Hasher, descriptors: np.ndarray, crowded: int
     skipped and added to."""
     packed, descriptor_of_key = _packed_keys(hasher, descriptors, mirrored)
     if known is not None:
-        unknown = ~known.known(packed)
+        unknown = ~known.buckets.known(packed)
         packed, descriptor_of_key = packed[unknown], descriptor_of_key[unknown]
     sizes, nums, position, size = _uncrowded_postings(cursor, _key_bytes(packed), crowded,
                                                       known is not None and known.buckets.read_directly)
