@@ -147,7 +147,7 @@ def time_queries(context: SearchContext, queries: list[ImageFeatures]) -> dict:
     lookup, total, verified = [], [], []
     for features in queries:
         started = time.perf_counter()
-        found = context.candidates_for(features.content_hash, features.fingerprint, features.local)
+        found = list(context.candidates_for(features.content_hash, features.fingerprint, features.local))
         lookup.append(time.perf_counter() - started)
         started = time.perf_counter()
         similar(context, features, DEFAULT_SIMILAR_THRESHOLD, None)

@@ -201,7 +201,7 @@ def test_upsert_replaces_the_older_record_and_leaves_no_index_entries(tmp_path, 
         assert stored.num == new and stored.content_hash == second.content_hash
         np.testing.assert_array_equal(context.local_features("/photos/a.jpg").descriptors, second.local.descriptors)
         assert old not in context.candidates_for(first.content_hash, first.fingerprint, first.local)
-        assert context.candidates_for(second.content_hash, second.fingerprint, second.local)[0] == new
+        assert list(context.candidates_for(second.content_hash, second.fingerprint, second.local))[0] == new
         # Both in one batch: the later one wins.
         [_, last] = context.upsert_many([at(first, "/photos/b.jpg"), at(second, "/photos/b.jpg")])
         assert context.image("/photos/b.jpg").num == last and context.count() == 2
@@ -244,9 +244,9 @@ def test_same_picture_at_two_paths_keeps_both_hash_postings(tmp_path, photos):
     directory = tmp_path / "ctx"
     with SearchContext.create(directory) as context:
         one, two = context.upsert_many([at(rocket, "/a/rocket.jpg"), at(rocket, "/b/rocket.jpg")])
-        assert set(context.candidates_for(rocket.content_hash, rocket.fingerprint, rocket.local)[:2]) == {one, two}
+        assert set(list(context.candidates_for(rocket.content_hash, rocket.fingerprint, rocket.local))[:2]) == {one, two}
         context.remove("/a/rocket.jpg")
-        assert context.candidates_for(rocket.content_hash, rocket.fingerprint, rocket.local) == [two]
+        assert list(context.candidates_for(rocket.content_hash, rocket.fingerprint, rocket.local)) == [two]
         expected = expected_index_entries(context)
     assert_consistent(directory, expected)
 
@@ -294,8 +294,8 @@ def test_long_and_non_utf8_paths_are_stored_found_and_removed(tmp_path):
             assert context.image(path).path == path
             assert context.local_features(path).count > 0
         assert sorted(i.path for i in context.images()) == sorted([long_path, latin1_path, sibling])
-        assert context.candidates_for(latin1_features.content_hash, latin1_features.fingerprint,
-                                      latin1_features.local)[0] == context.image(latin1_path).num
+        assert list(context.candidates_for(latin1_features.content_hash, latin1_features.fingerprint,
+                                           latin1_features.local))[0] == context.image(latin1_path).num
         context.record_failure(sibling, None, "changed", "rewritten while read")
         assert [f.path for f in context.failures()] == [sibling]
         assert context.remove(long_path) and context.remove(latin1_path) and not context.remove(sibling)
@@ -568,8 +568,8 @@ def test_fingerprint_chunks_written_by_an_older_lookalike_are_written_again_on_o
     unrelated = np.random.default_rng(3).integers(0, 256, photos[name].local.descriptors.shape, dtype=np.uint8)
     with SearchContext.open(directory) as context:
         # Its fingerprint alone can find it: another content hash, descriptors of nothing.
-        assert context.candidates_for(bytes(16), photos[name].fingerprint,
-                                      dataclasses.replace(photos[name].local, descriptors=unrelated)) \
+        assert list(context.candidates_for(bytes(16), photos[name].fingerprint,
+                                           dataclasses.replace(photos[name].local, descriptors=unrelated))) \
             == [context.find(str(tmp_path / f"{name}.jpg")).num]
     assert raw_entries(directory) == before
     env = lmdb.open(str(directory), readonly=True, max_dbs=16, subdir=True)
@@ -591,12 +591,12 @@ def test_a_bucket_crowded_past_the_limit_is_not_read(photos, tmp_path):
     query = (first.content_hash, first.fingerprint, first.local)
     with SearchContext.create(tmp_path / "context") as context:
         context.upsert_many(crowd[:-1])
-        assert len(context.candidates_for(*query)) == index.MAX_VOTED
+        assert len(list(context.candidates_for(*query))) == index.MAX_VOTED
         context.upsert_many(crowd[-1:])
-        assert context.candidates_for(*query) == []
+        assert list(context.candidates_for(*query)) == []
         # The crowded buckets are remembered now; a removal must make the context forget them.
         context.remove(crowd[0].path)
-        assert len(context.candidates_for(*query)) == index.MAX_VOTED
+        assert len(list(context.candidates_for(*query))) == index.MAX_VOTED
 
 
 def test_a_look_up_that_began_before_a_removal_teaches_no_crowded_bucket():
@@ -669,6 +669,26 @@ def test_the_fingerprint_tier_finds_every_orientation_within_the_radius_nearest_
     expected = sorted((p for p, d in distance_of.items() if d <= index.FINGERPRINT_RADIUS), key=distance_of.get)
     assert len(expected) >= index.FINGERPRINT_RADIUS and len(distance_of) > len(expected)
     assert found == expected
+
+
+
+def test_the_copies_the_hash_and_fingerprint_find_come_before_the_descriptors_are_looked_up(tmp_path, photos,
+                                                                                             monkeypatch):
+    """`similar` verifies them meanwhile: the descriptors are most of a look-up's time."""
+    looked_up = []
+    descriptor_votes = index._descriptor_votes
+    monkeypatch.setattr(index, "_descriptor_votes",
+                        lambda *args: looked_up.append(args[-1]) or descriptor_votes(*args))
+    query = photos["coffee"]
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many([at(features, tmp_path / f"{name}.jpg") for name, features in photos.items()]
+                            + [at(query, tmp_path / "copy.jpg")])
+        copies = {context.find(str(tmp_path / name)).num for name in ("coffee.jpg", "copy.jpg")}
+        found = context.candidates_for(query.content_hash, query.fingerprint, query.local)
+        assert {next(found), next(found)} == copies
+        assert looked_up == []
+        assert copies.isdisjoint(found)
+        assert looked_up == [False, True]          # the descriptors, then their mirror images'
 
 
 # --- the writer thread ---------------------------------------------------------------------

@@ -131,7 +131,7 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
             image, candidate = context.candidate(num)
         except NotFoundError:
             return num, None, []            # removed since the page was read
-        return num, candidate, context.candidates_for(image.content_hash, image.fingerprint, candidate.local)
+        return num, candidate, list(context.candidates_for(image.content_hash, image.fingerprint, candidate.local))
 
     def verified(job: tuple[int, Candidate, int]) -> Match | None:
         num, candidate, other = job

@@ -731,11 +731,13 @@ class SearchContext:
             if long_paths:
                 yield long_paths
 
-    def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> list[int]:
-        """Image numbers worth verifying against these features (index.candidates)."""
+    def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> Iterator[int]:
+        """Image numbers worth verifying against these features, as index.candidates finds them.
+        Its read transaction is open until the iteration ends, and holds back a map resize
+        (_ResizeGate): iterate it through without waiting on other readers."""
         known = self._crowded.view()
         with self._read() as txn:
-            return index.candidates(txn, self._index, content_hash, fingerprint, local, self._hasher, known)
+            yield from index.candidates(txn, self._index, content_hash, fingerprint, local, self._hasher, known)
 
     def count(self) -> int:
         with self._read() as txn:

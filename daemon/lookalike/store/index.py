@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 
@@ -349,10 +350,12 @@ def _descriptor_votes(cursor, hasher: Hasher, descriptors: np.ndarray, known: Cr
 
 
 def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int, local: LocalFeatures,
-               hasher: Hasher, known: CrowdedView) -> list[int]:
-    """Image numbers worth verifying, most promising first (exact copies, then by votes), the
-    image's mirror image's too where the detector has a mirror table. `known` must be taken
-    before `txn` began."""
+               hasher: Hasher, known: CrowdedView) -> Iterator[int]:
+    """Image numbers worth verifying, most promising first, the image's mirror image's too where
+    the detector has a mirror table: exact copies, then near copies by fingerprint distance, then
+    the images the local descriptors vote for. The copies come as soon as they are known, so a
+    caller can verify them while the descriptors, most of a look-up's time, are looked up.
+    `known` must be taken before `txn` began."""
     found: dict[int, float] = {}
     with txn.cursor(db=dbs.hashes) as cursor:
         for num in _postings(cursor, content_hash):
@@ -365,6 +368,7 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int, local
     near_enough = distances <= FINGERPRINT_RADIUS
     for num, distance in zip(nums[near_enough].tolist(), distances[near_enough].tolist()):
         found[num] = max(found.get(num, 0.0), 1e6 - distance)
+    yield from sorted(found, key=lambda num: -found[num])
 
     votes: dict[int, float] = {}
     with txn.cursor(db=dbs.lsh) as cursor:
@@ -374,6 +378,4 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int, local
                     votes[num] = weight
     # The vote slots go to images the hash and fingerprint have not found already.
     voted = sorted(((w, n) for n, w in votes.items() if n not in found), reverse=True)[:MAX_VOTED]
-    for weight, num in voted:
-        found[num] = max(found.get(num, 0.0), weight)
-    return [num for num, _ in sorted(found.items(), key=lambda item: -item[1])]
+    yield from (num for _, num in voted)
