@@ -170,6 +170,14 @@ def test_ratio_matches_are_exactly_those_of_opencvs_matcher(detector):
         assert sorted(map(tuple, match._ratio_matches(first, second).tolist())) == expected
 
 
+
+def test_quantiles_of_sorted_values_are_numpys():
+    rng = np.random.default_rng(4)
+    for count in (1, 2, 3, 16, 501):
+        values = rng.random(count)
+        for q in (0.25, 0.5):
+            assert match._quantile(np.sort(values), q) == pytest.approx(np.quantile(values, q), abs=1e-15)
+
 def test_tile_correlations_are_each_tiles_own_correlation():
     rng = np.random.default_rng(3)
     a = rng.random((119, 157), np.float32) * 200

@@ -17,6 +17,7 @@ second extraction is needed. The result carries its evidence: transform, flip, c
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -231,7 +232,7 @@ def _verify(first: LocalFeatures, second: LocalFeatures, unit: float, flipped: b
     common = max(min(in_first, in_second), 1)
     geometry = {"flipped": flipped, "matches": len(pairs), "inliers": int(inliers.sum()),
                 "tight_inliers": tight, "repeatability": float(tight / common),
-                "residual": float(np.median(residuals[inliers]) / unit), "spread": spread}
+                "residual": _quantile(np.sort(residuals[inliers]), 0.5) / unit, "spread": spread}
     return matrix, tight, geometry
 
 
@@ -241,7 +242,9 @@ def _cell_share(points: np.ndarray, inliers: np.ndarray, features: LocalFeatures
     far from the rest from looking like spread."""
     cells = (np.minimum((points * SPREAD_GRID / (features.width, features.height)).astype(np.intp), SPREAD_GRID - 1)
              @ (SPREAD_GRID, 1))
-    return len(np.unique(cells[inliers])) / len(np.unique(cells))
+    matched = np.bincount(cells, minlength=SPREAD_GRID * SPREAD_GRID) > 0
+    fitted = np.bincount(cells[inliers], minlength=SPREAD_GRID * SPREAD_GRID) > 0
+    return int(fitted.sum()) / int(matched.sum())
 
 
 def _describe(matrix: np.ndarray, flipped: bool, first_image: Candidate, second_image: Candidate) -> Transform:
@@ -289,28 +292,47 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     warp = (to_target @ working @ from_source)[:2]
     size = (target.shape[1], target.shape[0])
     warped = cv2.warpAffine(source, warp, size, flags=cv2.INTER_LINEAR)
-    valid = cv2.warpAffine(np.ones_like(source), warp, size, flags=cv2.INTER_NEAREST) > 0
-    valid = cv2.erode(valid.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    correlations = _tile_correlations(_structure(warped), _structure(target), valid)
+    valid = cv2.warpAffine(np.ones(source.shape, np.uint8), warp, size, flags=cv2.INTER_NEAREST)
+    valid = cv2.erode(valid, np.ones((5, 5), np.uint8)) > 0
+    correlations = np.sort(_tile_correlations(_structure(warped), _structure(target), valid))
     if len(correlations) == 0:
         return 0.0, 0.0
-    return float(np.median(correlations)), float(np.percentile(correlations, 25))
+    return _quantile(correlations, 0.5), _quantile(correlations, 0.25)
+
+
+def _quantile(ordered: np.ndarray, q: float) -> float:
+    """np.quantile(ordered, q) of sorted values: numpy's median and percentile cost 40 us a call
+    on a few values, and a comparison took three."""
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
 def _tile_correlations(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The correlation of `a` and `b` over the valid pixels of each of PHOTO_TILES x PHOTO_TILES
-    tiles that are at least half valid (and not flat). Sums per tile, all tiles at once."""
+    tiles that are at least half valid (and not flat). Each sum over all tiles at once is two
+    small matrix products, a band of tiles by the image by a band of tiles: 2.6 times as fast as
+    picking out the valid pixels and counting them per tile, and as exact. (Summed-area tables
+    are faster still, but a dark tile's sums come out as differences of the whole image's.)"""
     height, width = valid.shape
-    inner = np.arange(1, PHOTO_TILES)
-    tile_rows = np.searchsorted(inner * height // PHOTO_TILES, np.arange(height), side="right")
-    tile_cols = np.searchsorted(inner * width // PHOTO_TILES, np.arange(width), side="right")
-    tiles = (tile_rows[:, None] * PHOTO_TILES + tile_cols[None, :])
-    cells = PHOTO_TILES * PHOTO_TILES
-    label, x, y = tiles[valid], a[valid].astype(np.float64), b[valid].astype(np.float64)
-    count = np.bincount(label, minlength=cells)
-    sums = [np.bincount(label, weights=w, minlength=cells) for w in (x, y, x * x, y * y, x * y)]
+    rows, cols = _tile_bands(height), _tile_bands(width)
+    mask = valid.astype(np.float64)
+    x, y = a * mask, b * mask
+    count, sx, sy, sxx, syy, sxy = (rows @ plane @ cols.T for plane in (mask, x, y, x * x, y * y, x * y))
+    area = rows.sum(axis=1)[:, None] * cols.sum(axis=1)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        sx, sy, sxx, syy, sxy = (s / np.maximum(count, 1) for s in sums)
+        sx, sy, sxx, syy, sxy = (s / np.maximum(count, 1) for s in (sx, sy, sxx, syy, sxy))
         spread = np.sqrt(np.maximum(sxx - sx * sx, 0) * np.maximum(syy - sy * sy, 0)) * count
-        kept = (count >= 0.5 * np.bincount(tiles.ravel(), minlength=cells)) & (spread > 1e-3)
+        kept = (count >= 0.5 * area) & (spread > 1e-3)
         return ((sxy - sx * sy) * count / spread)[kept]
+
+
+@functools.lru_cache(maxsize=None)
+def _tile_bands(length: int) -> np.ndarray:
+    """PHOTO_TILES x length: row k is 1 over the pixels of the k-th band of tiles."""
+    edges = np.arange(PHOTO_TILES + 1) * length // PHOTO_TILES
+    band = np.searchsorted(edges[1:-1], np.arange(length), side="right")
+    bands = (band[None, :] == np.arange(PHOTO_TILES)[:, None]).astype(np.float64)
+    bands.flags.writeable = False        # shared by every comparison
+    return bands
