@@ -186,6 +186,22 @@ def test_a_file_that_is_not_a_context_is_a_store_error(tmp_path):
         SearchContext.open(directory)
 
 
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda record: record[:6], "shorter than its header"),
+    (lambda record: b"XXXX" + record[4:], "not a lookalike record"),
+    (lambda record: record[:4] + (codec.VERSION + 1).to_bytes(2, "little") + record[6:], "newer"),
+    (lambda record: record.replace(b'"doc"', b"'doc'"), "not JSON"),
+    (lambda record: record.replace(b'"uint8"', b'"int16"'), "unsupported dtype"),
+    (lambda record: record.replace(b"[13,5]", b"[-3,5]"), "invalid shape"),
+    (lambda record: record.replace(b"[13,5]", b"[13,6]"), "runs past the end"),
+])
+def test_a_damaged_record_is_a_record_error_naming_the_damage(damage, named):
+    record = codec.pack({"path": "/a.jpg"}, {"thumbnail": np.zeros((13, 5), np.uint8)})
+    assert codec.unpack(record)[1]["thumbnail"].shape == (13, 5)
+    with pytest.raises(codec.RecordError, match=named):
+        codec.unpack(damage(record))
+
 # --- writes -------------------------------------------------------------------------------
 
 def test_upsert_replaces_the_older_record_and_leaves_no_index_entries(tmp_path, photos):

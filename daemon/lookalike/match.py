@@ -251,16 +251,17 @@ def _cell_share(points: np.ndarray, inliers: np.ndarray, features: LocalFeatures
 
 def _describe(matrix: np.ndarray, flipped: bool, first_image: Candidate, second_image: Candidate) -> Transform:
     first, second = first_image.local, second_image.local
-    linear = matrix[:, :2]
-    rotation = math.degrees(math.atan2(linear[1, 0], linear[0, 0]))
+    (a, b, _), (c, d, _) = matrix.tolist()
+    rotation = math.degrees(math.atan2(c, a))
     # The matrix maps working pixels; in original pixels the picture's size changes by this much.
-    scale_factor = (math.sqrt(abs(float(np.linalg.det(linear))))
+    scale_factor = (math.sqrt(abs(a * d - b * c))
                     * (first.width / first_image.width) * (second_image.width / second.width))
-    # The common area: each frame's corners mapped into the other, clipped to it.
+    # The common area: each frame's corners mapped into the other, clipped to it. (Plain floats:
+    # numpy's clip on four points cost more than the rest of a comparison's description.)
     def box(points: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
-        x0, y0 = np.clip(points.min(axis=0), 0, [width, height])
-        x1, y1 = np.clip(points.max(axis=0), 0, [width, height])
-        return (float(x0 / width), float(y0 / height), float(x1 / width), float(y1 / height))
+        (x0, y0), (x1, y1) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
+        return (min(max(x0, 0), width) / width, min(max(y0, 0), height) / height,
+                min(max(x1, 0), width) / width, min(max(y1, 0), height) / height)
     corners_first = np.float32([[0, 0], [first.width, 0], [first.width, first.height], [0, first.height]])
     corners_second = np.float32([[0, 0], [second.width, 0], [second.width, second.height], [0, second.height]])
     in_second = box(_apply(matrix, corners_first), second.width, second.height)
@@ -268,7 +269,7 @@ def _describe(matrix: np.ndarray, flipped: bool, first_image: Candidate, second_
     if flipped:     # the box was found in the mirrored first image
         x0, y0, x1, y1 = in_first_mirrored
         in_first_mirrored = (1 - x1, y0, 1 - x0, y1)
-    return Transform(tuple(tuple(float(v) for v in row) for row in matrix), flipped, rotation,
+    return Transform(tuple(map(tuple, matrix.tolist())), flipped, rotation,
                      scale_factor, in_first_mirrored, in_second)
 
 

@@ -14,6 +14,7 @@ context file cannot make lookalike run code.
 from __future__ import annotations
 
 import json
+import math
 import struct
 
 import numpy as np
@@ -61,7 +62,9 @@ def unpack(data: bytes | memoryview) -> tuple[dict, dict[str, np.ndarray]]:
         if spec["dtype"] not in _DTYPES:
             raise RecordError(f"array {spec['name']!r} has unsupported dtype {spec['dtype']}")
         dtype = np.dtype(spec["dtype"])
-        count = int(np.prod(spec["shape"], dtype=np.int64))
+        if not all(isinstance(side, int) and side >= 0 for side in spec["shape"]):
+            raise RecordError(f"array {spec['name']!r} has an invalid shape {spec['shape']}")
+        count = math.prod(spec["shape"])
         end = offset + count * dtype.itemsize
         if end > len(data):
             raise RecordError(f"array {spec['name']!r} runs past the end of the record")
