@@ -12,6 +12,7 @@ writer.BATCH changes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import random
 import signal
@@ -706,6 +707,19 @@ def test_the_copies_the_hash_and_fingerprint_find_come_before_the_descriptors_ar
         assert copies.isdisjoint(found)
         assert looked_up == [False, True]          # the descriptors, then their mirror images'
 
+
+
+def test_similar_skips_a_candidate_removed_since_the_look_up(tmp_path, photos, monkeypatch):
+    from lookalike.search import similar
+    query = photos["coffee"]
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many([at(query, tmp_path / "copy.jpg"), at(photos["rocket"], tmp_path / "gone.jpg")])
+        gone = context.find(str(tmp_path / "gone.jpg")).num
+        context.remove(str(tmp_path / "gone.jpg"))
+        look_up = context.candidates_for
+        monkeypatch.setattr(context, "candidates_for", lambda *args: itertools.chain([gone], look_up(*args)))
+        hits = similar(context, at(query, tmp_path / "query.jpg"), 50.0, None)
+    assert [(hit.image.path, hit.match.similarity) for hit in hits] == [(str(tmp_path / "copy.jpg"), 100.0)]
 
 # --- the writer thread ---------------------------------------------------------------------
 
