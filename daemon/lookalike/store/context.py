@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Iterator
 
 import lmdb
+import numpy as np
 
 from .. import __version__
 from ..errors import NotFoundError, StoreError, StoreFullError, display_path
@@ -587,7 +588,7 @@ class SearchContext:
         self._apply(done)
 
     def _index_descriptors(self, txn, num: int, record: bytes) -> None:
-        index.add_descriptors(txn, self._index, num, _local_features(record), self._hasher)
+        index.add_descriptors(txn, self._index, num, _features_record(record)[0], self._hasher)
 
     def _index_fingerprint(self, txn, num: int, record: bytes) -> None:
         index.add_fingerprint(txn, self._index, num, StoredImage.from_record(num, codec.unpack(record)[0]).fingerprint)
@@ -618,7 +619,7 @@ class SearchContext:
     # --- reads ---------------------------------------------------------------------------
 
     def _local(self, txn, num: int) -> LocalFeatures:
-        return _local_features(txn.get(index.NUM.pack(num), db=self._dbs["features"]))
+        return _features_record(txn.get(index.NUM.pack(num), db=self._dbs["features"]))[0]
 
     def _num(self, txn, path: str) -> int | None:
         value = txn.get(path_key(path), db=self._dbs["paths"])
@@ -659,9 +660,8 @@ class SearchContext:
 
     def _candidate(self, txn, num: int) -> tuple[StoredImage, Candidate]:
         image = self._image(txn, num)
-        doc, arrays = codec.unpack(txn.get(index.NUM.pack(num), db=self._dbs["features"]))
-        local = LocalFeatures(arrays["keypoints"], arrays["descriptors"], doc["width"], doc["height"])
-        return image, Candidate(local, arrays["thumbnail"], image.content_hash, image.width, image.height)
+        local, thumbnail = _features_record(txn.get(index.NUM.pack(num), db=self._dbs["features"]))
+        return image, Candidate(local, thumbnail, image.content_hash, image.width, image.height)
 
     def images(self, batch: int = 512) -> Iterator[StoredImage]:
         """Every stored image, in insertion order."""
@@ -785,9 +785,10 @@ class SearchContext:
 REBUILD_ADVICE = "rebuild it from the watched folders with 'lookalike --config FILE context rebuild'"
 
 
-def _local_features(record: bytes) -> LocalFeatures:
+def _features_record(record: bytes) -> tuple[LocalFeatures, np.ndarray]:
+    """A `features` record: the image's local features and its thumbnail."""
     doc, arrays = codec.unpack(record)
-    return LocalFeatures(arrays["keypoints"], arrays["descriptors"], doc["width"], doc["height"])
+    return LocalFeatures(arrays["keypoints"], arrays["descriptors"], doc["width"], doc["height"]), arrays["thumbnail"]
 
 
 def _creation_cut_short(env: lmdb.Environment) -> bool:
