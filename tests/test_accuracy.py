@@ -218,7 +218,8 @@ def test_a_fit_confined_to_one_small_patch_is_no_match(monkeypatch):
     ungated = compare(*sides, SETTINGS.detector)
     assert ungated.evidence is not None and ungated.evidence.inliers >= 30 and ungated.evidence.spread < 0.1
     monkeypatch.undo()
-    assert compare(*sides, SETTINGS.detector) == match.NO_MATCH
+    gated = compare(*sides, SETTINGS.detector)
+    assert (gated.similarity, gated.evidence, gated.reason) == (0.0, None, "fit_on_small_patch")
 
 
 def evidence(corpus: Corpus, name: str, kind: str) -> dict:
@@ -261,6 +262,47 @@ def test_scale_is_measured_in_original_pixels(corpus, name):
     original = corpus.originals[name]
     copy = corpus.copies[(name, "resize")]
     assert abs(found["scale"] - copy.width / original.width) < 0.05, found
+
+
+def _matrix(transform: match.Transform) -> np.ndarray:
+    return np.vstack([np.array(transform.matrix), [0, 0, 1]])
+
+
+def _mirror(side: ImageFeatures) -> np.ndarray:
+    return np.array([[-1.0, 0, side.local.width - 1], [0, 1, 0], [0, 0, 1]])
+
+
+def test_a_pair_scores_the_same_either_way_and_the_transforms_are_inverses(corpus):
+    """One score per pair: a white border, a crop or a resize once scored 83 one way and 44 the
+    other, so whether a copy was grouped depended on which file was the keeper."""
+    pairs = [(corpus.originals[name], copy) for (name, _), copy in corpus.copies.items()]
+    pairs += [(corpus.copies[(name, "border")], corpus.copies[(name, kind)])
+              for name in PHOTOS for kind in ("crop_half", "resize", "flip")]
+    for first, second in pairs:
+        there, back = (compare(query_candidate(a), query_candidate(b), SETTINGS.detector)
+                       for a, b in ((first, second), (second, first)))
+        label = f"{Path(first.path).name} / {Path(second.path).name}"
+        assert there.similarity == back.similarity, f"{label}: {there.similarity:.1f} against {back.similarity:.1f}"
+        if there.transform is None:
+            continue
+        assert there.transform.flipped == back.transform.flipped, label
+        # Mapping the first onto the second and back (mirroring each first when flipped) is the identity.
+        round_trip = _matrix(back.transform) @ _matrix(there.transform)
+        if there.transform.flipped:
+            round_trip = _matrix(back.transform) @ _mirror(second) @ _matrix(there.transform) @ _mirror(first)
+        assert np.allclose(round_trip, np.eye(3), atol=1e-6), f"{label}: {round_trip}"
+        assert there.transform.crop_first == pytest.approx(back.transform.crop_second, abs=1e-6), label
+        assert there.transform.scale * back.transform.scale == pytest.approx(1.0), label
+
+
+def test_no_angle_is_reported_as_minus_zero(corpus):
+    """A copy turned by nothing at all, measured at -0.01 degrees, printed -0.0."""
+    angles = [compare(query_candidate(a), query_candidate(b), SETTINGS.detector).to_json()
+              .get("transform", {}).get("rotation_degrees", 1.0)
+              for original in corpus.originals.values() for copy in corpus.copies.values()
+              for a, b in ((original, copy), (copy, original)) if Path(copy.path).name.startswith(Path(original.path).stem + "-")]
+    zeros = [angle for angle in angles if angle == 0.0]
+    assert zeros and all(np.copysign(1.0, angle) == 1.0 for angle in zeros)
 
 
 # --- the duplicate graph kept in the context --------------------------------------------------

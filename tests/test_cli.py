@@ -279,7 +279,21 @@ def test_compare(photos, capsys):
     assert flipped["similarity"] >= 80 and flipped["transform"]["flipped"] is True
     different = run_json(capsys, "compare", photos["astronaut"], photos["coffee"])
     assert different["similarity"] < 20
-    assert run_json(capsys, "compare", photos["coffee"], photos["coffee"]) == {"similarity": 100.0}
+    assert run_json(capsys, "compare", photos["coffee"], photos["coffee"]) == {"similarity": 100.0, "kinds": ["identical"]}
+
+
+def test_compare_says_why_when_it_gives_only_a_similarity(photos, tmp_path, capsys):
+    """A bare similarity told nothing: same bytes, no features and no fit all printed the same."""
+    coffee = images.photo("coffee")
+    png = images.write_png(tmp_path, "coffee.png", coffee)
+    # The same pixels in other bytes: PNG's deflate level changes the file, never a pixel.
+    recoded = images.write_bytes(tmp_path, "coffee-recoded.png", images.encode(".png", coffee, (cv2.IMWRITE_PNG_COMPRESSION, 9)))
+    assert png.read_bytes() != recoded.read_bytes()
+    assert run_json(capsys, "compare", png, recoded)["kinds"] == ["same_pixels"]
+    assert run_json(capsys, "compare", png, png) == {"similarity": 100.0, "kinds": ["identical"]}
+    flat = images.write_png(tmp_path, "flat.png", np.full((300, 400, 3), 90, np.uint8))
+    assert run_json(capsys, "compare", flat, png) == {"similarity": 0.0, "reason": "no_features"}
+    assert run_json(capsys, "compare", photos["astronaut"], photos["coffee"]) == {"similarity": 0.0, "reason": "no_geometric_fit"}
 
 
 def test_similar_finds_copies_and_excludes_the_query(stored, photos, capsys):

@@ -68,7 +68,8 @@ class Transform:
     crop_second: tuple[float, float, float, float]  # and in the second
 
     def to_json(self) -> dict:
-        return {"flipped": self.flipped, "rotation_degrees": round(self.rotation_degrees, 1),
+        # + 0.0 turns the -0.0 that rounding a tiny negative angle gives into 0.0
+        return {"flipped": self.flipped, "rotation_degrees": round(self.rotation_degrees, 1) + 0.0,
                 "scale": round(self.scale, 3),
                 "common_area_first": [round(v, 3) for v in self.crop_first],
                 "common_area_second": [round(v, 3) for v in self.crop_second],
@@ -95,14 +96,29 @@ class Evidence:
         return (min(self.repeatability, 1.0), min(self.residual, 3.0), self.photo_median, self.photo_low)
 
 
+# Why a pair has no transform and evidence (Match.reason).
+NO_MATCH_REASONS = {
+    "no_features": "one of the images has too few keypoints to match",
+    "too_few_matches": "too few descriptors match between the images",
+    "no_geometric_fit": "the matching descriptors agree on no single transform",
+    "fit_on_small_patch": "the only fit holds on one small patch (a caption, logo or stamp)",
+}
+
+
 @dataclass(frozen=True)
 class Match:
     similarity: float                 # 0..100
     evidence: Evidence | None
     transform: Transform | None
+    kinds: tuple[str, ...] = ()       # what the second is of the first (COPY_KINDS)
+    reason: str | None = None         # why there is no transform (NO_MATCH_REASONS)
 
     def to_json(self) -> dict:
         out: dict = {"similarity": round(self.similarity, 1)}
+        if self.kinds:
+            out["kinds"] = list(self.kinds)
+        if self.reason is not None:
+            out["reason"] = self.reason
         if self.transform is not None:
             out["transform"] = self.transform.to_json()
         if self.evidence is not None:
@@ -114,8 +130,7 @@ class Match:
         return out
 
 
-NO_MATCH = Match(0.0, None, None)
-IDENTICAL = Match(100.0, None, None)
+IDENTICAL = Match(100.0, None, None, ("identical",))
 
 
 def score(evidence: Evidence) -> float:
@@ -153,23 +168,60 @@ class Candidate:
 
 
 def compare(first: Candidate, second: Candidate, detector: str) -> Match:
+    """How alike two images are, and how the first maps onto the second.
+
+    One score per pair: the fit is made once, with the images in an order their contents fix
+    (never their names), and every measure of it is taken so that it favours neither image
+    (matches found from both sides, the residual in the coarser frame, the pixels compared at
+    the coarser resolution). Compared the other way round, a pair gives the same similarity and
+    evidence and the inverse transform."""
     if first.content_hash == second.content_hash:
         return IDENTICAL
-    unit = second.pixel_unit
-    best = _verify(first.local, second.local, unit, flipped=False)
-    mirror = first.mirror(detector) if best is None or best[2]["repeatability"] < MIRROR_NEEDLESS_ABOVE else None
+    swapped = first.content_hash > second.content_hash
+    if swapped:
+        first, second = second, first
+    fit = _fit(first, second, detector)
+    if isinstance(fit, str):
+        return Match(0.0, None, None, reason=fit)
+    matrix, flipped, geometry = fit
+    photo_median, photo_low, tone = _pixel_agreement(first, second, matrix, flipped)
+    evidence = Evidence(photo_median=photo_median, photo_low=photo_low, **geometry)
+    if swapped:
+        matrix = _inverse(matrix, flipped, first.local, second.local)
+        first, second = second, first
+    transform = _describe(matrix, flipped, first, second)
+    return Match(score(evidence), evidence, transform, _kinds(first, second, transform, evidence, tone))
+
+
+def _fit(first: Candidate, second: Candidate, detector: str) -> tuple[np.ndarray, bool, dict] | str:
+    """The affine fit of first onto second (mirrored first if that fits better), or why none."""
+    best = _verify(first.local, second.local, first.pixel_unit, second.pixel_unit)
+    unmirrored_repeatability = best[1]["repeatability"] if not isinstance(best, str) else 0.0
+    mirror = first.mirror(detector) if unmirrored_repeatability < MIRROR_NEEDLESS_ABOVE else None
+    flipped = False
     if mirror is not None:
-        flipped = _verify(mirror, second.local, unit, flipped=True)
-        if flipped is not None and (best is None or flipped[1] > best[1]):
-            best = flipped
-    if best is None:
-        return NO_MATCH
-    matrix, _, geometry = best
-    transform = _describe(matrix, geometry["flipped"], first, second)
-    photo_median, photo_low = _pixel_agreement(first, second, matrix, geometry["flipped"])
-    evidence = Evidence(photo_median=photo_median, photo_low=photo_low,
-                        **{k: v for k, v in geometry.items() if k != "flipped"})
-    return Match(score(evidence), evidence, transform)
+        fit = _verify(mirror, second.local, first.pixel_unit, second.pixel_unit)
+        if not isinstance(fit, str) and (isinstance(best, str) or fit[1]["tight_inliers"] > best[1]["tight_inliers"]):
+            best, flipped = fit, True
+    if isinstance(best, str):
+        return best
+    return best[0], flipped, best[1]
+
+
+def _inverse(matrix: np.ndarray, flipped: bool, first: LocalFeatures, second: LocalFeatures) -> np.ndarray:
+    """The transform of second onto first, given `matrix` of (mirrored, if `flipped`) first onto
+    second: with M = matrix and F the left-right mirror of an image (features.mirrored), it is
+    F_first . M^-1 . F_second, so that mirroring the second and applying it lands on the first."""
+    inverse = np.vstack([cv2.invertAffineTransform(matrix), [0, 0, 1]])
+    if not flipped:
+        return inverse[:2]
+    return (_mirror(first.width) @ inverse @ _mirror(second.width))[:2]
+
+
+def _mirror(width: int) -> np.ndarray:
+    """The left-right mirror of an image `width` working pixels wide, as features.mirrored
+    mirrors keypoints (3 x 3)."""
+    return np.array([[-1.0, 0, width - 1], [0, 1, 0], [0, 0, 1]])
 
 
 def _ratio_matches(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -205,37 +257,52 @@ def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def _verify(first: LocalFeatures, second: LocalFeatures, unit: float, flipped: bool):
-    pairs = _ratio_matches(first.descriptors, second.descriptors)
+def _matches_both_ways(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The ratio-test matches from either side, each once: which image asks does not change
+    what is found."""
+    found = np.vstack([_ratio_matches(first, second), _ratio_matches(second, first)[:, ::-1]])
+    return np.unique(found, axis=0)
+
+
+def _verify(first: LocalFeatures, second: LocalFeatures, first_unit: float, second_unit: float):
+    """(matrix, geometry) of the affine fit of first onto second, or the reason there is none."""
+    if min(len(first.descriptors), len(second.descriptors)) < MIN_INLIERS:
+        return "no_features"
+    pairs = _matches_both_ways(first.descriptors, second.descriptors)
     if len(pairs) < MIN_INLIERS:
-        return None
+        return "too_few_matches"
     p1 = first.keypoints[pairs[:, 0], :2]
     p2 = second.keypoints[pairs[:, 1], :2]
     matrix, mask = cv2.estimateAffine2D(p1, p2, ransacReprojThreshold=RANSAC_THRESHOLD,
                                         maxIters=2000, confidence=0.995)
     if matrix is None:
-        return None
+        return "no_geometric_fit"
     inliers = mask.ravel().astype(bool)
     if inliers.sum() < MIN_INLIERS:
-        return None
+        return "no_geometric_fit"
     spread = min(_cell_share(p1, inliers, first), _cell_share(p2, inliers, second))
     if spread < MIN_INLIER_SPREAD:
-        return None          # the fit holds on one small patch: a caption, logo or date stamp
+        return "fit_on_small_patch"      # a caption, logo or date stamp
     singular = np.linalg.svd(matrix[:, :2], compute_uv=False)
     if singular[1] < 1e-3 or singular[0] / singular[1] > MAX_ANISOTROPY:
-        return None          # a degenerate fit to a handful of coincidental matches
+        return "no_geometric_fit"        # a degenerate fit to a handful of coincidental matches
     if not 1 / MAX_SCALE <= math.sqrt(singular[0] * singular[1]) <= MAX_SCALE:
-        return None
-    residuals = np.hypot(*(_apply(matrix, p1) - p2).T)
-    tight = int((residuals < TIGHT_RESIDUAL * unit).sum())
-    in_second = _inside(_apply(matrix, first.keypoints[:, :2]), second.width, second.height).sum()
+        return "no_geometric_fit"
     inverse = cv2.invertAffineTransform(matrix)
+    # Keypoints are located to about a unit of the coarser image; in the finer image's frame
+    # that noise is magnified by the scale between them. The residual is taken in the frame
+    # where it is smaller, whichever image is first.
+    forward = np.hypot(*(_apply(matrix, p1) - p2).T) / second_unit
+    backward = np.hypot(*(_apply(inverse, p2) - p1).T) / first_unit
+    residuals, residual = min(((r, _quantile(np.sort(r[inliers]), 0.5)) for r in (forward, backward)),
+                              key=lambda found: found[1])
+    tight = int((residuals < TIGHT_RESIDUAL).sum())
+    in_second = _inside(_apply(matrix, first.keypoints[:, :2]), second.width, second.height).sum()
     in_first = _inside(_apply(inverse, second.keypoints[:, :2]), first.width, first.height).sum()
     common = max(min(in_first, in_second), 1)
-    geometry = {"flipped": flipped, "matches": len(pairs), "inliers": int(inliers.sum()),
-                "tight_inliers": tight, "repeatability": float(tight / common),
-                "residual": _quantile(np.sort(residuals[inliers]), 0.5) / unit, "spread": spread}
-    return matrix, tight, geometry
+    geometry = {"matches": len(pairs), "inliers": int(inliers.sum()), "tight_inliers": tight,
+                "repeatability": float(tight / common), "residual": residual, "spread": spread}
+    return matrix, geometry
 
 
 def _cell_share(points: np.ndarray, inliers: np.ndarray, features: LocalFeatures) -> float:
@@ -256,21 +323,63 @@ def _describe(matrix: np.ndarray, flipped: bool, first_image: Candidate, second_
     # The matrix maps working pixels; in original pixels the picture's size changes by this much.
     scale_factor = (math.sqrt(abs(a * d - b * c))
                     * (first.width / first_image.width) * (second_image.width / second.width))
-    # The common area: each frame's corners mapped into the other, clipped to it. Plain floats:
-    # with numpy's clip and det on these few values a description took 190 us, now 80 (profiled).
+    # The common area: each frame's corners mapped into the other, clipped to it. Keypoints are
+    # at pixel centres, so a frame's edges lie half a pixel outside them (and the mirror maps
+    # one frame exactly onto itself). Plain floats: with numpy's clip and det on these few
+    # values a description took 190 us, now 80 (profiled).
     def box(points: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
         (x0, y0), (x1, y1) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
-        return (min(max(x0, 0), width) / width, min(max(y0, 0), height) / height,
-                min(max(x1, 0), width) / width, min(max(y1, 0), height) / height)
-    corners_first = np.float32([[0, 0], [first.width, 0], [first.width, first.height], [0, first.height]])
-    corners_second = np.float32([[0, 0], [second.width, 0], [second.width, second.height], [0, second.height]])
-    in_second = box(_apply(matrix, corners_first), second.width, second.height)
-    in_first_mirrored = box(_apply(cv2.invertAffineTransform(matrix), corners_second), first.width, first.height)
-    if flipped:     # the box was found in the mirrored first image
-        x0, y0, x1, y1 = in_first_mirrored
-        in_first_mirrored = (1 - x1, y0, 1 - x0, y1)
-    return Transform(tuple(map(tuple, matrix.tolist())), flipped, rotation,
-                     scale_factor, in_first_mirrored, in_second)
+        return ((min(max(x0, -0.5), width - 0.5) + 0.5) / width, (min(max(y0, -0.5), height - 0.5) + 0.5) / height,
+                (min(max(x1, -0.5), width - 0.5) + 0.5) / width, (min(max(y1, -0.5), height - 0.5) + 0.5) / height)
+
+    def corners(side: LocalFeatures) -> np.ndarray:
+        return np.float32([[-0.5, -0.5], [side.width - 0.5, -0.5], [side.width - 0.5, side.height - 0.5],
+                           [-0.5, side.height - 0.5]])
+    in_second = box(_apply(matrix, corners(first)), second.width, second.height)
+    back = cv2.invertAffineTransform(matrix)
+    if flipped:     # back to the mirrored first image, then mirrored to the first
+        back = (_mirror(first.width) @ np.vstack([back, [0, 0, 1]]))[:2]
+    in_first = box(_apply(back, corners(second)), first.width, first.height)
+    return Transform(tuple(map(tuple, matrix.tolist())), flipped, rotation, scale_factor, in_first, in_second)
+
+
+# What a copy is of the picture it was compared with (Match.kinds; README, "Report formats").
+COPY_KINDS = {
+    "identical": "the same bytes",
+    "same_pixels": "the same picture, pixel for pixel as far as the working size shows, in other bytes",
+    "flipped": "mirrored left-right",
+    "rotated": "turned",
+    "resized": "scaled",
+    "cropped": "shows part of the picture (transform.coverage_first is the share kept)",
+    "extended": "shows more around the picture: a border, or the picture is a crop of it",
+    "recoloured": "brightness, contrast or tone changed",
+    "edited": "part of the picture differs: text, a logo, a retouch",
+    "recompressed": "re-encoded, nothing else changed",
+}
+ROTATED_ABOVE = 0.5           # degrees
+RESIZED_BEYOND = 0.02         # relative change of scale
+CROPPED_BELOW = 0.97          # share of the frame in the common area
+RECOLOURED_ABOVE = 8.0        # median grey-level difference of the aligned thumbnails
+EDITED_BELOW = 0.8            # 25th percentile of the tiles' structure correlation
+
+
+def _kinds(first: Candidate, second: Candidate, transform: Transform, evidence: Evidence,
+           tone: float) -> tuple[str, ...]:
+    if ((first.width, first.height) == (second.width, second.height)
+            and np.array_equal(first.thumbnail, second.thumbnail)
+            and np.array_equal(first.local.keypoints, second.local.keypoints)
+            and np.array_equal(first.local.descriptors, second.local.descriptors)):
+        return ("same_pixels",)
+    rotation = abs((transform.rotation_degrees + 180.0) % 360.0 - 180.0)
+    found = [kind for kind, present in (
+        ("flipped", transform.flipped),
+        ("rotated", rotation > ROTATED_ABOVE),
+        ("resized", abs(transform.scale - 1.0) > RESIZED_BEYOND),
+        ("cropped", _area(transform.crop_first) < CROPPED_BELOW),
+        ("extended", _area(transform.crop_second) < CROPPED_BELOW),
+        ("recoloured", tone > RECOLOURED_ABOVE),
+        ("edited", evidence.photo_low < EDITED_BELOW)) if present]
+    return tuple(found) or ("recompressed",)
 
 
 def _to_thumbnail(working_width: int, thumbnail: np.ndarray) -> np.ndarray:
@@ -284,7 +393,12 @@ def _structure(pixels: np.ndarray) -> np.ndarray:
     return cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
 
 
-def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, flipped: bool) -> tuple[float, float]:
+def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray,
+                     flipped: bool) -> tuple[float, float, float]:
+    """(median, 25th percentile) of the tiles' structure correlation, and the median grey-level
+    difference, of the two thumbnails aligned by the fit. The image that shows the common area
+    larger is warped onto the other: enlarging the coarser one would blur it and blame the pair
+    for it, and which image that is must not depend on which one is first."""
     source = first.thumbnail.astype(np.float32)
     if flipped:
         source = np.ascontiguousarray(source[:, ::-1])
@@ -292,15 +406,18 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     working = np.vstack([matrix, [0, 0, 1]])
     to_target = _to_thumbnail(second.local.width, target)
     from_source = np.linalg.inv(_to_thumbnail(first.local.width, source))
-    warp = (to_target @ working @ from_source)[:2]
+    warp = to_target @ working @ from_source
+    if abs(np.linalg.det(warp[:2, :2])) > 1:
+        source, target, warp = target, source, np.linalg.inv(warp)
     size = (target.shape[1], target.shape[0])
-    warped = cv2.warpAffine(source, warp, size, flags=cv2.INTER_LINEAR)
-    valid = cv2.warpAffine(np.ones(source.shape, np.uint8), warp, size, flags=cv2.INTER_NEAREST)
+    warped = cv2.warpAffine(source, warp[:2], size, flags=cv2.INTER_LINEAR)
+    valid = cv2.warpAffine(np.ones(source.shape, np.uint8), warp[:2], size, flags=cv2.INTER_NEAREST)
     valid = cv2.erode(valid, np.ones((5, 5), np.uint8)) > 0
     correlations = np.sort(_tile_correlations(_structure(warped), _structure(target), valid))
     if len(correlations) == 0:
-        return 0.0, 0.0
-    return _quantile(correlations, 0.5), _quantile(correlations, 0.25)
+        return 0.0, 0.0, 0.0
+    tone = float(np.median(np.abs(warped[valid] - target[valid])))
+    return _quantile(correlations, 0.5), _quantile(correlations, 0.25), tone
 
 
 def _quantile(ordered: np.ndarray, q: float) -> float:
