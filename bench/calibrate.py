@@ -3,12 +3,16 @@
     python bench/dataset.py                      # once: builds bench/.data/calibration
     python bench/calibrate.py [--workers 2]      # prints the model and the per-kind table
 
-Pairs measured: every original against each of its transformed copies (positives, by kind),
-every pair inside a same-scene group (hard negatives: similar, never duplicates), and 3000
-seeded random pairs of different pictures. The evidence of each pair (match.Evidence) is fitted
-with a class-weighted logistic regression; same-scene pairs weigh 20 times a random pair because
-they are the confusion users meet most. The output is pasted into match.py (MODEL_*) and
-recorded in CALIBRATION.md.
+Pairs measured: every original against each of its transformed copies (positives, by kind);
+each cluster's keeper (the file with the most pixels, as star groups choose) against every other
+file of it, and 1500 seeded pairs of two copies of one picture (positives); every pair inside a
+same-scene group and every two framed files of one frame (hard negatives: similar, or sharing
+a frame, never duplicates); and 3000 seeded random pairs of different pictures. The evidence of
+each pair (match.Evidence) is fitted with a class-weighted logistic regression: hard negatives
+weigh 20 times a random pair because they are the confusion users meet most, keeper pairs 3
+times, because they decide whether a copy is in its group. A measure that comes out with the
+wrong sign is dropped and the rest fitted again. The output is pasted into match.py (MODEL_*)
+and recorded in CALIBRATION.md. The held-out set (bench/dataset.py --held-out) is never fitted.
 
 Also measured, not fitted: every two captioned copies of different pictures ("caption" pairs:
 the captions share a font, not a picture). They check match.MIN_INLIER_SPREAD: every pair is
@@ -33,7 +37,11 @@ from lookalike.extract import extract_file
 from lookalike.match import Candidate
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 
-SCENE_WEIGHT = 20.0
+SCENE_WEIGHT = 20.0      # also the weight of a frame pair
+# The measures the model may use, and the sign each must have: more of it, more alike.
+EXPECTED_SIGNS = {"repeatability": 1, "residual": -1, "photo_low": 1, "content_inliers": 1, "photo_median": 1}
+COPY_PAIRS = 1500
+KEEPER_WEIGHT = 3.0      # a keeper pair decides whether a copy is in its group at all
 L2 = 0.01
 
 
@@ -44,8 +52,9 @@ def _extract(args: tuple[Path, str, ExtractionSettings]) -> tuple[str, Candidate
                                features.width, features.height)
 
 
-def pairs_of(truth: dict, files: list[str], seed: int = 1) -> list[tuple[str, str, str, str]]:
-    """(first, second, label, kind) with label 'dup', 'scene', 'iso' or 'random'."""
+def pairs_of(truth: dict, files: list[str], pixels: dict[str, int], seed: int = 1) -> list[tuple[str, str, str, str]]:
+    """(first, second, label, kind) with label 'dup', 'scene', 'frame', 'iso' or 'random';
+    `pixels` gives each file's pixel count (the keeper of a group is the largest)."""
     pairs = []
     cluster_of = {}
     for index, cluster in enumerate(truth["clusters"]):
@@ -57,7 +66,23 @@ def pairs_of(truth: dict, files: list[str], seed: int = 1) -> list[tuple[str, st
         label = "iso" if group["id"].endswith("_iso") else "scene"
         for a, b in itertools.combinations(group["files"], 2):
             pairs.append((a, b, label, group["id"]))
+    for framed in truth.get("framed", []):        # a framed picture is its picture's, for random pairs
+        cluster_of[framed["file"]] = cluster_of.get(framed["shows"][0], framed["shows"][0])
+    # The comparisons star groups make: the keeper (the most pixels) with every other file; the
+    # keeper is often a copy (a border adds pixels), so two edits meet.
+    for cluster in truth["clusters"]:
+        members = [cluster["original"], *cluster["copies"]]
+        keeper = max(members, key=lambda f: (pixels[f], f))
+        pairs += [(keeper, f, "dup", "keeper_pair") for f in members if f != keeper]
     rng = random.Random(seed)
+    # Two copies of one picture must match too, whichever is kept.
+    copy_pairs = [(a, b) for cluster in truth["clusters"] if not cluster.get("labelled")
+                  for a, b in itertools.combinations(sorted(cluster["copies"]), 2)]
+    pairs += [(a, b, "dup", "copy_pair") for a, b in rng.sample(copy_pairs, min(COPY_PAIRS, len(copy_pairs)))]
+    # Hard negatives: different pictures in one frame (a viewer window, a meme template...).
+    for kind in truth.get("frame_kinds", []):
+        framed = sorted(f["file"] for f in truth["framed"] if f["frame"] == kind)
+        pairs += [(a, b, "frame", kind) for a, b in itertools.combinations(framed, 2)]
     while sum(p[2] == "random" for p in pairs) < 3000:
         a, b = rng.sample(files, 2)
         if cluster_of.get(a, a) != cluster_of.get(b, b):
@@ -94,7 +119,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         candidates = dict(pool.map(_extract, [(args.data, f, settings) for f in files], chunksize=8))
 
-    pairs = pairs_of(truth, files)
+    pairs = pairs_of(truth, files, {f: c.width * c.height for f, c in candidates.items()})
     captioned = [f for f in files if f.startswith("copies/text_overlay/")]
     captions = [(a, b, "caption", "caption") for a, b in itertools.combinations(captioned, 2)]
     gate, match.MIN_INLIER_SPREAD = match.MIN_INLIER_SPREAD, 0.0
@@ -104,15 +129,26 @@ def main() -> None:
     evidence, caption_evidence = evidence[:len(pairs)], evidence[len(pairs):]
     measured = [(p, e) for p, e in zip(pairs, evidence) if e is not None]
     fitting = [(p, e) for p, e in measured if p[2] != "iso"]
-    x = np.array([e.features() for _, e in fitting])
+    dropped: list[dict] = []
     y = np.array([1.0 if p[2] == "dup" else 0.0 for p, _ in fitting])
-    weight = np.array([SCENE_WEIGHT if p[2] == "scene" else 1.0 for p, _ in fitting])
-    weights, bias = fit_logistic(x, y, weight)
+    weight = np.array([SCENE_WEIGHT if p[2] in ("scene", "frame") else KEEPER_WEIGHT if p[3] == "keeper_pair" else 1.0
+                       for p, _ in fitting])
+    # A measure that comes out with the wrong sign is collinear with the others and fitted to
+    # the quirks of this set (it would reward, say, pixels that disagree): it is dropped and
+    # the rest fitted again.
+    names = tuple(EXPECTED_SIGNS)
+    while True:
+        weights, bias = fit_logistic(np.array([e.features(names) for _, e in fitting]), y, weight)
+        wrong = [name for name, w in zip(names, weights) if np.sign(w) != EXPECTED_SIGNS[name]]
+        if not wrong:
+            break
+        dropped.append({"feature": wrong[0], "weights": dict(zip(names, np.round(weights, 3).tolist()))})
+        names = tuple(name for name in names if name != wrong[0])
 
     def similarity(e):
         if e is None:
             return 0.0
-        z = bias + float(np.dot(weights, e.features()))
+        z = bias + float(np.dot(weights, e.features(names)))
         return 100 / (1 + math.exp(-z))
 
     scores: dict[str, list[float]] = {}
@@ -124,8 +160,8 @@ def main() -> None:
             spreads.setdefault(key, []).append(e.spread)
     threshold = DEFAULT_DUPLICATE_THRESHOLD
     report = {
-        "model": {"features": list(match.MODEL_FEATURES), "weights": [round(w, 3) for w in weights],
-                  "bias": round(bias, 3)},
+        "model": {"features": list(names), "weights": [round(w, 3) for w in weights],
+                  "bias": round(bias, 3), "dropped_for_wrong_sign": dropped},
         "threshold": threshold,
         "pairs": {k: {"n": len(v), "min": round(min(v), 1), "p5": round(float(np.percentile(v, 5)), 1),
                       "median": round(float(np.median(v)), 1), "max": round(max(v), 1),
@@ -147,7 +183,9 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    print(f"MODEL_WEIGHTS = {tuple(round(w, 3) for w in weights)}\nMODEL_BIAS = {round(bias, 3)}")
+    print(f"MODEL_FEATURES = {names}\nMODEL_WEIGHTS = {tuple(round(float(w), 3) for w in weights)}\nMODEL_BIAS = {round(bias, 3)}")
+    for step in dropped:
+        print(f"dropped {step['feature']}: {step['weights']}")
     print(f"{'pairs':16s} {'n':>5s} {'min':>6s} {'p5':>6s} {'median':>6s} {'max':>6s}  >= {threshold:g}")
     for kind, row in report["pairs"].items():
         print(f"{kind:16s} {row['n']:5d} {row['min']:6.1f} {row['p5']:6.1f} {row['median']:6.1f} {row['max']:6.1f}  {row['at_or_above_threshold']:.3f}")

@@ -1,13 +1,17 @@
-"""End-to-end accuracy of `lookalike duplicates` on the calibration dataset.
+"""End-to-end accuracy of `lookalike duplicates` on the calibration or the held-out dataset.
 
     python bench/dataset.py && python bench/evaluate.py [--threshold T] [--workers 2] [--working-size PX] [--out F]
+    python bench/dataset.py --held-out && python bench/evaluate.py --data bench/.data/held-out --out bench/results/evaluation-held-out.json
 
 Builds a fresh context from every file of bench/.data/calibration (extraction in worker
 processes), runs the same duplicate detection as the CLI (index candidates -> verification ->
 connected components) and scores the groups pairwise against truth.json: a pair of images is
 predicted duplicate when they share a group, and truly duplicate when they belong to one cluster
-(an original and its copies). The ISO pairs (same tripod and framing) are left out of the
-scores and reported on their own. Writes bench/results/evaluation.json and prints the table.
+(an original and its copies). The ISO pairs (same tripod and framing) and each framed file with
+the picture it shows are left out of the scores; the ISO pairs are reported on their own. Also
+checked: hard negatives (two framed files of one frame: different pictures) grouped, groups
+holding two clusters, members below the threshold against their keeper, and `compare` both ways
+round on a seeded sample of pairs. Writes bench/results/evaluation.json and prints the table.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import itertools
 import json
 import os
+import random
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +28,9 @@ from functools import partial
 from pathlib import Path
 
 from lookalike.duplicates import find_groups
+from lookalike.errors import NotFoundError
 from lookalike.extract import extract_file
+from lookalike.match import compare
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 from lookalike.store import SearchContext
 from runinfo import machine, revision
@@ -57,6 +64,7 @@ def main() -> None:
         groups = find_groups(context, args.threshold)
         detect = time.perf_counter() - started
         size = context.info()["size_bytes"]
+        asymmetry = _both_ways(context, data, truth)
 
     relative = {str(Path(f).relative_to(data)) for f in files}
     predicted = set()
@@ -92,6 +100,18 @@ def main() -> None:
                 scene_violations.append(pair)
     near_duplicate_pairs = [tuple(sorted(p)) for c in truth["clusters"] if c.get("labelled")
                             for p in itertools.combinations([c["original"], *c["copies"]], 2)]
+    hard_negatives: dict[str, list] = {}
+    for kind in truth.get("frame_kinds", []):
+        framed = sorted(f["file"] for f in truth["framed"] if f["frame"] == kind)
+        hard_negatives[kind] = [pair for pair in itertools.combinations(framed, 2) if pair in predicted]
+    mixed_groups, below_threshold = [], []
+    for group in groups:
+        paths = [str(Path(m.image.path).relative_to(data)) for m in group.members]
+        clusters = {cluster_of[p] for p in paths if p in cluster_of}
+        if len(clusters) > 1:
+            mixed_groups.append(paths)
+        below_threshold += [(paths[0], str(Path(m.image.path).relative_to(data)), round(m.similarity, 1))
+                            for m in group.members[1:] if m.similarity < args.threshold]
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
@@ -104,6 +124,13 @@ def main() -> None:
                      "predicted_pairs": len(scored), "true_pairs": len(actual), "true_positives": true_positives},
         "recall_original_to_copy_by_kind": {k: {"found": f, "of": n, "recall": round(f / n, 3)}
                                             for k, (f, n) in sorted(per_kind.items())},
+        "hard_negative_pairs": {kind: len(list(itertools.combinations(
+            [f for f in truth["framed"] if f["frame"] == kind], 2))) for kind in truth.get("frame_kinds", [])},
+        "hard_negatives_grouped": hard_negatives,
+        "groups": len(groups),
+        "groups_holding_two_clusters": mixed_groups,
+        "members_below_threshold": below_threshold,
+        "compare_both_ways": asymmetry,
         "near_duplicates_found": sum(p in predicted for p in near_duplicate_pairs),
         "near_duplicates_pairs": len(near_duplicate_pairs),
         "same_scene_pairs_grouped": scene_violations,
@@ -115,6 +142,22 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "false_pairs"}, indent=1))
+
+
+def _both_ways(context: SearchContext, data: Path, truth: dict, sample: int = 300) -> dict:
+    """`compare` A B against B A on a seeded sample of the pairs of one cluster and of one frame."""
+    pairs = [pair for c in truth["clusters"] for pair in itertools.combinations([c["original"], *c["copies"]], 2)]
+    pairs += [pair for kind in truth.get("frame_kinds", [])
+              for pair in itertools.combinations([f["file"] for f in truth["framed"] if f["frame"] == kind], 2)]
+    differences = []
+    for first, second in random.Random(2).sample(pairs, min(sample, len(pairs))):
+        try:
+            a, b = (context.candidate(context.image(str(data / name)).num)[1] for name in (first, second))
+        except NotFoundError:
+            continue
+        differences.append(abs(compare(a, b, context.settings.detector).similarity
+                               - compare(b, a, context.settings.detector).similarity))
+    return {"pairs": len(differences), "largest_difference": round(max(differences, default=0.0), 3)}
 
 
 if __name__ == "__main__":

@@ -351,6 +351,7 @@ def check_report(document: dict, photos: dict[str, Path], threshold: float = 50.
     assert group["reclaimable_bytes"] == sum(i["size"] for i in group["images"][1:])
     small = next(i for i in group["images"] if i["path"] == str(photos["astronaut-small"]))
     assert (small["width"], small["height"]) == (256, 256) and small["transform"]["flipped"] is False
+    assert "resized" in small["kinds"] and "kinds" not in keeper
 
 
 def test_duplicates_json_to_stdout(stored, photos, capsys):
@@ -363,9 +364,10 @@ def test_duplicates_csv_to_stdout(stored, photos, capsys):
     code, out, _ = run(capsys, "--context", stored, "duplicates", "--format", "csv")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["group", "path", "similarity", "keeper", "width", "height", "size", "mtime"]
+    assert list(rows[0]) == ["group", "path", "similarity", "keeper", "width", "height", "size", "mtime", "kinds"]
     assert sorted(r["path"] for r in rows) == sorted(str(photos[n]) for n in COPIES)
     assert [r["keeper"] for r in rows] == ["yes", "no", "no", "no"] and {r["group"] for r in rows} == {"1"}
+    assert rows[0]["kinds"] == "" and all(r["kinds"] for r in rows[1:])
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])

@@ -189,8 +189,9 @@ def test_thumbnails_are_small_colour_jpegs_of_the_files(tmp_path):
 def test_keeper_facts_and_summary(pair):
     keeper, copy = pair
     listed = document([entry(keeper, 512, 512, keeper=True),
-                       entry(copy, 256, 256, 99.14, transform={"flipped": True, "rotation_degrees": 0.0,
-                                                               "coverage_first": 1.0, "coverage_second": 1.0})])
+                       entry(copy, 256, 256, 99.14, kinds=["flipped", "resized"],
+                             transform={"flipped": True, "rotation_degrees": 0.0,
+                                        "coverage_first": 1.0, "coverage_second": 1.0})])
     page_html = to_html(listed, now=1.8e9)
     page = Page(page_html)
     [keeper_card] = page.find("figure", "keeper")
@@ -202,7 +203,7 @@ def test_keeper_facts_and_summary(pair):
                  f"Report generated {local_time(1795291200)}", "/var/lib/lookalike/context",
                  f"Thumbnails made {local_time(1.8e9)}", "✓ Keep suggested keeper", "similarity 99.1",
                  "Resolution 512 × 512", f"Size {human_size(keeper.stat().st_size)}",
-                 f"Modified {local_time(keeper.stat().st_mtime, offset=False)}", "mirrored"):
+                 f"Modified {local_time(keeper.stat().st_mtime, offset=False)}", "mirrored", "flipped, resized"):
         assert fact in text, fact
     assert "Thumbnails for the first" not in text
 
@@ -311,6 +312,7 @@ def test_report_show(scanned, photo_folder, capsys):
     assert len(copies) == 3
     assert any(line.endswith(")") and f"{photo_folder / HOSTILE}" in line for line in copies)
     assert re.match(r"\s+→ +\d+\.\d  /", copies[0])
+    assert all(", ".join(image["kinds"]) + ")" in line for line, image in zip(copies[:len(first) - 1], first[1:]))
 
     same = run(capsys, "report", "show", "--file", scanned["json"])
     assert same == (0, out, "")

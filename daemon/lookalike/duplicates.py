@@ -2,16 +2,18 @@
 
 The duplicate graph is kept in the context (store/context.py: `pending`, `pairs`), so a pass
 does only the work new images bring, across restarts too. A pass asks the index for the
-candidates of each queued image and verifies those not already in the image's group: groups
-are connected components, so a pair inside one would only confirm what is known. Pairs scoring
-at or above the threshold are recorded, and the image leaves the queue, a page at a time. A
-pass takes as many images as were queued when it began; those stored meanwhile wait for the
-next pass, so a pass ends, and reports, even while files keep arriving.
+candidates of each queued image and verifies those not already linked to it: the linked pairs
+only say which images may belong together (a connected component), so a pair inside one would
+add nothing. Pairs scoring at or above the threshold are recorded, and the image leaves the
+queue, a page at a time. A pass takes as many images as were queued when it began; those stored
+meanwhile wait for the next pass, so a pass ends, and reports, even while files keep arriving.
 
-In each group one image is suggested as the keeper (highest resolution, then largest file, then
-oldest) and every member is scored against it, so a report says how alike each copy is to the
-one a person would keep. Those comparisons are recorded too: a group that did not change costs
-no comparison in the next pass.
+Groups are stars: in each component one image is chosen as the keeper (`choose_keeper`: highest
+resolution, then largest file, then oldest) and every other image is compared with it; those at
+or above the threshold are its group, so a report says how alike each copy is to the one a
+person would keep, and a false pair cannot chain two families together. The rest form groups
+the same way. Those comparisons are recorded too: a group that did not change costs no
+comparison in the next pass.
 
 Memory is bounded by a page of queued images and the linked images, never by the collection.
 """
@@ -38,6 +40,7 @@ class Member:
     image: StoredImage
     similarity: float             # to the keeper; the keeper itself scores 100
     transform: dict | None = None
+    kinds: tuple[str, ...] = ()   # what it is of the keeper (match.COPY_KINDS); none for the keeper
 
 
 @dataclass
@@ -60,9 +63,22 @@ def keeper_order(image: StoredImage) -> tuple:
     return (-(image.width * image.height), -image.identity.size, image.identity.mtime_ns, image.path)
 
 
+def choose_keeper(images: list[StoredImage]) -> StoredImage:
+    """The image of a group a person would keep; every other member is verified against it."""
+    return min(images, key=keeper_order)
+
+
 def match_record(result: Match) -> bytes:
-    return json.dumps({"similarity": result.similarity,
+    return json.dumps({"similarity": result.similarity, "kinds": list(result.kinds),
                        "transform": result.transform.to_json() if result.transform else None}).encode()
+
+
+def _current(record: bytes | None) -> dict | None:
+    """A recorded comparison, or None when there is none or it predates `kinds` (scored again)."""
+    if record is None:
+        return None
+    doc = json.loads(record)
+    return doc if "kinds" in doc else None
 
 
 class _UnionFind:
@@ -193,6 +209,13 @@ def _next_round(waiting: list, links: _UnionFind, asked: set[tuple[int, int]], e
 def find_groups(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
                 progress: Callable[[int, int], None] | None = None,
                 stats: PassStats | None = None) -> list[Group]:
+    """Star groups: every member verified against its group's keeper at or above `threshold`.
+
+    The linked pairs only say which images may belong together (a component of the graph). In
+    each, the keeper is chosen and every other image compared with it; those below the threshold
+    were held in by a chain of pairs (one false pair can join two families), and form groups of
+    their own the same way, with their own keeper, or none. The comparisons are recorded, so a
+    group that did not change costs none in the next pass."""
     apply = apply or _direct(context)
     stats = stats if stats is not None else PassStats()
     links = match_pending(context, threshold, apply, progress, stats)
@@ -200,36 +223,53 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     components: dict[int, list[int]] = {}
     for num in links.parent:
         components.setdefault(links.find(num), []).append(num)
-    grouped = [members for nums in components.values()
-               if len(members := sorted(_still_stored(context, nums), key=keeper_order)) >= 2]
-    # The direction matters: the transform is reported from the keeper's side.
-    records = {(members[0].num, member.num): context.pair(members[0].num, member.num)
-               for members in grouped for member in members[1:]}
-    unscored = [pair for pair, record in records.items() if record is None]
+    waiting = [images for nums in components.values() if len(images := list(_still_stored(context, nums))) >= 2]
+    groups = []
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        while waiting:
+            stars = [(choose_keeper(images), images) for images in waiting]
+            scores = _keeper_scores(context, threshold, [(keeper.num, image.num) for keeper, images in stars
+                                                         for image in images if image is not keeper],
+                                    pool, apply, stats)
+            waiting = []
+            for keeper, images in stars:
+                group = Group(keeper, [Member(keeper, 100.0)])
+                held_by_chain = []
+                for image in sorted(images, key=keeper_order):
+                    doc = scores.get((keeper.num, image.num))
+                    if image is keeper or doc is None:
+                        continue            # the keeper, or an image removed since the look-up
+                    if doc["similarity"] >= threshold:
+                        group.members.append(Member(image, doc["similarity"], doc["transform"], tuple(doc["kinds"])))
+                    else:
+                        held_by_chain.append(image)
+                if len(group.members) >= 2:
+                    groups.append(group)
+                if len(held_by_chain) >= 2:
+                    waiting.append(held_by_chain)
+    groups.sort(key=lambda g: (-g.reclaimable_bytes, g.keeper.path))
+    return groups
+
+
+def _keeper_scores(context: SearchContext, threshold: float, pairs: list[tuple[int, int]], pool: ThreadPoolExecutor,
+                   apply: Callable[[Change], None], stats: PassStats) -> dict[tuple[int, int], dict]:
+    """The comparison keeper -> member of each pair, recorded or made (and then recorded); pairs
+    with an image removed meanwhile are left out. The direction matters: the transform is
+    reported from the keeper's side."""
+    found = {pair: _current(context.pair(*pair)) for pair in pairs}
+    unscored = [pair for pair, doc in found.items() if doc is None]
 
     def scored(pair: tuple[int, int]) -> bytes | None:
         try:
             keeper, member = (context.candidate(num)[1] for num in pair)
         except NotFoundError:
-            return None            # removed since the groups were read: left out, like above
+            return None            # removed since the groups were read: left out of the report
         return match_record(compare(keeper, member, context.settings.detector))
 
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        records.update(zip(unscored, pool.map(scored, unscored)))
-    new_scores = tuple((keeper, member, records[keeper, member]) for keeper, member in unscored
-                       if records[keeper, member] is not None)
+    new_scores = tuple((*pair, record) for pair, record in zip(unscored, pool.map(scored, unscored))
+                       if record is not None)
     stats.verified += len(new_scores)
     if new_scores:
         apply(Linked(threshold, (), new_scores))
-
-    groups = []
-    for members in grouped:
-        group = Group(members[0], [Member(members[0], 100.0)])
-        for member in members[1:]:
-            if (record := records[members[0].num, member.num]) is not None:
-                doc = json.loads(record)
-                group.members.append(Member(member, doc["similarity"], doc["transform"]))
-        if len(group.members) >= 2:
-            groups.append(group)
-    groups.sort(key=lambda g: (-g.reclaimable_bytes, g.keeper.path))
-    return groups
+    found.update({(keeper, member): json.loads(record) for keeper, member, record in new_scores})
+    return {pair: doc for pair, doc in found.items() if doc is not None}

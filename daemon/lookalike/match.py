@@ -35,7 +35,13 @@ MAX_ANISOTROPY = 4.0         # a stretched copy (4:3 -> 1:1 is 1.33) stays well 
 # is 2x). A fit that shrinks one image to a sliver of the other is a handful of coincidental
 # matches on a tiny common area, whose repeatability would look perfect.
 MAX_SCALE = 8.0
-PHOTO_TILES = 4
+PHOTO_TILES = 6
+# A tile is flat where one grey level (FLAT_LEVELS wide) holds over MAX_FLAT_SHARE of its
+# pixels: a background, a band, a window's panel, with or without text on it. Where the inliers
+# lie is weighed on the other tiles when there are MIN_TEXTURED_TILES of them.
+FLAT_LEVELS = 4
+MAX_FLAT_SHARE = 0.3
+MIN_TEXTURED_TILES = 3
 # An unmirrored fit this repeatable is never beaten by the mirrored one, which is then not
 # tried: most copies are not flipped. Of 9,677 copy pairs the mirrored fit won at 0.1 or more
 # once, at 0.286, on a near-symmetric moon that scored 98.5 unmirrored (bench/mirror_rule.py;
@@ -49,11 +55,11 @@ MIRROR_NEEDLESS_ABOVE = 0.3
 MIN_INLIER_SPREAD = 0.25
 SPREAD_GRID = 12
 
-# Logistic model over the evidence, fitted by bench/calibrate.py on ../shared/photos with its
-# transformed copies (CALIBRATION.md). similarity = 100 * sigmoid(w . features + b).
-MODEL_FEATURES = ("repeatability", "residual", "photo_median", "photo_low")
-MODEL_WEIGHTS = (9.903, -18.042, 5.134, 7.174)
-MODEL_BIAS = -0.882
+# Logistic model over the evidence, fitted by bench/calibrate.py on the calibration set (real photos,
+# their copies and hard negatives; CALIBRATION.md). similarity = 100 * sigmoid(w . features + b).
+MODEL_FEATURES = ("repeatability", "residual", "photo_low", "content_inliers", "photo_median")
+MODEL_WEIGHTS = (2.512, -7.936, 8.452, 12.794, 1.044)
+MODEL_BIAS = -10.697
 
 
 @dataclass(frozen=True)
@@ -91,9 +97,12 @@ class Evidence:
     spread: float             # share of the grid cells with a match that hold an inlier (smaller side)
     photo_median: float       # median tile correlation of structure, -1..1
     photo_low: float          # 25th percentile of the same
+    content_inliers: float    # share of the tiles textured in both images that hold an inlier
 
-    def features(self) -> tuple[float, ...]:
-        return (min(self.repeatability, 1.0), min(self.residual, 3.0), self.photo_median, self.photo_low)
+    def features(self, names: tuple[str, ...] = MODEL_FEATURES) -> tuple[float, ...]:
+        """The model's inputs (MODEL_FEATURES), each capped where more says nothing more."""
+        capped = {"repeatability": min(self.repeatability, 1.0), "residual": min(self.residual, 3.0)}
+        return tuple(capped.get(name, getattr(self, name)) for name in names)
 
 
 # Why a pair has no transform and evidence (Match.reason).
@@ -126,7 +135,8 @@ class Match:
                                "tight_inliers": self.evidence.tight_inliers,
                                "repeatability": round(self.evidence.repeatability, 3),
                                "residual_px": round(self.evidence.residual, 2),
-                               "pixel_agreement": round(self.evidence.photo_median, 3)}
+                               "pixel_agreement": round(self.evidence.photo_median, 3),
+                               "content_with_inliers": round(self.evidence.content_inliers, 3)}
         return out
 
 
@@ -183,9 +193,10 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
     fit = _fit(first, second, detector)
     if isinstance(fit, str):
         return Match(0.0, None, None, reason=fit)
-    matrix, flipped, geometry = fit
-    photo_median, photo_low, tone = _pixel_agreement(first, second, matrix, flipped)
-    evidence = Evidence(photo_median=photo_median, photo_low=photo_low, **geometry)
+    matrix, flipped, geometry, inliers_first, inliers_second = fit
+    photo_median, photo_low, content_inliers, tone = _pixel_agreement(first, second, matrix, flipped,
+                                                                      inliers_first, inliers_second)
+    evidence = Evidence(photo_median=photo_median, photo_low=photo_low, content_inliers=content_inliers, **geometry)
     if swapped:
         matrix = _inverse(matrix, flipped, first.local, second.local)
         first, second = second, first
@@ -193,8 +204,9 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
     return Match(score(evidence), evidence, transform, _kinds(first, second, transform, evidence, tone))
 
 
-def _fit(first: Candidate, second: Candidate, detector: str) -> tuple[np.ndarray, bool, dict] | str:
-    """The affine fit of first onto second (mirrored first if that fits better), or why none."""
+def _fit(first: Candidate, second: Candidate, detector: str) -> tuple | str:
+    """(matrix, flipped, geometry, inliers in first, inliers in second) of the affine fit of first
+    onto second (mirrored first if that fits better), or why there is none."""
     best = _verify(first.local, second.local, first.pixel_unit, second.pixel_unit)
     unmirrored_repeatability = best[1]["repeatability"] if not isinstance(best, str) else 0.0
     mirror = first.mirror(detector) if unmirrored_repeatability < MIRROR_NEEDLESS_ABOVE else None
@@ -205,7 +217,7 @@ def _fit(first: Candidate, second: Candidate, detector: str) -> tuple[np.ndarray
             best, flipped = fit, True
     if isinstance(best, str):
         return best
-    return best[0], flipped, best[1]
+    return best[0], flipped, best[1], best[2], best[3]
 
 
 def _inverse(matrix: np.ndarray, flipped: bool, first: LocalFeatures, second: LocalFeatures) -> np.ndarray:
@@ -265,7 +277,8 @@ def _matches_both_ways(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def _verify(first: LocalFeatures, second: LocalFeatures, first_unit: float, second_unit: float):
-    """(matrix, geometry) of the affine fit of first onto second, or the reason there is none."""
+    """(matrix, geometry, inliers in first, inliers in second) of the affine fit of first onto
+    second, or the reason there is none."""
     if min(len(first.descriptors), len(second.descriptors)) < MIN_INLIERS:
         return "no_features"
     pairs = _matches_both_ways(first.descriptors, second.descriptors)
@@ -302,7 +315,7 @@ def _verify(first: LocalFeatures, second: LocalFeatures, first_unit: float, seco
     common = max(min(in_first, in_second), 1)
     geometry = {"matches": len(pairs), "inliers": int(inliers.sum()), "tight_inliers": tight,
                 "repeatability": float(tight / common), "residual": residual, "spread": spread}
-    return matrix, geometry
+    return matrix, geometry, p1[inliers], p2[inliers]
 
 
 def _cell_share(points: np.ndarray, inliers: np.ndarray, features: LocalFeatures) -> float:
@@ -393,12 +406,14 @@ def _structure(pixels: np.ndarray) -> np.ndarray:
     return cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
 
 
-def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray,
-                     flipped: bool) -> tuple[float, float, float]:
-    """(median, 25th percentile) of the tiles' structure correlation, and the median grey-level
-    difference, of the two thumbnails aligned by the fit. The image that shows the common area
-    larger is warped onto the other: enlarging the coarser one would blur it and blame the pair
-    for it, and which image that is must not depend on which one is first."""
+def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, flipped: bool,
+                     inliers_first: np.ndarray, inliers_second: np.ndarray) -> tuple[float, float, float, float]:
+    """(median, 25th percentile) of the tiles' structure correlation, the share of the textured
+    tiles holding an inlier, and the median grey-level difference, of the two thumbnails aligned
+    by the fit (`inliers_*`: the inliers' working coordinates, in the mirrored first image when
+    `flipped`). The image that shows the common area larger is warped onto the other: enlarging
+    the coarser one would blur it and blame the pair for it, and which image that is must not
+    depend on which one is first."""
     source = first.thumbnail.astype(np.float32)
     if flipped:
         source = np.ascontiguousarray(source[:, ::-1])
@@ -407,17 +422,41 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray,
     to_target = _to_thumbnail(second.local.width, target)
     from_source = np.linalg.inv(_to_thumbnail(first.local.width, source))
     warp = to_target @ working @ from_source
+    inliers = _apply(to_target[:2], inliers_second)
     if abs(np.linalg.det(warp[:2, :2])) > 1:
         source, target, warp = target, source, np.linalg.inv(warp)
+        inliers = _apply(np.linalg.inv(from_source)[:2], inliers_first)
     size = (target.shape[1], target.shape[0])
     warped = cv2.warpAffine(source, warp[:2], size, flags=cv2.INTER_LINEAR)
     valid = cv2.warpAffine(np.ones(source.shape, np.uint8), warp[:2], size, flags=cv2.INTER_NEAREST)
     valid = cv2.erode(valid, np.ones((5, 5), np.uint8)) > 0
-    correlations = np.sort(_tile_correlations(_structure(warped), _structure(target), valid))
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    if len(rows) == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    # The tiles divide the common area, not the frame: a border or a cropped-away margin would
+    # leave fewer tiles, and an overlay on the rest would outweigh them.
+    common = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    warped, target, valid = warped[common], target[common], valid[common]
+    warped_structure, target_structure = _structure(warped), _structure(target)
+    correlations = np.sort(_tile_correlations(warped_structure, target_structure, valid))
     if len(correlations) == 0:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
+    # Content, not frame: two pictures in one frame (a viewer window, a slide or meme template,
+    # a shop's white background) fit on the frame's text and lines, which are flat areas with
+    # strokes on them, and their inliers stay there, off the pictures. A copy's inliers are all
+    # over its textured tiles, an overlay's strokes aside.
+    textured = _textured_tiles(warped, target, valid)
+    height, width = valid.shape
+    cells = np.floor((inliers - (cols[0], rows[0])) * (PHOTO_TILES / width, PHOTO_TILES / height)).astype(np.intp)
+    cells = cells[((cells >= 0) & (cells < PHOTO_TILES)).all(axis=1)]
+    if textured.sum() >= MIN_TEXTURED_TILES and len(cells):
+        # The inliers' share on the textured tiles against those tiles' share of the area.
+        on_content = textured[cells[:, 1], cells[:, 0]].mean()
+        content_inliers = float(min(1.0, on_content * textured.size / textured.sum()))
+    else:
+        content_inliers = 1.0       # no textured content to speak of: the fit is all there is
     tone = float(np.median(np.abs(warped[valid] - target[valid])))
-    return _quantile(correlations, 0.5), _quantile(correlations, 0.25), tone
+    return _quantile(correlations, 0.5), _quantile(correlations, 0.25), content_inliers, tone
 
 
 def _quantile(ordered: np.ndarray, q: float) -> float:
@@ -427,6 +466,25 @@ def _quantile(ordered: np.ndarray, q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
+
+
+def _textured_tiles(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """PHOTO_TILES x PHOTO_TILES: whether the tile is textured in `a` or `b` (grey thumbnails):
+    no grey level (within FLAT_LEVELS) holds more than MAX_FLAT_SHARE of its valid pixels. A
+    frame's panels, bands and backgrounds are one grey with strokes on it, even where text
+    covers them; a photograph's texture spreads over many."""
+    height, width = valid.shape
+    rows = np.minimum(np.arange(height) * PHOTO_TILES // height, PHOTO_TILES - 1)
+    cols = np.minimum(np.arange(width) * PHOTO_TILES // width, PHOTO_TILES - 1)
+    tile = (rows[:, None] * PHOTO_TILES + cols[None, :])[valid]
+    levels = 256 // FLAT_LEVELS + 1
+    count = np.maximum(np.bincount(tile, minlength=PHOTO_TILES ** 2), 1)
+    textured = np.zeros(PHOTO_TILES ** 2, bool)
+    for pixels in (a, b):
+        bins = np.bincount(tile * levels + (pixels[valid] // FLAT_LEVELS).astype(np.intp),
+                           minlength=PHOTO_TILES ** 2 * levels).reshape(PHOTO_TILES ** 2, levels)
+        textured |= bins.max(axis=1) <= MAX_FLAT_SHARE * count
+    return textured.reshape(PHOTO_TILES, PHOTO_TILES)
 
 
 def _tile_correlations(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:

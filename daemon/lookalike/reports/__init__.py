@@ -39,13 +39,14 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
                 "size": m.image.identity.size,
                 "mtime": m.image.identity.mtime_ns / 1e9,
                 "keeper": m is group.members[0],
+                **({"kinds": list(m.kinds)} if m.kinds else {}),
                 **({"transform": m.transform} if m.transform else {}),
             } for m in group.members],
         } for number, group in enumerate(groups, 1)],
     }
 
 
-CSV_COLUMNS = ("group", "path", "similarity", "keeper", "width", "height", "size", "mtime")
+CSV_COLUMNS = ("group", "path", "similarity", "keeper", "width", "height", "size", "mtime", "kinds")
 
 
 def to_csv(document: dict) -> str:
@@ -55,7 +56,8 @@ def to_csv(document: dict) -> str:
     for group in document["groups"]:
         for image in group["images"]:
             writer.writerow([group["id"], image["path"], image["similarity"], "yes" if image["keeper"] else "no",
-                             image["width"], image["height"], image["size"], f"{image['mtime']:.3f}"])
+                             image["width"], image["height"], image["size"], f"{image['mtime']:.3f}",
+                             " ".join(image.get("kinds", []))])
     return out.getvalue()
 
 

@@ -177,7 +177,7 @@ def _card(image: dict, thumb: Thumbnail) -> str:
     role = ('<span class="badge keep">✓ Keep</span><span class="role">suggested keeper</span>' if keeper else
             f'<span class="badge copy">Copy</span><span class="similarity">similarity '
             f'<b>{float(image["similarity"]):.1f}</b></span>')
-    notes = _transform_notes(image.get("transform")) if not keeper else []
+    notes = [*_kind_notes(image.get("kinds")), *_transform_notes(image.get("transform"))] if not keeper else []
     if thumb.changed:
         notes.append("changed since the report")
     notes_html = "".join(f'<li class="{"warn" if n.startswith("changed") else ""}">{_e(n)}</li>' for n in notes)
@@ -226,6 +226,16 @@ def _mtime(image: dict) -> str:
 def _directory(path: str) -> str:
     shown = display_path(path)
     return shown[:len(shown) - len(PurePosixPath(shown).name)]
+
+
+KIND_NOTES = {"identical": "identical file", "same_pixels": "same pixels, other file"}
+
+
+def _kind_notes(kinds: list[str] | None) -> list[str]:
+    """Why the copy is in the group (README, "Report formats"): one note for all its kinds."""
+    if not kinds:
+        return []
+    return [", ".join(KIND_NOTES.get(kind, kind) for kind in kinds)]
 
 
 def _transform_notes(transform: dict | None) -> list[str]:

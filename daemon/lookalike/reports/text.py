@@ -84,8 +84,9 @@ def summary(document: dict, source: str, top: int = 10, arrow: str = "→") -> s
         lines.append(f"{str(group['id']) + '.':<{number_width}}{display_path(keeper['path'])}  "
                      f"({_image_facts(keeper)}; {human_size(group['reclaimable_bytes'])} reclaimable)")
         for image in copies:
+            why = f"; {', '.join(image['kinds'])}" if image.get("kinds") else ""
             lines.append(f"{'':<{number_width}}{arrow} {image['similarity']:5.1f}  {display_path(image['path'])}  "
-                         f"({_image_facts(image)})")
+                         f"({_image_facts(image)}{why})")
     if len(shown) < len(groups):
         lines.append(f"... and {len(groups) - len(shown)} more (--top N shows more)")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""Does `similar` list the original first when asked with a heavy crop of it?
+
+    python bench/heavy_crops.py [--data bench/.data/calibration] [--kind crop_heavy] [--out F]
+
+A context holds the originals of the dataset (bench/dataset.py); each copy of --kind (by
+default the centre crops keeping 36 % of the area at JPEG quality 60) is the query. Counts the
+queries whose first result is their original, and lists the others with what was found.
+Writes bench/results/heavy_crops.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+from lookalike.extract import extract_file
+from lookalike.search import similar
+from lookalike.settings import ExtractionSettings
+from lookalike.store import SearchContext
+from runinfo import machine, revision
+
+SIMILAR_THRESHOLD = 20.0       # the CLI's default
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("bench/.data/calibration"))
+    parser.add_argument("--kind", default="crop_heavy")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/heavy_crops.json"))
+    args = parser.parse_args()
+    data = args.data.resolve()
+    truth = json.loads((data / "truth.json").read_text())
+    queries = {str(data / copy): str(data / cluster["original"]) for cluster in truth["clusters"]
+               for copy, kind in cluster["copies"].items() if kind == args.kind}
+    settings = ExtractionSettings()
+    extract = partial(extract_file, settings=settings)
+    with tempfile.TemporaryDirectory() as state, SearchContext.create(Path(state) / "context", settings) as context, \
+            ProcessPoolExecutor(args.workers) as pool:
+        context.upsert_many(list(pool.map(extract, sorted(set(queries.values())), chunksize=4)))
+        first, missed, seconds = 0, [], []
+        for query, features in zip(queries, pool.map(extract, queries, chunksize=4)):
+            started = time.perf_counter()
+            hits = similar(context, features, SIMILAR_THRESHOLD, None)
+            seconds.append(time.perf_counter() - started)
+            expected = queries[query]
+            if hits and hits[0].image.path == expected:
+                first += 1
+            else:
+                missed.append({"query": str(Path(query).relative_to(data)),
+                               "found": [(str(Path(h.image.path).relative_to(data)), round(h.match.similarity, 1))
+                                         for h in hits[:3]]})
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "lookalike": revision(),
+              "data": str(args.data), "kind": args.kind, "queries": len(queries), "original_first": first,
+              "share": round(first / max(len(queries), 1), 3),
+              "similar_ms_median": round(1000 * sorted(seconds)[len(seconds) // 2], 1), "missed": missed}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
