@@ -58,8 +58,8 @@ SPREAD_GRID = 12
 # Logistic model over the evidence, fitted by bench/calibrate.py on the calibration set (real photos,
 # their copies and hard negatives; CALIBRATION.md). similarity = 100 * sigmoid(w . features + b).
 MODEL_FEATURES = ("repeatability", "residual", "photo_low", "content_inliers", "photo_median")
-MODEL_WEIGHTS = (2.512, -7.936, 8.452, 12.794, 1.044)
-MODEL_BIAS = -10.697
+MODEL_WEIGHTS = (0.061, -6.923, 7.513, 11.37, 3.457)
+MODEL_BIAS = -11.512
 
 
 @dataclass(frozen=True)
@@ -182,8 +182,8 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
 
     One score per pair: the fit is made once, with the images in an order their contents fix
     (never their names), and every measure of it is taken so that it favours neither image
-    (matches found from both sides, the residual in the coarser frame, the pixels compared at
-    the coarser resolution). Compared the other way round, a pair gives the same similarity and
+    (the residual in the coarser frame, the pixels compared at the coarser resolution, the
+    inliers placed on the content of both). Compared the other way round, a pair gives the same similarity and
     evidence and the inverse transform."""
     if first.content_hash == second.content_hash:
         return IDENTICAL
@@ -269,19 +269,12 @@ def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def _matches_both_ways(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """The ratio-test matches from either side, each once: which image asks does not change
-    what is found."""
-    found = np.vstack([_ratio_matches(first, second), _ratio_matches(second, first)[:, ::-1]])
-    return np.unique(found, axis=0)
-
-
 def _verify(first: LocalFeatures, second: LocalFeatures, first_unit: float, second_unit: float):
     """(matrix, geometry, inliers in first, inliers in second) of the affine fit of first onto
     second, or the reason there is none."""
     if min(len(first.descriptors), len(second.descriptors)) < MIN_INLIERS:
         return "no_features"
-    pairs = _matches_both_ways(first.descriptors, second.descriptors)
+    pairs = _ratio_matches(first.descriptors, second.descriptors)
     if len(pairs) < MIN_INLIERS:
         return "too_few_matches"
     p1 = first.keypoints[pairs[:, 0], :2]
@@ -473,18 +466,25 @@ def _textured_tiles(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarr
     no grey level (within FLAT_LEVELS) holds more than MAX_FLAT_SHARE of its valid pixels. A
     frame's panels, bands and backgrounds are one grey with strokes on it, even where text
     covers them; a photograph's texture spreads over many."""
-    height, width = valid.shape
-    rows = np.minimum(np.arange(height) * PHOTO_TILES // height, PHOTO_TILES - 1)
-    cols = np.minimum(np.arange(width) * PHOTO_TILES // width, PHOTO_TILES - 1)
-    tile = (rows[:, None] * PHOTO_TILES + cols[None, :])[valid]
     levels = 256 // FLAT_LEVELS + 1
+    tile = _tile_index(*valid.shape)[valid]
     count = np.maximum(np.bincount(tile, minlength=PHOTO_TILES ** 2), 1)
     textured = np.zeros(PHOTO_TILES ** 2, bool)
     for pixels in (a, b):
-        bins = np.bincount(tile * levels + (pixels[valid] // FLAT_LEVELS).astype(np.intp),
-                           minlength=PHOTO_TILES ** 2 * levels).reshape(PHOTO_TILES ** 2, levels)
-        textured |= bins.max(axis=1) <= MAX_FLAT_SHARE * count
+        level = pixels[valid].astype(np.intp) // FLAT_LEVELS
+        bins = np.bincount(tile * levels + level, minlength=PHOTO_TILES ** 2 * levels)
+        textured |= bins.reshape(PHOTO_TILES ** 2, levels).max(axis=1) <= MAX_FLAT_SHARE * count
     return textured.reshape(PHOTO_TILES, PHOTO_TILES)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tile_index(height: int, width: int) -> np.ndarray:
+    """height x width: the number of the tile each pixel is in (row-major)."""
+    rows = np.arange(height) * PHOTO_TILES // height
+    cols = np.arange(width) * PHOTO_TILES // width
+    index = rows[:, None] * PHOTO_TILES + cols[None, :]
+    index.flags.writeable = False        # shared by every comparison
+    return index
 
 
 def _tile_correlations(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:
