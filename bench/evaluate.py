@@ -134,7 +134,8 @@ def main() -> None:
         "near_duplicates_found": sum(p in predicted for p in near_duplicate_pairs),
         "near_duplicates_pairs": len(near_duplicate_pairs),
         "same_scene_pairs_grouped": scene_violations,
-        "iso_pairs_grouped": sorted(p for p in excluded if p in predicted),
+        "iso_pairs_grouped": sorted(tuple(sorted(p)) for g in truth["same_scene"] if g["id"].endswith("_iso")
+                                    for p in itertools.combinations(g["files"], 2) if tuple(sorted(p)) in predicted),
         "false_pairs": sorted(scored - actual)[:20],
         "seconds": {"ingest": round(ingest, 1), "duplicates": round(detect, 1)},
         "context_bytes": size,
