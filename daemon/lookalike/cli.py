@@ -30,7 +30,7 @@ from .reports.text import summary as report_summary
 from .search import query_candidate, similar
 from .reconcile import walk
 from .service import Service, configure_logging, open_context, state_lock
-from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
+from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_FORMATS, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 from .store import SearchContext
 from .watch.folders import Folders
 
@@ -255,9 +255,9 @@ def cmd_similar(args) -> int:
 
 
 def write_duplicates_report(context: SearchContext, threshold: float, output: Path | None, fmt: str,
-                            progress=None) -> dict:
+                            progress=None, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> dict:
     with context.busy("matching"):
-        groups = find_groups(context, threshold, progress=progress)
+        groups = find_groups(context, threshold, progress=progress, keep_formats=keep_formats)
     document = to_document(groups, threshold, str(context.directory))
     text = render(document, fmt)
     if output is None:
@@ -317,7 +317,8 @@ def cmd_scan(args) -> int:
         for failure in summary["failures"]:
             _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
         report = config.reports / "duplicates-latest.json"
-        document = write_duplicates_report(context, config.duplicates_threshold, report, "json")
+        document = write_duplicates_report(context, config.duplicates_threshold, report, "json",
+                                           keep_formats=config.keep_formats)
         for fmt in ("csv", "html"):
             if fmt in config.report_formats:
                 atomic_write(config.reports / f"duplicates-latest.{fmt}", render(document, fmt))

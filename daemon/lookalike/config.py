@@ -17,9 +17,11 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
+from .imaging.formats import EXTENSIONS
+from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_FORMATS, ExtractionSettings
 
-DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.jpe", "*.jfif", "*.png", "*.webp", "*.gif", "*.bmp", "*.tif", "*.tiff")
+DEFAULT_INCLUDE = tuple(f"*{extension}" for extension in EXTENSIONS)
+IMAGE_FORMATS = tuple(dict.fromkeys(EXTENSIONS.values()))
 DEFAULT_EXCLUDE = (".*", "*.tmp", "*.part", "*.crdownload", "*.partial", "*.download", "~*", ".~*", "*~")
 WATCH_MODES = ("native", "poll")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -51,6 +53,7 @@ class Config:
     reconcile_interval: float = 3600.0
     duplicates_interval: float = 900.0
     duplicates_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
+    keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS
     reports_dir: Path | None = None          # default: state_dir / "reports"
     report_formats: tuple[str, ...] = ("json", "csv")
     reports_keep: int = 10
@@ -209,7 +212,7 @@ def load(path: str | Path) -> Config:
 def parse(document, source: Path) -> Config:
     reader = _Reader(source)
     top = reader.mapping(document, "", {"watch", "state_dir", "extraction", "workers", "settle_seconds",
-                                         "settle_queue_limit", "reconcile_interval", "duplicates", "reports",
+                                         "settle_queue_limit", "reconcile_interval", "duplicates", "keep", "reports",
                                          "metrics", "log", "stop_timeout", "store"})
     if document is None or not isinstance(document, dict):
         reader.problems[:0] = ["(top level): must be a mapping with at least 'watch' and 'state_dir'"] if document is None else []
@@ -248,6 +251,7 @@ def parse(document, source: Path) -> Config:
             reader.problem("extraction", str(exc))
 
     duplicates = reader.mapping(top.get("duplicates"), "duplicates", {"interval", "threshold"})
+    keep = reader.mapping(top.get("keep"), "keep", {"formats"})
     reports = reader.mapping(top.get("reports"), "reports", {"dir", "formats", "keep"})
     metrics = reader.mapping(top.get("metrics"), "metrics", {"listen"})
     log = reader.mapping(top.get("log"), "log", {"level", "format"})
@@ -258,6 +262,10 @@ def parse(document, source: Path) -> Config:
         reader.problem("reports.formats", f"each format must be one of {', '.join(REPORT_FORMATS)}, not {formats!r}")
         formats = list(Config.report_formats)
     reports_dir = reader.path(reports["dir"], "reports.dir", must_exist=False) if "dir" in reports else None
+    keep_formats = reader.typed(keep, "formats", "keep.formats", list, list(Config.keep_formats), describe="a list")
+    if any(f not in IMAGE_FORMATS for f in keep_formats) or len(set(keep_formats)) != len(keep_formats):
+        reader.problem("keep.formats", f"must list distinct formats from {', '.join(IMAGE_FORMATS)}, not {keep_formats!r}")
+        keep_formats = list(Config.keep_formats)
 
     config = Config(
         source=str(source),
@@ -275,6 +283,7 @@ def parse(document, source: Path) -> Config:
                                           Config.duplicates_threshold,
                                           lambda v: None if 0 <= v <= 100 else "must be from 0 to 100",
                                           describe="a number"),
+        keep_formats=tuple(keep_formats),
         reports_dir=reports_dir,
         report_formats=tuple(formats),
         reports_keep=reader.typed(reports, "keep", "reports.keep", int, Config.reports_keep, _positive),

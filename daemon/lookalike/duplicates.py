@@ -8,8 +8,8 @@ at or above the threshold are recorded, and the image leaves the queue, a page a
 pass takes as many images as were queued when it began; those stored meanwhile wait for the
 next pass, so a pass ends, and reports, even while files keep arriving.
 
-In each group one image is suggested as the keeper (highest resolution, then largest file, then
-oldest) and every member is scored against it, so a report says how alike each copy is to the
+In each group one image is suggested as the keeper (a file of the first preferred format,
+`keep.formats`, then highest resolution, then largest file, then oldest) and every member is scored against it, so a report says how alike each copy is to the
 one a person would keep. Those comparisons are recorded too: a group that did not change costs
 no comparison in the next pass.
 
@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 from .errors import NotFoundError
 from .match import Candidate, Match, compare
+from .settings import DEFAULT_KEEP_FORMATS
 from .store import SearchContext, StoredImage
 from .store.changes import Change, Linked, Relink
 
@@ -56,8 +57,9 @@ class PassStats:
     verified: int = 0             # comparisons made
 
 
-def keeper_order(image: StoredImage) -> tuple:
-    return (-(image.width * image.height), -image.identity.size, image.identity.mtime_ns, image.path)
+def keeper_order(image: StoredImage, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> tuple:
+    preference = keep_formats.index(image.format) if image.format in keep_formats else len(keep_formats)
+    return (preference, -(image.width * image.height), -image.identity.size, image.identity.mtime_ns, image.path)
 
 
 def match_record(result: Match) -> bytes:
@@ -192,7 +194,7 @@ def _next_round(waiting: list, links: _UnionFind, asked: set[tuple[int, int]], e
 
 def find_groups(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                stats: PassStats | None = None) -> list[Group]:
+                stats: PassStats | None = None, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> list[Group]:
     apply = apply or _direct(context)
     stats = stats if stats is not None else PassStats()
     links = match_pending(context, threshold, apply, progress, stats)
@@ -201,7 +203,7 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     for num in links.parent:
         components.setdefault(links.find(num), []).append(num)
     grouped = [members for nums in components.values()
-               if len(members := sorted(_still_stored(context, nums), key=keeper_order)) >= 2]
+               if len(members := sorted(_still_stored(context, nums), key=lambda image: keeper_order(image, keep_formats))) >= 2]
     # The direction matters: the transform is reported from the keeper's side.
     records = {(members[0].num, member.num): context.pair(members[0].num, member.num)
                for members in grouped for member in members[1:]}

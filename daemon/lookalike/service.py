@@ -529,7 +529,8 @@ class Service:
                     raise Cancelled()
 
         try:
-            groups = find_groups(self.context, config.duplicates_threshold, apply, progress, stats)
+            groups = find_groups(self.context, config.duplicates_threshold, apply, progress, stats,
+                                 config.keep_formats)
         finally:
             self.metrics.pairs_verified.inc(stats.verified)
         document = to_document(groups, config.duplicates_threshold, str(self.context.directory))

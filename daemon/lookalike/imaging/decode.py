@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError
-from . import formats
+from . import codecs, formats
 
 
 @dataclass(frozen=True)
@@ -112,11 +112,7 @@ _REDUCED_COLOUR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
 def decode(path: str | bytes, data: bytes, limits: DecodeLimits, working_size: int) -> WorkingImage:
     """Decode to greyscale, EXIF orientation applied, longest side at most `working_size`."""
     header = _checked_header(path, data, limits)
-    grey = _imdecode(path, header, data, _flag(header, working_size, cv2.IMREAD_GRAYSCALE, _REDUCED_GREY))
-    width, height = header.width, header.height
-    rotated = (grey.shape[1] >= grey.shape[0]) != (width >= height) and width != height
-    if rotated:     # EXIF orientation 5-8 turned the picture on its side
-        width, height = height, width
+    grey, width, height = _pixels(path, header, data, limits, working_size, colour=False)
     return WorkingImage(to_working_size(grey, working_size), header.format, width, height)
 
 
@@ -127,10 +123,32 @@ def colour_thumbnail(path: str | bytes, data: bytes, limits: DecodeLimits, longe
     thumbnail shows the picture the features were taken from.
     """
     header = _checked_header(path, data, limits)
-    pixels = _imdecode(path, header, data, _flag(header, longest, cv2.IMREAD_COLOR, _REDUCED_COLOUR))
+    pixels, _, _ = _pixels(path, header, data, limits, longest, colour=True)
     if max(pixels.shape[:2]) > longest:
         pixels = to_working_size(pixels, longest)
     return pixels
+
+
+def _pixels(path: str | bytes, header: formats.Header, data: bytes, limits: DecodeLimits, wanted: int,
+            colour: bool) -> tuple[np.ndarray, int, int]:
+    """The picture as displayed (BGR or grey), at least `wanted` pixels on its longest side when
+    it has them, and the full picture's displayed width and height."""
+    full, reduced = (cv2.IMREAD_COLOR, _REDUCED_COLOUR) if colour else (cv2.IMREAD_GRAYSCALE, _REDUCED_GREY)
+    if header.format in ("heif", "avif"):
+        decoded = codecs.decode_pillow(path, data, header.format, colour)
+        return decoded.pixels, decoded.width, decoded.height
+    if header.format == "raw":
+        def preview(jpeg: formats.Header, encoded: bytes) -> np.ndarray:
+            flag = _flag(jpeg, wanted, full, reduced) | cv2.IMREAD_IGNORE_ORIENTATION
+            return _imdecode(path, jpeg, encoded, flag)
+        decoded = codecs.decode_raw(path, data, limits.max_pixels, colour, wanted, preview)
+        return decoded.pixels, decoded.width, decoded.height
+    pixels = _imdecode(path, header, data, _flag(header, wanted, full, reduced))
+    width, height = header.width, header.height
+    rotated = (pixels.shape[1] >= pixels.shape[0]) != (width >= height) and width != height
+    if rotated:     # EXIF orientation 5-8 turned the picture on its side
+        width, height = height, width
+    return pixels, width, height
 
 
 def _checked_header(path: str | bytes, data: bytes, limits: DecodeLimits) -> formats.Header:
@@ -145,7 +163,9 @@ def _checked_header(path: str | bytes, data: bytes, limits: DecodeLimits) -> for
                 raise ImageError(path, again.reason, again.detail) from None
         else:
             raise ImageError(path, exc.reason, exc.detail) from None
-    if header.width <= 0 or header.height <= 0:
+    if header.format == "tiff" and _extension(path) in _RAW_EXTENSIONS:
+        header = formats.Header("raw", 0, 0)    # a camera's TIFF-based raw file without a mark of one
+    if header.format != "raw" and (header.width <= 0 or header.height <= 0):
         raise ImageError(path, "corrupt", f"{header.format} header gives {header.width}x{header.height} pixels")
     pixels = header.width * header.height
     if pixels > limits.max_pixels:
@@ -154,6 +174,13 @@ def _checked_header(path: str | bytes, data: bytes, limits: DecodeLimits) -> for
     if not formats.is_complete(header.format, data):
         raise ImageError(path, "truncated", f"{header.format} data ends before the image does")
     return header
+
+
+_RAW_EXTENSIONS = {ext for ext, fmt in formats.EXTENSIONS.items() if fmt == "raw"}
+
+
+def _extension(path: str | bytes) -> str:
+    return os.path.splitext(os.fsdecode(path))[1].lower()
 
 
 def _flag(header: formats.Header, wanted: int, full: int, reduced: dict[int, int]) -> int:
