@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -189,6 +191,9 @@ def run_json(capsys, *args, expect=ExitCode.OK):
 
 
 def test_the_cli_adds_finds_compares_and_reports_these_formats(tmp_path, album, capsys):
+    for name in ("heic", "avif", "raw"):
+        extracted = run_json(capsys, "features", "extract", album[name])
+        assert extracted["ImageId"] == str(album[name]) and extracted["FeaturesCount"] > 50
     context = tmp_path / "context"
     run_json(capsys, "--context", context, "context", "create")
     added = run_json(capsys, "--context", context, "features", "add", album["heic"].parent, expect=ExitCode.FAILED)
@@ -226,3 +231,18 @@ def test_the_daemon_indexes_these_formats_and_records_a_cut_one(daemons, tmp_pat
     assert [sorted(i["path"] for i in g["images"]) for g in latest["groups"]] == \
         [sorted(str(album[name]) for name in ("heic", "avif", "raw", "jpeg"))]
     assert "No thumbnail" not in (daemon.reports / "duplicates-latest.html").read_text()
+
+
+def test_without_pillow_heif_a_heic_is_unsupported_and_says_why(tmp_path):
+    """An installation without the package (a distribution that split it out): the file is
+    recorded `unsupported` with the reason, not skipped and not a crash."""
+    path = images.write_heic(tmp_path, "IMG_0004.HEIC", PICTURE)
+    script = ("import sys; sys.modules['pillow_heif'] = None\n"           # import fails as if absent
+              "from lookalike.errors import ImageError\n"
+              "from lookalike.extract import extract_file\n"
+              "from lookalike.settings import ExtractionSettings\n"
+              "try:\n    extract_file(sys.argv[1], ExtractionSettings())\n"
+              "except ImageError as exc:\n    print(exc.reason, exc.detail, sep='\\n')\n")
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60)
+    assert result.stdout.splitlines() == ["unsupported", "HEIF decoding needs the pillow-heif package, "
+                                                         "which is not installed"], result.stderr

@@ -18,6 +18,8 @@ JPEG's: features are taken from grey levels, where a profile changes little.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 from dataclasses import dataclass
 from typing import Callable
@@ -39,16 +41,20 @@ class Decoded:
 def _module(name: str, package: str, path: str | bytes, fmt: str):
     # Imported on first use: a CLI run or worker that sees only JPEGs does not pay for them.
     try:
-        return __import__(name)
+        return importlib.import_module(name)
     except ImportError:
         raise ImageError(path, "unsupported", f"{fmt} decoding needs the {package} package, "
                                               "which is not installed") from None
 
 
+@functools.cache
+def _register_heif_opener(pillow_heif) -> None:
+    pillow_heif.register_heif_opener()
+
+
 def _pillow(path: str | bytes, fmt: str):
     if fmt == "heif":
-        pillow_heif = _module("pillow_heif", "pillow-heif", path, "HEIF")
-        pillow_heif.register_heif_opener()
+        _register_heif_opener(_module("pillow_heif", "pillow-heif", path, "HEIF"))
     from PIL import Image, features
     if fmt == "avif" and not features.check("avif"):
         raise ImageError(path, "unsupported", "this Pillow was built without AVIF support")
