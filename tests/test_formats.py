@@ -20,7 +20,7 @@ import yaml
 
 import images
 from lookalike import cli
-from lookalike.config import DEFAULT_INCLUDE, parse
+from lookalike.config import parse
 from lookalike.duplicates import find_groups
 from lookalike.errors import ConfigError, ExitCode
 from lookalike.extract import extract_file
@@ -29,7 +29,6 @@ from lookalike.reports.html import to_html
 from lookalike.search import query_candidate
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 from lookalike.store import SearchContext
-from lookalike.watch.folders import _matches
 from test_daemon import daemons, folder  # noqa: F401 (a fixture)
 
 SETTINGS = ExtractionSettings()
@@ -161,12 +160,6 @@ def test_config_check_names_a_bad_keep_format(tmp_path, capsys):
     path.write_text(yaml.safe_dump(config_document(tmp_path, keep={"formats": ["cr2"]})))
     assert cli.main(["config", "check", str(path)]) == ExitCode.CONFIG
     assert "keep.formats" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("name", ["IMG_0001.HEIC", "a.heif", "b.avif", "c.DNG", "d.cr2", "e.CR3", "f.nef",
-                                  "g.arw", "h.orf", "i.RAF", "j.rw2"])
-def test_the_default_include_takes_phone_and_camera_files_in_any_case(name):
-    assert _matches(name, DEFAULT_INCLUDE)
 
 
 # --- the command line -------------------------------------------------------------------------
