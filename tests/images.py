@@ -433,22 +433,29 @@ def big_endian_tiff(directory: Path, pixels: np.ndarray | None = None, name: str
 
 # --- phone and camera formats -------------------------------------------------------------
 
-def heic_bytes(pixels: np.ndarray, quality: int = 80) -> bytes:
+def _pillow_bytes(pixels: np.ndarray, fmt: str, quality: int, orientation: int) -> bytes:
+    """`pixels` encoded by Pillow; an EXIF `orientation` other than 1 is written as the format's
+    rotation and mirroring properties (irot, imir), as phones do."""
+    from PIL import Image
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    exif = image.getexif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, format=fmt, quality=quality, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def heic_bytes(pixels: np.ndarray, quality: int = 80, orientation: int = 1) -> bytes:
     """HEIC encoded by libheif (x265), as a phone writes it."""
     import pillow_heif
-    from PIL import Image
     pillow_heif.register_heif_opener()
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(out, format="HEIF", quality=quality)
-    return out.getvalue()
+    return _pillow_bytes(pixels, "HEIF", quality, orientation)
 
 
-def avif_bytes(pixels: np.ndarray, quality: int = 70) -> bytes:
+def avif_bytes(pixels: np.ndarray, quality: int = 70, orientation: int = 1) -> bytes:
     """AVIF encoded by libavif through Pillow."""
-    from PIL import Image
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(out, format="AVIF", quality=quality)
-    return out.getvalue()
+    return _pillow_bytes(pixels, "AVIF", quality, orientation)
 
 
 def huge_heic_bytes(side: int = 100_000) -> bytes:

@@ -80,6 +80,17 @@ def test_a_raw_files_orientation_is_applied(tmp_path, orientation, preview):
     assert hamming(raw.fingerprint, reference.fingerprint) <= SAME_PICTURE_BITS
 
 
+@pytest.mark.parametrize("encode", [images.heic_bytes, images.avif_bytes], ids=["heic", "avif"])
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_phone_files_rotation_is_applied(tmp_path, encode, orientation):
+    coffee = images.photo("coffee")                              # 600 x 400
+    shown = images.displayed(coffee, orientation)
+    reference = features(images.write_jpeg(tmp_path, "shown.jpg", shown))
+    turned = features(images.write_bytes(tmp_path, "turned", encode(coffee, orientation=orientation)))
+    assert (turned.width, turned.height) == (shown.shape[1], shown.shape[0])
+    assert hamming(turned.fingerprint, reference.fingerprint) <= SAME_PICTURE_BITS
+
+
 def test_a_raw_file_is_read_from_its_preview_when_it_is_large_enough(tmp_path):
     # A preview of another picture shows which of the two the features came from.
     square_cat = images.resized(OTHER, 512, 512)                 # as large as the raw image
