@@ -453,6 +453,16 @@ def heic_bytes(pixels: np.ndarray, quality: int = 80, orientation: int = 1) -> b
     return _pillow_bytes(pixels, "HEIF", quality, orientation)
 
 
+def ten_bit_heic(directory: Path, pixels: np.ndarray | None = None, name: str = "hdr.heic") -> Path:
+    """A 10-bit HEIC, as iPhones write HDR photos."""
+    import pillow_heif
+    deep = np.ascontiguousarray(photo() if pixels is None else pixels).astype(np.uint16) * 257
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=(deep.shape[1], deep.shape[0]), data=deep.tobytes())
+    out = io.BytesIO()
+    heif.save(out, quality=80, save_to_12bit=False)
+    return write_bytes(directory, name, out.getvalue())
+
+
 def avif_bytes(pixels: np.ndarray, quality: int = 70, orientation: int = 1) -> bytes:
     """AVIF encoded by libavif through Pillow."""
     return _pillow_bytes(pixels, "AVIF", quality, orientation)

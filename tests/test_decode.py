@@ -227,6 +227,7 @@ GOOD_FILES = {
     "non-utf8 name": (images.non_utf8_name, "jpeg"),
     "path over 600 bytes": (images.long_name, "jpeg"),
     "heic": (lambda d: images.write_heic(d, "a.heic", PHOTO), "heif"),
+    "10-bit heic": (images.ten_bit_heic, "heif"),
     "avif": (lambda d: images.write_avif(d, "a.avif", PHOTO), "avif"),
     "dng, demosaiced": (lambda d: images.write_dng(d, "a.dng", PHOTO), "raw"),
     "dng with a preview": (lambda d: images.write_dng(d, "p.dng", PHOTO, images.jpeg_bytes(PHOTO)), "raw"),
