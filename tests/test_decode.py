@@ -235,6 +235,15 @@ GOOD_FILES = {
 }
 
 
+def test_a_tiff_named_as_a_camera_raw_file_goes_to_libraw(tmp_path):
+    """Some cameras' raw files are TIFFs with no mark of one in their first IFD: the name decides,
+    so such a file is never decoded as the small TIFF image in front of the raw data."""
+    tiff = images.write_tiff(tmp_path, "scan.tif", PHOTO)
+    assert extract_file(str(tiff), SETTINGS).format == "tiff"
+    error = rejected(images.write_bytes(tmp_path, "DSC_0001.NEF", tiff.read_bytes()), "unsupported")
+    assert "LibRaw" in error.detail
+
+
 @pytest.mark.parametrize("build, fmt", GOOD_FILES.values(), ids=GOOD_FILES.keys())
 def test_good_file_gives_the_features_of_its_picture(tmp_path, reference, build, fmt):
     path = build(tmp_path)

@@ -8,9 +8,9 @@ at or above the threshold are recorded, and the image leaves the queue, a page a
 pass takes as many images as were queued when it began; those stored meanwhile wait for the
 next pass, so a pass ends, and reports, even while files keep arriving.
 
-In each group one image is suggested as the keeper (a file of the first preferred format,
-`keep.formats`, then highest resolution, then largest file, then oldest) and every member is scored against it, so a report says how alike each copy is to the
-one a person would keep. Those comparisons are recorded too: a group that did not change costs
+In each group one image is suggested as the keeper (a file of the first format `keep.formats`
+prefers, then highest resolution, then largest file, then oldest) and every member is scored
+against it, so a report says how alike each copy is to the one a person would keep. Those comparisons are recorded too: a group that did not change costs
 no comparison in the next pass.
 
 Memory is bounded by a page of queued images and the linked images, never by the collection.
@@ -203,7 +203,8 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     for num in links.parent:
         components.setdefault(links.find(num), []).append(num)
     grouped = [members for nums in components.values()
-               if len(members := sorted(_still_stored(context, nums), key=lambda image: keeper_order(image, keep_formats))) >= 2]
+               if len(members := sorted(_still_stored(context, nums),
+                                        key=lambda image: keeper_order(image, keep_formats))) >= 2]
     # The direction matters: the transform is reported from the keeper's side.
     records = {(members[0].num, member.num): context.pair(members[0].num, member.num)
                for members in grouped for member in members[1:]}

@@ -9,6 +9,8 @@ The traps this module exists for (see shared notes, section 5):
   before any pixel is allocated.
 - libjpeg decodes a half-written JPEG without complaint; the end-of-image marker is checked.
 - A file rewritten while being read is noticed by comparing `fstat` before and after.
+
+HEIF, AVIF and camera raw files pass the same checks, then go to imaging/codecs.py.
 """
 
 from __future__ import annotations
