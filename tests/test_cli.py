@@ -25,6 +25,7 @@ import pytest
 import images
 from lookalike import cli
 from lookalike.errors import ExitCode
+from lookalike.service import state_lock
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("lookalike")
 COPIES = ("astronaut", "astronaut-small", "astronaut-flip", "astronaut-crop")     # one picture
@@ -103,6 +104,39 @@ def test_context_create_info_delete(tmp_path, capsys):
     assert code == ExitCode.NOT_FOUND and out == "" and "no search context" in err
     code, _, _ = run(capsys, "--context", directory, "context", "delete")
     assert code == ExitCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("named_by", ["--context", "--config"])
+def test_context_delete_is_refused_while_the_state_directory_is_locked(tmp_path, capsys, named_by):
+    state = tmp_path / "state"
+    (tmp_path / "photos").mkdir()
+    config = write_config(tmp_path / "lookalike.yaml", tmp_path / "photos", state)
+    run_json(capsys, "--config", config, "context", "create")
+    where = ["--context", state / "context"] if named_by == "--context" else ["--config", config]
+    with state_lock(state):                     # what a running daemon (or a rebuild) holds
+        code, out, err = run(capsys, *where, "context", "delete")
+        assert code == ExitCode.STORE and out == "" and "stop it first" in err
+        rebuild_code, _, rebuild_err = run(capsys, "--config", config, "context", "rebuild")
+        assert (rebuild_code, rebuild_err) == (code, err)        # the same refusal as a rebuild's
+    assert (state / "context" / "data.mdb").exists()
+    assert run_json(capsys, *where, "context", "delete") == {"deleted": str(state / "context")}
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--max-features", "0"], "max_features"), (["--max-features", "-5"], "max_features"),
+    (["--working-size", "10"], "working_size")])
+def test_context_create_with_bad_settings_is_a_usage_error(tmp_path, capsys, args, named):
+    code, out, err = run(capsys, "--context", tmp_path / "ctx", "context", "create", *args)
+    assert code == ExitCode.USAGE and out == "" and named in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "ctx").exists()
+
+
+def test_context_create_on_a_file_is_a_usage_error(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    code, out, err = run(capsys, "--context", a_file, "context", "create")
+    assert code == ExitCode.USAGE and out == "" and str(a_file) in err and len(err.splitlines()) == 1
+    assert a_file.read_text() == "mine"
 
 
 def test_no_context_named_is_a_usage_error(capsys):
@@ -224,9 +258,20 @@ def test_features_update_replaces_the_stored_features(stored, photos, capsys):
 
 def test_features_delete(stored, photos, capsys):
     assert run_json(capsys, "--context", stored, "features", "delete", photos["chelsea"]) == {
-        "deleted": str(photos["chelsea"])}
+        "deleted": str(photos["chelsea"]), "images": 1}
     listed = run_json(capsys, "--context", stored, "features", "list")["images"]
     assert str(photos["chelsea"]) not in [i["path"] for i in listed] and len(listed) == len(photos) - 1
+
+
+def test_features_delete_of_a_folder_needs_the_folder_flag_and_says_how_many_went(stored, photos, capsys):
+    folder = photos["chelsea"].parent
+    code, out, err = run(capsys, "--context", stored, "features", "delete", folder)
+    assert code == ExitCode.USAGE and out == "" and str(folder) in err and "--folder" in err
+    assert len(run_json(capsys, "--context", stored, "features", "list")["images"]) == len(photos)
+
+    assert run_json(capsys, "--context", stored, "features", "delete", "--folder", folder) == {
+        "deleted": str(folder), "images": len(photos)}
+    assert run_json(capsys, "--context", stored, "features", "list")["images"] == []
 
 
 @pytest.mark.parametrize("action", ["get", "delete", "update"])
@@ -355,10 +400,12 @@ def test_duplicates_csv_to_stdout(stored, photos, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
-def test_duplicates_output_file(stored, photos, tmp_path, capsys, fmt):
+@pytest.mark.parametrize("format_given", [True, False])
+def test_duplicates_output_file(stored, photos, tmp_path, capsys, fmt, format_given):
     target = tmp_path / "reports" / f"dups.{fmt}"
-    code, out, _ = run(capsys, "--context", stored, "duplicates", "--format", fmt, "--output", target,
-                       "--threshold", "40")
+    target.parent.mkdir()
+    code, out, _ = run(capsys, "--context", stored, "duplicates", *(["--format", fmt] if format_given else []),
+                       "--output", target, "--threshold", "40")
     assert code == 0 and out == ""
     text = target.read_text()
     if fmt == "json":
@@ -366,6 +413,19 @@ def test_duplicates_output_file(stored, photos, tmp_path, capsys, fmt):
     else:
         assert len(list(csv.DictReader(io.StringIO(text)))) == len(COPIES)
     assert [p.name for p in target.parent.iterdir()] == [target.name]      # no temporary file left
+
+
+@pytest.mark.parametrize("output, extra, says", [
+    ("{tmp}", [], "is a folder"),
+    ("{tmp}/absent/dir/out.json", [], "does not exist"),
+    ("{tmp}/dups.csv", ["--format", "json"], "the name says csv, --format says json"),
+    ("{tmp}/dups.txt", [], "cannot tell the format")])
+def test_duplicates_output_that_cannot_be_right_is_a_usage_error(stored, tmp_path, capsys, output, extra, says):
+    target = output.format(tmp=tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    code, out, err = run(capsys, "--context", stored, "duplicates", "--output", target, *extra)
+    assert code == ExitCode.USAGE and out == "" and says in err and target in err and len(err.splitlines()) == 1
+    assert list((tmp_path / "out").iterdir()) == []             # nothing written, no folder made
 
 
 def test_duplicates_of_an_empty_context(context, capsys):

@@ -52,6 +52,7 @@ from .notify import Notifier
 from .reconcile import Cancelled, reconcile
 from .reports import to_document
 from .reports.publish import publish
+from .reports.text import counted
 from .store import SearchContext
 from .store.changes import Change, Fail, Move, Put, Remove, Touch
 from .store.writer import Writer
@@ -76,13 +77,14 @@ FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle 
 # Settings that live in the open context, the worker processes or the bound socket.
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+STATE_LOCK_NAME = "lookalike.lock"
 
 
 @contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
     """One daemon (or rebuild) per state directory: two writers' reconciles would fight."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / "lookalike.lock"
+    path = state_dir / STATE_LOCK_NAME
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -230,9 +232,9 @@ class Service:
         self._reconcile.request()
         self._next_reconcile = time.monotonic() + config.reconcile_interval
         self._next_duplicates = time.monotonic() + config.duplicates_interval
-        log.info("watching %s; context %s (%d images); %d workers",
-                 ", ".join(str(f.path) for f in config.watch), config.context_dir, self.context.count(),
-                 config.workers)
+        log.info("watching %s; context %s (%s); %s",
+                 ", ".join(str(f.path) for f in config.watch), config.context_dir,
+                 counted(self.context.count(), "image"), counted(config.workers, "worker"))
         self.notifier.ready("started; reconciling the watched folders")
 
     def _serve_metrics(self, listen: str) -> None:
@@ -317,7 +319,7 @@ class Service:
                 break
             self._settler.touch(found.path, found.quiet_since)
         if self._dropped and len(self._settler) <= half:
-            log.warning("%d events were dropped while the settle queue was full; reconciling to find their files",
+            log.warning("events dropped while the settle queue was full: %d; reconciling to find their files",
                         self._dropped)
             self._dropped = 0
             self._reconcile.request()
@@ -508,8 +510,8 @@ class Service:
         self.metrics.reconcile_duration.observe(summary.seconds)
         for kind in ("new", "changed", "missing"):
             self.metrics.reconcile_discrepancies.labels(kind).inc(getattr(summary, kind))
-        log.info("reconciled %d files in %.1f s: %d new, %d changed, %d missing%s", summary.files, summary.seconds,
-                 summary.new, summary.changed, summary.missing,
+        log.info("reconciled %s in %.1f s: %d new, %d changed, %d missing%s", counted(summary.files, "file"),
+                 summary.seconds, summary.new, summary.changed, summary.missing,
                  f"; not available: {', '.join(summary.folders_down)}" if summary.folders_down else "")
 
     def _duplicates_pass(self) -> None:
@@ -547,8 +549,9 @@ class Service:
         self.metrics.duplicates_last_success.set(time.time())
         self.metrics.duplicate_groups.set(len(document["groups"]))
         self.metrics.duplicate_images.set(images)
-        log.info("duplicates: %d groups, %d images in groups; %d images matched, %d pairs verified in %.1f s; "
-                 "report %s", len(document["groups"]), images, stats.matched, stats.verified, seconds,
+        log.info("duplicates: %s, %s in groups; %s matched, %s verified in %.1f s; report %s",
+                 counted(len(document["groups"]), "group"), counted(images, "image"),
+                 counted(stats.matched, "image"), counted(stats.verified, "pair"), seconds,
                  written[0] if written else "(no formats)")
 
     # --- reload --------------------------------------------------------------------------

@@ -88,7 +88,8 @@ def load(path: Path) -> dict:
 
 
 def atomic_write(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write `text` to `target` in one step; the folder must exist (nobody's folders are made
+    by accident)."""
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
