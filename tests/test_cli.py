@@ -313,6 +313,23 @@ def test_non_utf8_and_long_paths_through_the_cli(context, tmp_path, capsys):
     assert run_json(capsys, "--context", context, "features", "list") == {"images": []}
 
 
+def test_the_csv_report_is_utf8_with_the_jsons_escape_for_undecodable_bytes(context, tmp_path, capsys):
+    photos_dir = tmp_path / "photos"
+    photos_dir.mkdir()
+    latin1 = images.non_utf8_name(photos_dir)
+    images.write_jpeg(photos_dir, "plain.jpg", images.photo())
+    run_json(capsys, "--context", context, "features", "add", photos_dir)
+    report = tmp_path / "dups.csv"
+    run(capsys, "--context", context, "duplicates", "--output", report)
+    text = report.read_bytes().decode("utf-8")                # strict: raises on a raw byte
+    paths = {row["path"] for row in csv.DictReader(io.StringIO(text))}
+    assert paths == {str(photos_dir / "plain.jpg"), str(photos_dir) + "/caf\\udce9.jpg"}
+    run(capsys, "--context", context, "duplicates", "--output", tmp_path / "dups.json")
+    json_text = (tmp_path / "dups.json").read_text()
+    assert "caf\\udce9.jpg" in json_text                    # the same escape, as JSON writes it
+    assert str(latin1) in {i["path"] for g in json.loads(json_text)["groups"] for i in g["images"]}
+
+
 # --- compare and similar ------------------------------------------------------------------
 
 def test_compare(photos, capsys):

@@ -48,13 +48,19 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
 CSV_COLUMNS = ("group", "path", "similarity", "keeper", "width", "height", "size", "mtime")
 
 
+def _escaped(path: str) -> str:
+    """A path as UTF-8 text: an undecodable byte (held as a surrogate) becomes `\\udcXX`, the
+    escape the JSON report writes, instead of the raw byte CSV readers choke on."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def to_csv(document: dict) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for group in document["groups"]:
         for image in group["images"]:
-            writer.writerow([group["id"], image["path"], image["similarity"], "yes" if image["keeper"] else "no",
+            writer.writerow([group["id"], _escaped(image["path"]), image["similarity"], "yes" if image["keeper"] else "no",
                              image["width"], image["height"], image["size"], f"{image['mtime']:.3f}"])
     return out.getvalue()
 
