@@ -481,16 +481,34 @@ def test_scan_refuses_a_context_made_with_other_settings(photos, tmp_path, capsy
 
 
 def test_scan_with_an_invalid_config_exits_78(tmp_path, capsys):
-    config = write_config(tmp_path / "lookalike.yaml", tmp_path / "absent", tmp_path / "state")
+    config = write_config(tmp_path / "lookalike.yaml", tmp_path / "photos", tmp_path / "state", "workers: many\n")
     code, out, err = run(capsys, "--config", config, "scan")
-    assert code == ExitCode.CONFIG == 78 and "watch[0].path" in err and out == ""
+    assert code == ExitCode.CONFIG == 78 and "workers" in err and out == ""
+
+
+def test_reading_commands_work_while_a_watched_folder_is_missing(photos, tmp_path, capsys):
+    share = tmp_path / "share"
+    shutil.copytree(photos["astronaut"].parent, share)
+    config = write_config(tmp_path / "lookalike.yaml", share, tmp_path / "state")
+    run_json(capsys, "--config", config, "scan")
+    share.rename(tmp_path / "unmounted")
+    for args in (["context", "info"], ["features", "list"], ["duplicates"], ["similar", photos["astronaut"]]):
+        code, out, err = run(capsys, "--config", config, *args)
+        assert code == ExitCode.OK and json.loads(out) and err == "", (args, err)
+    code, out, _ = run(capsys, "--config", config, "report", "show")
+    assert code == ExitCode.OK and "Groups:" in out
+    checked = run_json(capsys, "config", "check", config)
+    assert checked["valid"] is True and len(checked["warnings"]) == 1
+    assert checked["warnings"][0].startswith(f"watch[0].path: folder {share} does not exist")
+    code, _, err = run(capsys, "config", "check", config)
+    assert err == f"lookalike: warning: {checked['warnings'][0]}\n"           # the typo'd path is seen
 
 
 def test_config_check(photos, tmp_path, capsys):
     config = write_config(tmp_path / "good.yaml", photos["astronaut"].parent, tmp_path / "state")
     checked = run_json(capsys, "config", "check", config)
     assert checked == {"config": str(config), "valid": True, "watch": [str(photos["astronaut"].parent)],
-                       "state_dir": str(tmp_path / "state")}
+                       "state_dir": str(tmp_path / "state"), "warnings": []}
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("watch:\n  - path: relative/photos\nstate_dir: /tmp/x\nlog:\n  level: loud\ncolour: red\n")

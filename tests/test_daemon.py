@@ -916,6 +916,55 @@ def test_a_root_mounted_again_is_watched_again_whoever_sees_it_first(daemons, tm
 
 
 
+def test_a_folder_missing_at_start_keeps_its_records_and_is_watched_once_it_appears(daemons, tmp_path):
+    """A share not mounted yet at boot: the daemon starts as it goes on when a folder goes away."""
+    photos, share = folder(tmp_path), folder(tmp_path, "share")
+    here = images.write_jpeg(photos, "here.jpg", shapes(1))
+    kept = images.write_jpeg(share, "kept.jpg", shapes(2))
+    daemon = daemons([photos, share]).start().ready()
+    daemon.wait_records([here, kept])
+    daemon.stop()
+
+    share.rename(tmp_path / "unmounted")
+    daemon.start().ready()
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v >= 1, "the start-up reconcile")
+    assert daemon.metric("lookalike_watched_folders_unavailable") == 1
+    daemon.wait_idle()
+    assert set(daemon.records()) == {str(here), str(kept)}, "records of a folder missing at start were dropped"
+    assert f"{share}: the watched folder is missing or unmounted" in daemon.log_path.read_text()
+
+    (tmp_path / "unmounted").rename(share)
+    daemon.wait_metric("lookalike_watched_folders_unavailable", lambda v: v == 0, "the folder seen")
+    new = images.write_jpeg(share, "new.jpg", shapes(3))
+    daemon.wait_records([here, kept, new], "a file in the folder that appeared indexed")
+    assert daemon.metric("lookalike_files_removed_total") == 0
+    code, _ = daemon.stop()
+    assert code == 0
+
+
+def test_a_reload_adding_a_folder_not_there_yet_is_accepted_and_watches_it_once_it_appears(daemons, tmp_path):
+    photos = folder(tmp_path)
+    here = images.write_jpeg(photos, "here.jpg", shapes(1))
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records([here])
+    share = tmp_path / "share"
+    daemon.write_config([photos, share])
+    daemon.send(signal.SIGHUP)
+    daemon.wait_metric("lookalike_watched_folders_unavailable", lambda v: v == 1, "the added folder seen missing")
+    assert daemon.metric("lookalike_config_last_reload_successful") == 1
+
+    share.mkdir()
+    daemon.wait_metric("lookalike_watched_folders_unavailable", lambda v: v == 0, "the folder seen")
+    new = images.write_jpeg(share, "new.jpg", shapes(3))
+    daemon.wait_records([here, new], "a file in the folder that appeared indexed")
+
+    daemon.write_config([photos])                           # dropped again: no longer counted as missing
+    share.rename(tmp_path / "away")
+    daemon.send(signal.SIGHUP)
+    daemon.wait_records([here], "the dropped folder's records gone")
+    assert daemon.metric("lookalike_watched_folders_unavailable") == 0
+
+
 def test_a_just_written_file_is_read_once_still_and_a_future_mtime_is_indexed(daemons, tmp_path):
     """A single write sets the mtime when it starts, so a read overlapping it can look whole:
     a file whose mtime is within a second of its read is settled and read again (never stuck

@@ -337,6 +337,7 @@ def cmd_context_rebuild(args) -> int:
     if not args.config:
         raise UsageError("context rebuild needs --config FILE (the folders to index again)")
     config = config_module.load(args.config)
+    _config_warnings(config)
     with state_lock(config.state_dir):
         directory = config.context_dir
         previous = None
@@ -356,6 +357,7 @@ def cmd_scan(args) -> int:
     if not args.config:
         raise UsageError("scan needs --config FILE (the folders to scan and where to keep the context)")
     config = config_module.load(args.config)
+    _config_warnings(config)
     with open_context(config) as context:
         files = configured_files(config)
         summary = add_files(context, files, _Progress(len(files)))
@@ -404,10 +406,17 @@ def cmd_run(args) -> int:
     return Service(config).run()
 
 
+def _config_warnings(config: config_module.Config) -> None:
+    for warning in config.warnings:
+        _warn(f"warning: {warning}")
+
+
 def cmd_config_check(args) -> int:
     config = config_module.load(args.file)
+    _config_warnings(config)
     _print_json({"config": str(Path(args.file).absolute()), "valid": True,
-                 "watch": [str(f.path) for f in config.watch], "state_dir": str(config.state_dir)})
+                 "watch": [str(f.path) for f in config.watch], "state_dir": str(config.state_dir),
+                 "warnings": list(config.warnings)})
     return ExitCode.OK
 
 
@@ -503,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     config_parser = commands.add_parser("config", help="check a configuration file")
     config_commands = config_parser.add_subparsers(dest="action", required=True)
-    check = config_commands.add_parser("check", help="validate FILE and exit (78 when invalid)")
+    check = config_commands.add_parser("check", help="validate FILE and exit (78 when invalid; a watched folder "
+                                       "that does not exist is a warning)")
     check.add_argument("file")
     check.set_defaults(handler=cmd_config_check)
     return parser

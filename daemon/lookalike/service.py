@@ -578,6 +578,11 @@ class Service:
             self.watcher.start()
             for gone in {f.path for f in old.watch} - {f.path for f in new.watch}:
                 self._settler.touch(str(gone), 0.0)         # its records go, unless another folder holds it
+                self._roots_down.discard(str(gone))
+                self._roots_back.discard(str(gone))
+                self._root_devices.pop(str(gone), None)
+            for folder in new.watch:
+                self._root_is_up(folder)                    # a folder not there yet: the warning, the gauge
         # A reload is also the operator's way to ask for a rescan (events are only hints).
         self._reconcile.request()
         self._settler.settle_seconds = new.settle_seconds
