@@ -668,6 +668,9 @@ def test_sighup_adds_a_folder_and_rejects_broken_yaml(daemons, tmp_path):
     daemon.send(signal.SIGHUP)
     daemon.wait_metric("lookalike_config_last_reload_successful", lambda v: v == 0, "the reload rejected")
     assert daemon.process.poll() is None
+    log = daemon.log_path.read_text()
+    assert re.search(rf"{re.escape(str(daemon.config_path))}: invalid configuration\n +line 2, column \d+: "
+                     r"not valid YAML", log) and "<unicode string>" not in log, daemon.log_tail()
     lines = [line for _, message in daemon.notify_messages()[messages:] for line in message]
     reloading = lines.index("RELOADING=1")
     assert re.fullmatch(r"MONOTONIC_USEC=\d+", lines[reloading + 1]), lines
