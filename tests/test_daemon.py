@@ -386,6 +386,25 @@ def test_a_second_daemon_on_the_same_state_exits_and_the_first_goes_on(daemons, 
     first.wait_records([image])
 
 
+def test_a_metrics_port_in_use_fails_the_start_before_anything_is_created(daemons, tmp_path):
+    photos = folder(tmp_path)
+    daemon = daemons([photos])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", daemon.port))
+        taken.listen()
+        daemon.start()
+        try:
+            code = daemon.process.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the daemon kept running without its metrics port")
+    assert code == ExitCode.FAILED
+    log = daemon.log_path.read_text()
+    assert f"metrics.listen: cannot listen on 127.0.0.1:{daemon.port}" in log
+    assert "stopping" not in log and "stopped" not in log, log
+    assert not daemon.context_dir.exists()
+    assert "READY=1" not in daemon.notified()
+
+
 # --- 2-4. events: create, modify, delete; a copy in progress; an editor's atomic save ------
 
 def test_create_modify_delete_while_running(daemons, tmp_path):

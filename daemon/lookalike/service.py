@@ -196,6 +196,8 @@ class Service:
         old_wakeup = signal.set_wakeup_fd(wake_write)
         try:
             with state_lock(self.config.state_dir):
+                # First: a port in use fails the start before anything is created or started.
+                self._serve_metrics(self.config.metrics_listen)
                 try:
                     self._start()
                     while not self._stop.is_set():
@@ -221,7 +223,6 @@ class Service:
         config = self.config
         self._started = time.monotonic()
         self.context = open_context(config)
-        self._serve_metrics(config.metrics_listen)
         self.writer = Writer(self.context, on_commit=self._committed, on_trouble=self._store_trouble)
         self.writer.start()
         self.workers = ExtractWorkers(config.workers, config.extraction)
