@@ -116,6 +116,7 @@ def test_every_key_set(tmp_path, folders):
         log:
           level: debug
           format: json
+          summary_interval: 10s
         store:
           max_map_size: 8589934592
     """)
@@ -128,7 +129,7 @@ def test_every_key_set(tmp_path, folders):
     assert (loaded.duplicates_interval, loaded.duplicates_threshold) == (86400.0, 62.5)
     assert loaded.reports == tmp_path / "reports" and loaded.report_formats == ("json", "csv", "html")
     assert loaded.reports_keep == 3 and loaded.metrics_listen == "[::1]:9100"
-    assert (loaded.log_level, loaded.log_format) == ("debug", "json")
+    assert (loaded.log_level, loaded.log_format, loaded.log_summary_interval) == ("debug", "json", 10.0)
     assert loaded.store_max_map_size == 8 << 30
 
 

@@ -449,6 +449,51 @@ def test_create_modify_delete_while_running(daemons, tmp_path):
     assert daemon.failures() == {}
 
 
+SUMMARY = re.compile(r"INFO lookalike: files in the last \d+ s: (\d+) indexed, (\d+) updated, (\d+) moved, "
+                     r"(\d+) removed, (\d+) failed$", re.M)
+
+
+def test_the_log_names_each_file_handled_at_debug_and_sums_them_up_at_most_once_per_interval(daemons, tmp_path):
+    photos = folder(tmp_path)
+    original = images.write_jpeg(photos, "astronaut.jpg", images.photo("astronaut"))
+    daemon = daemons([photos], log={"level": "debug", "summary_interval": "1s"}, extraction=QUICK).start().ready()
+    daemon.wait_records([original])
+    copy = write(photos / "copy.jpg", images.jpeg_bytes(images.resized(images.photo("astronaut"), 256, 256)))
+    daemon.wait_records([original, copy])
+    renamed = photos / "renamed.jpg"
+    copy.rename(renamed)
+    daemon.wait_records([original, renamed])
+    write(renamed, images.jpeg_bytes(images.photo("coffee")))
+    daemon.wait(lambda: f"DEBUG lookalike: updated {renamed}\n" in daemon.log_path.read_text(), "the update logged")
+    renamed.unlink()
+    bad = write(photos / "bad.jpg", b"\xff\xd8 not a jpeg")
+    daemon.wait_records([original])
+    daemon.wait(lambda: daemon.failures(), "the bad file recorded")
+
+    started = time.monotonic()
+    flood = [write(photos / f"flood-{i}.jpg", images.jpeg_bytes(shapes(i, 64))) for i in range(40)]
+    daemon.wait_records([original, *flood])
+    flooded = time.monotonic() - started
+    daemon.wait_metric("lookalike_duplicates_runs_total", lambda v: v >= 1, "a duplicates pass")
+    time.sleep(1.5)                                     # past one more summary interval
+    code, _ = daemon.stop()
+    assert code == 0
+    log = daemon.log_path.read_text()
+
+    for line in (f"DEBUG lookalike: indexed {original}", f"DEBUG lookalike: indexed {copy}",
+                 f"DEBUG lookalike: moved {copy} -> {renamed} (1 image)", f"DEBUG lookalike: updated {renamed}",
+                 f"DEBUG lookalike: removed {renamed} (1 image)", f"WARNING lookalike: {bad}: "):
+        assert line in log, line
+    summaries = [tuple(map(int, m.groups())) for m in SUMMARY.finditer(log)]
+    assert tuple(map(sum, zip(*summaries))) == (42, 1, 1, 1, 1), summaries
+    # Under the flood: one line a second at most, not one per file.
+    flood_lines = [s for s in summaries if s[0] > 1]
+    assert 1 <= len(flood_lines) <= flooded + 2, summaries
+    # Counts read as English: "1 worker", "1 pair", never "1 workers".
+    assert "; 1 worker\n" in log
+    assert not re.search(r"\b1 (images|groups|pairs|files|workers)\b", log), log
+
+
 def test_a_copy_in_progress_is_indexed_once_complete(daemons, tmp_path):
     photos = folder(tmp_path)
     daemon = daemons([photos], settle_seconds="2s").start().ready()

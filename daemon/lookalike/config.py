@@ -62,6 +62,7 @@ class Config:
     metrics_listen: str = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
     log_level: str = "info"
     log_format: str = "text"
+    log_summary_interval: float = 60.0       # seconds between the lines that count what was done to files
     stop_timeout: float = 10.0
     store_max_map_size: int | None = None    # bytes; None: the context's own cap (store/context.py)
     warnings: tuple[str, ...] = field(default=(), compare=False)     # 'key: what is odd', not fatal
@@ -297,7 +298,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
     duplicates = reader.mapping(top.get("duplicates"), "duplicates", {"interval", "threshold"})
     reports = reader.mapping(top.get("reports"), "reports", {"dir", "formats", "keep"})
     metrics = reader.mapping(top.get("metrics"), "metrics", {"listen"})
-    log = reader.mapping(top.get("log"), "log", {"level", "format"})
+    log = reader.mapping(top.get("log"), "log", {"level", "format", "summary_interval"})
     store = reader.mapping(top.get("store"), "store", {"max_map_size"})
 
     formats = reader.typed(reports, "formats", "reports.formats", list, list(Config.report_formats), describe="a list")
@@ -330,6 +331,8 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
                                lambda v: None if v in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"),
         log_format=reader.typed(log, "format", "log.format", str, Config.log_format,
                                 lambda v: None if v in LOG_FORMATS else f"must be one of {', '.join(LOG_FORMATS)}"),
+        log_summary_interval=reader.duration(log, "summary_interval", "log.summary_interval",
+                                             Config.log_summary_interval),
         store_max_map_size=reader.typed(store, "max_map_size", "store.max_map_size", int, Config.store_max_map_size,
                                         _at_least_a_mebibyte, describe="a size in bytes"),
         warnings=tuple(reader.warnings),

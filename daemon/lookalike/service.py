@@ -80,6 +80,32 @@ _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1
 STATE_LOCK_NAME = "lookalike.lock"
 
 
+class _Activity:
+    """What the pipeline did to files since the last summary line: one debug line per file
+    handled, and at most one info line per `log.summary_interval` with the counts, so a flood
+    of files stays readable in the log. Counted on the main thread and the store thread."""
+
+    KINDS = ("indexed", "updated", "moved", "removed", "failed")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.KINDS, 0)
+        self._since = time.monotonic()
+
+    def count(self, kind: str, images: int = 1) -> None:
+        with self._lock:
+            self._counts[kind] += images
+
+    def summarise(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            counts, self._counts = self._counts, dict.fromkeys(self.KINDS, 0)
+            since, self._since = self._since, now
+        if any(counts.values()):
+            log.info("files in the last %.0f s: %s", now - since,
+                     ", ".join(f"{counts[kind]} {kind}" for kind in self.KINDS))
+
+
 @contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
     """One daemon (or rebuild) per state directory: two writers' reconciles would fight."""
@@ -185,6 +211,8 @@ class Service:
                                  self.metrics.internal_errors.labels("duplicates").inc)
         self._first_report_due = True
         self._next_housekeeping = 0.0
+        self._activity = _Activity()
+        self._next_summary = time.monotonic() + config.log_summary_interval
         self._next_ping = 0.0
         self.context: SearchContext | None = None
 
@@ -396,15 +424,18 @@ class Service:
             if modified and handed_out - SETTLED_AGE_SECONDS < modified <= time.time():
                 self._settler.touch(job.path)             # written while (or just before) it was read
                 continue
-            self._record(job.path, outcome, identity)
+            self._record(job.path, outcome, identity, replacing=job.known_hash is not None)
 
-    def _record(self, path: str, outcome: Outcome, identity: FileIdentity | None) -> None:
+    def _record(self, path: str, outcome: Outcome, identity: FileIdentity | None, replacing: bool) -> None:
         if isinstance(outcome, Extracted):
             features = outcome.features
             self.metrics.extract_duration.observe(features.extract_seconds)
             self.metrics.decode_duration.observe(features.decode_seconds)
             self._being_stored[path] = features.identity
             self.writer.submit(Put(features))
+            kind = "updated" if replacing else "indexed"
+            log.debug("%s %s", kind, display_path(path))
+            self._activity.count(kind)
         elif isinstance(outcome, SameContent):
             self.metrics.files_unchanged.inc()
             self.writer.submit(Touch(path, outcome.identity))
@@ -414,6 +445,7 @@ class Service:
             self._settler.touch(path)                     # still being written: wait for it to settle
         else:
             log.warning("%s: %s: %s", display_path(path), outcome.reason, outcome.detail)
+            self._activity.count("failed")
             self.metrics.files_failed.labels(outcome.reason).inc()
             self.writer.submit(Fail(path, identity, outcome.reason, outcome.detail))
 
@@ -426,8 +458,13 @@ class Service:
                 self.metrics.files_indexed.inc()
             elif isinstance(change, Remove) and result:
                 self.metrics.files_removed.inc(result)
+                log.debug("removed %s (%s)", display_path(change.path), counted(result, "image"))
+                self._activity.count("removed", result)
             elif isinstance(change, Move) and result:
                 self.metrics.files_moved.inc(result)
+                log.debug("moved %s -> %s (%s)", display_path(change.source), display_path(change.destination),
+                          counted(result, "image"))
+                self._activity.count("moved", result)
 
     def _store_trouble(self, troubled: bool) -> None:
         self.metrics.store_writable.set(0 if troubled else 1)
@@ -453,6 +490,9 @@ class Service:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
             self._housekeeping()
+        if now >= self._next_summary:
+            self._next_summary = now + self.config.log_summary_interval
+            self._activity.summarise()
         interval = self.notifier.watchdog_interval
         if interval and now >= self._next_ping:
             self._next_ping = now + interval
@@ -591,6 +631,7 @@ class Service:
         now = time.monotonic()
         self._next_reconcile = min(self._next_reconcile, now + new.reconcile_interval)
         self._next_duplicates = min(self._next_duplicates, now + new.duplicates_interval)
+        self._next_summary = min(self._next_summary, now + new.log_summary_interval)
         logging.getLogger().setLevel(new.log_level.upper())
         self.config = new
         self.metrics.config_reload_ok.set(1)
