@@ -136,6 +136,8 @@ def test_context_create_on_a_file_is_a_usage_error(tmp_path, capsys):
     a_file.write_text("mine")
     code, out, err = run(capsys, "--context", a_file, "context", "create")
     assert code == ExitCode.USAGE and out == "" and str(a_file) in err and len(err.splitlines()) == 1
+    code, out, err = run(capsys, "--context", a_file / "ctx", "context", "create")
+    assert code == ExitCode.STORE and out == "" and str(a_file / "ctx") in err and len(err.splitlines()) == 1
     assert a_file.read_text() == "mine"
 
 

@@ -27,7 +27,7 @@ from .imaging.features import detector_info
 from .imaging.formats import EXTENSIONS
 from .match import compare
 from .reports import atomic_write, load as load_report, render, to_document
-from .reports.text import summary as report_summary
+from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
 from .reconcile import walk
 from .service import STATE_LOCK_NAME, Service, configure_logging, open_context, state_lock
@@ -235,7 +235,7 @@ def cmd_features_delete(args) -> int:
         if not args.folder and context.find(path) is None:
             under = context.count_under(path)
             if under:
-                raise UsageError(f"{display_path(path)}: a folder with {under} stored images; "
+                raise UsageError(f"{display_path(path)}: a folder with {counted(under, 'stored image')}; "
                                  "add --folder to delete them all")
         removed = context.remove_all(path)
         if not removed:

@@ -271,7 +271,8 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
                 entry = {"path": entry}
             folder = _watch_folder(reader, entry, f"watch[{i}]")
             if folder and folder.path in first_listed:
-                reader.problem(f"watch[{i}].path", f"{folder.path} is already watched (watch[{first_listed[folder.path]}])")
+                reader.problem(f"watch[{i}].path",
+                               f"{folder.path} is already watched (watch[{first_listed[folder.path]}])")
             elif folder:
                 first_listed[folder.path] = i
                 folders.append(folder)

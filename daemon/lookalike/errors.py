@@ -44,7 +44,7 @@ class ConfigError(LookalikeError):
 
     exit_code = ExitCode.CONFIG
 
-    def __init__(self, source: str, problems: list[str], warnings: list[str] = ()):
+    def __init__(self, source: str, problems: list[str], warnings: tuple[str, ...] | list[str] = ()):
         self.source = source
         self.problems = list(problems)
         self.warnings = list(warnings)

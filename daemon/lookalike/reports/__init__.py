@@ -60,8 +60,9 @@ def to_csv(document: dict) -> str:
     writer.writerow(CSV_COLUMNS)
     for group in document["groups"]:
         for image in group["images"]:
-            writer.writerow([group["id"], _escaped(image["path"]), image["similarity"], "yes" if image["keeper"] else "no",
-                             image["width"], image["height"], image["size"], f"{image['mtime']:.3f}"])
+            writer.writerow([group["id"], _escaped(image["path"]), image["similarity"],
+                             "yes" if image["keeper"] else "no", image["width"], image["height"], image["size"],
+                             f"{image['mtime']:.3f}"])
     return out.getvalue()
 
 

@@ -183,7 +183,10 @@ class SearchContext:
                 env.close()
             if not cut_short:
                 raise StoreError(str(directory), "a search context already exists here")
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(str(directory), f"cannot create the folder: {exc.strerror or exc}") from None
         context = cls(directory, _open_env(directory, create=True, max_map_size=max_map_size),
                       settings or ExtractionSettings(), max_map_size)
         with context._write() as txn:
