@@ -355,6 +355,7 @@ def test_start_indexes_every_image_and_notifies_ready_once(daemons, tmp_path):
     assert notified.count("READY=1") == 1, notified
     assert notified[-1] == "STOPPING=1"
     assert "WATCHDOG=1" not in notified                     # no WATCHDOG_USEC, no pings
+    assert "(0 images); 1 worker\n" in daemon.log_path.read_text()       # not "1 workers"
 
 
 def test_invalid_config_exits_78_without_ready(daemons, tmp_path):
