@@ -454,6 +454,7 @@ SUMMARY = re.compile(r"INFO lookalike: files in the last \d+ s: (\d+) indexed, (
                      r"(\d+) removed, (\d+) failed$", re.M)
 
 
+@pytest.mark.slow
 def test_the_log_names_each_file_handled_at_debug_and_sums_them_up_at_most_once_per_interval(daemons, tmp_path):
     photos = folder(tmp_path)
     original = images.write_jpeg(photos, "astronaut.jpg", images.photo("astronaut"))
@@ -984,6 +985,7 @@ def test_a_root_mounted_again_is_watched_again_whoever_sees_it_first(daemons, tm
 
 
 
+@pytest.mark.slow
 def test_a_folder_missing_at_start_keeps_its_records_and_is_watched_once_it_appears(daemons, tmp_path):
     """A share not mounted yet at boot: the daemon starts as it goes on when a folder goes away."""
     photos, share = folder(tmp_path), folder(tmp_path, "share")
