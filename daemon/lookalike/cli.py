@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -26,10 +27,10 @@ from .imaging.features import detector_info
 from .imaging.formats import EXTENSIONS
 from .match import compare
 from .reports import atomic_write, load as load_report, render, to_document
-from .reports.text import summary as report_summary
+from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
 from .reconcile import walk
-from .service import Service, configure_logging, open_context, state_lock
+from .service import STATE_LOCK_NAME, Service, configure_logging, open_context, state_lock
 from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_FORMATS, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 from .store import SearchContext
 from .watch.folders import Folders
@@ -69,10 +70,25 @@ def _settings(args) -> ExtractionSettings:
 
 # --- context -------------------------------------------------------------------------------
 
+def _state_dir(args) -> Path | None:
+    """The state directory whose lock a running daemon holds, if the context is in one: the
+    config's, or the parent of a --context DIR that holds the daemon's lock file."""
+    if args.config:
+        return config_module.load(args.config).state_dir
+    parent = _context_dir(args).parent
+    return parent if (parent / STATE_LOCK_NAME).exists() else None
+
+
 def cmd_context_create(args) -> int:
-    settings = ExtractionSettings(detector=args.detector, max_features=args.max_features,
-                                  working_size=args.working_size)
-    with SearchContext.create(_context_dir(args), settings) as context:
+    try:
+        settings = ExtractionSettings(detector=args.detector, max_features=args.max_features,
+                                      working_size=args.working_size)
+    except ValueError as exc:
+        raise UsageError(f"context create: {exc}") from None
+    directory = _context_dir(args)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory}: exists and is not a folder; name a folder for the context")
+    with SearchContext.create(directory, settings) as context:
         _print_json(context.info())
     return ExitCode.OK
 
@@ -85,7 +101,10 @@ def cmd_context_info(args) -> int:
 
 def cmd_context_delete(args) -> int:
     directory = _context_dir(args)
-    SearchContext.delete(directory)
+    state_dir = _state_dir(args)
+    # A daemon keeps writing into the unlinked files and loses everything at its next start.
+    with state_lock(state_dir) if state_dir else contextlib.nullcontext():
+        SearchContext.delete(directory)
     _print_json({"deleted": str(directory)})
     return ExitCode.OK
 
@@ -213,9 +232,15 @@ def cmd_features_update(args) -> int:
 def cmd_features_delete(args) -> int:
     path = os.path.abspath(args.id)
     with _open(args) as context:
-        if not context.remove(path):
+        if not args.folder and context.find(path) is None:
+            under = context.count_under(path)
+            if under:
+                raise UsageError(f"{display_path(path)}: a folder with {counted(under, 'stored image')}; "
+                                 "add --folder to delete them all")
+        removed = context.remove_all(path)
+        if not removed:
             raise NotFoundError(f"{display_path(path)}: not in the search context")
-    _print_json({"deleted": path})
+    _print_json({"deleted": path, "images": removed})
     return ExitCode.OK
 
 
@@ -267,11 +292,31 @@ def write_duplicates_report(context: SearchContext, threshold: float, output: Pa
     return document
 
 
+def _report_output(args) -> tuple[Path | None, str]:
+    """Where `duplicates` writes and in which format: checked before any work is done."""
+    if not args.output:
+        return None, args.format or "json"
+    output = Path(args.output).absolute()
+    if output.is_dir():
+        raise UsageError(f"--output {display_path(str(output))}: is a folder; name a file to write")
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {display_path(str(output))}: the folder {display_path(str(output.parent))} "
+                         "does not exist")
+    named = {".json": "json", ".csv": "csv", ".html": "html", ".htm": "html"}.get(output.suffix.lower())
+    if args.format and named and args.format != named:
+        raise UsageError(f"--output {display_path(str(output))}: the name says {named}, --format says {args.format}")
+    fmt = args.format or named
+    if fmt is None:
+        raise UsageError(f"--output {display_path(str(output))}: cannot tell the format from the name; "
+                         "end it in .json, .csv or .html, or add --format")
+    return output, fmt
+
+
 def cmd_duplicates(args) -> int:
+    output, fmt = _report_output(args)
     with _open(args) as context:
         progress = _Progress(context.count())
-        output = Path(args.output).absolute() if args.output else None
-        write_duplicates_report(context, args.threshold, output, args.format, progress)
+        write_duplicates_report(context, args.threshold, output, fmt, progress)
     return ExitCode.OK
 
 
@@ -292,6 +337,7 @@ def cmd_context_rebuild(args) -> int:
     if not args.config:
         raise UsageError("context rebuild needs --config FILE (the folders to index again)")
     config = config_module.load(args.config)
+    _config_warnings(config)
     with state_lock(config.state_dir):
         directory = config.context_dir
         previous = None
@@ -311,11 +357,13 @@ def cmd_scan(args) -> int:
     if not args.config:
         raise UsageError("scan needs --config FILE (the folders to scan and where to keep the context)")
     config = config_module.load(args.config)
+    _config_warnings(config)
     with open_context(config) as context:
         files = configured_files(config)
         summary = add_files(context, files, _Progress(len(files)))
         for failure in summary["failures"]:
             _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
+        config.reports.mkdir(parents=True, exist_ok=True)
         report = config.reports / "duplicates-latest.json"
         document = write_duplicates_report(context, config.duplicates_threshold, report, "json",
                                            keep_formats=config.keep_formats)
@@ -359,10 +407,17 @@ def cmd_run(args) -> int:
     return Service(config).run()
 
 
+def _config_warnings(config: config_module.Config) -> None:
+    for warning in config.warnings:
+        _warn(f"warning: {warning}")
+
+
 def cmd_config_check(args) -> int:
     config = config_module.load(args.file)
+    _config_warnings(config)
     _print_json({"config": str(Path(args.file).absolute()), "valid": True,
-                 "watch": [str(f.path) for f in config.watch], "state_dir": str(config.state_dir)})
+                 "watch": [str(f.path) for f in config.watch], "state_dir": str(config.state_dir),
+                 "warnings": list(config.warnings)})
     return ExitCode.OK
 
 
@@ -385,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--working-size", type=int, default=defaults.working_size)
     create.set_defaults(handler=cmd_context_create)
     context_commands.add_parser("info", help="settings, image count, size, status").set_defaults(handler=cmd_context_info)
-    context_commands.add_parser("delete", help="delete the context").set_defaults(handler=cmd_context_delete)
+    context_commands.add_parser("delete", help="delete the context (refused while the daemon runs)").set_defaults(
+        handler=cmd_context_delete)
     context_commands.add_parser("check", help="read and decode every record; exit 5 on damage").set_defaults(
         handler=cmd_context_check)
     context_commands.add_parser("rebuild", help="set the context aside and index the configured folders anew "
@@ -407,8 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("id")
     update.add_argument("image")
     update.set_defaults(handler=cmd_features_update)
-    delete = feature_commands.add_parser("delete", help="remove a stored image")
+    delete = feature_commands.add_parser("delete", help="remove a stored image (or, with --folder, every one "
+                                         "under a folder)")
     delete.add_argument("id")
+    delete.add_argument("--folder", action="store_true", help="ID is a folder: remove every stored image under it")
     delete.set_defaults(handler=cmd_features_delete)
     feature_commands.add_parser("list", help="every stored image").set_defaults(handler=cmd_features_list)
     feature_commands.add_parser("failed", help="files that could not be read, with reasons").set_defaults(
@@ -427,8 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     duplicates = commands.add_parser("duplicates", help="groups of duplicate images in the context")
     duplicates.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD)
-    duplicates.add_argument("--output", metavar="FILE")
-    duplicates.add_argument("--format", choices=("json", "csv", "html"), default="json")
+    duplicates.add_argument("--output", metavar="FILE", help="write the report to FILE (its folder must exist)")
+    duplicates.add_argument("--format", choices=("json", "csv", "html"),
+                            help="default: from the --output name (.json, .csv, .html), else json")
     duplicates.set_defaults(handler=cmd_duplicates)
 
     run = commands.add_parser("run", help="the daemon: keep the context in step with the folders, report duplicates")
@@ -454,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     config_parser = commands.add_parser("config", help="check a configuration file")
     config_commands = config_parser.add_subparsers(dest="action", required=True)
-    check = config_commands.add_parser("check", help="validate FILE and exit (78 when invalid)")
+    check = config_commands.add_parser("check", help="validate FILE and exit (78 when invalid; a watched folder "
+                                       "that does not exist is a warning)")
     check.add_argument("file")
     check.set_defaults(handler=cmd_config_check)
     return parser

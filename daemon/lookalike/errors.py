@@ -39,14 +39,16 @@ class UsageError(LookalikeError):
 
 
 class ConfigError(LookalikeError):
-    """One or more problems in a config file; `problems` lists each as 'key.path: what is wrong'."""
+    """One or more problems in a config file; `problems` lists each as 'key.path: what is wrong',
+    `warnings` what is odd but would not have stopped it (a watched folder not there yet)."""
 
     exit_code = ExitCode.CONFIG
 
-    def __init__(self, source: str, problems: list[str]):
+    def __init__(self, source: str, problems: list[str], warnings: tuple[str, ...] | list[str] = ()):
         self.source = source
         self.problems = list(problems)
-        lines = "\n".join(f"  {p}" for p in self.problems)
+        self.warnings = list(warnings)
+        lines = "\n".join([f"  {p}" for p in self.problems] + [f"  warning: {w}" for w in self.warnings])
         super().__init__(f"{source}: invalid configuration\n{lines}")
 
 

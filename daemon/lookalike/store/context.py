@@ -183,7 +183,10 @@ class SearchContext:
                 env.close()
             if not cut_short:
                 raise StoreError(str(directory), "a search context already exists here")
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(str(directory), f"cannot create the folder: {exc.strerror or exc}") from None
         context = cls(directory, _open_env(directory, create=True, max_map_size=max_map_size),
                       settings or ExtractionSettings(), max_map_size)
         with context._write() as txn:
@@ -349,7 +352,16 @@ class SearchContext:
 
     def remove(self, path: str) -> bool:
         """Forget an image (and any failure recorded for the path). True if it was stored."""
-        return self.commit([Remove(path)])[0] > 0
+        return self.remove_all(path) > 0
+
+    def remove_all(self, path: str) -> int:
+        """Forget the image at `path` and every image under it, if it is a folder: how many."""
+        return self.commit([Remove(path)])[0]
+
+    def count_under(self, folder: str) -> int:
+        """How many images are stored under `folder`."""
+        with self._read() as txn:
+            return len(self._entries(txn, "paths", folder))
 
     def record_failure(self, path: str, identity: FileIdentity | None, reason: str, detail: str) -> None:
         """Remember that a file could not be read, so it is not retried until it changes."""
