@@ -65,6 +65,7 @@ class Config:
     log_summary_interval: float = 60.0       # seconds between the lines that count what was done to files
     stop_timeout: float = 10.0
     store_max_map_size: int | None = None    # bytes; None: the context's own cap (store/context.py)
+    keep_reference: tuple[Path, ...] = ()    # folders whose files `resolve` never acts on
     warnings: tuple[str, ...] = field(default=(), compare=False)     # 'key: what is odd', not fatal
 
     @property
@@ -206,6 +207,24 @@ def _watch_folder(reader: _Reader, entry, key: str) -> WatchedFolder | None:
     return folder if path else None
 
 
+def _reference_folders(reader: _Reader, keep: dict) -> tuple[Path, ...]:
+    listed = reader.typed(keep, "reference", "keep.reference", list, [], describe="a list of folders")
+    folders = []
+    for i, value in enumerate(listed):
+        key = f"keep.reference[{i}]"
+        path = reader.path(value, key)
+        if path is None:
+            continue
+        if not path.exists():
+            # Like a watched folder: a share not mounted yet must not stop the daemon.
+            reader.warning(key, f"folder {path} does not exist")
+        elif not path.is_dir():
+            reader.problem(key, f"{path} is not a folder")
+            continue
+        folders.append(path)
+    return tuple(folders)
+
+
 class _Loader(yaml.SafeLoader):
     """The safe loader, noting every key given twice in one mapping: YAML keeps the last one
     silently, which would hide whatever the first said (a whole `watch` list, say)."""
@@ -254,7 +273,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
         reader.problem(f"line {line}", what)
     top = reader.mapping(document, "", {"watch", "state_dir", "extraction", "workers", "settle_seconds",
                                          "settle_queue_limit", "reconcile_interval", "duplicates", "reports",
-                                         "metrics", "log", "stop_timeout", "store"})
+                                         "metrics", "log", "stop_timeout", "store", "keep"})
     if document is None or not isinstance(document, dict):
         reader.problems[:0] = ["(top level): must be a mapping with at least 'watch' and 'state_dir'"] if document is None else []
 
@@ -301,6 +320,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
     metrics = reader.mapping(top.get("metrics"), "metrics", {"listen"})
     log = reader.mapping(top.get("log"), "log", {"level", "format", "summary_interval"})
     store = reader.mapping(top.get("store"), "store", {"max_map_size"})
+    keep = reader.mapping(top.get("keep"), "keep", {"reference"})
 
     formats = reader.typed(reports, "formats", "reports.formats", list, list(Config.report_formats), describe="a list")
     if any(f not in REPORT_FORMATS for f in formats):
@@ -336,6 +356,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
                                              Config.log_summary_interval),
         store_max_map_size=reader.typed(store, "max_map_size", "store.max_map_size", int, Config.store_max_map_size,
                                         _at_least_a_mebibyte, describe="a size in bytes"),
+        keep_reference=_reference_folders(reader, keep),
         warnings=tuple(reader.warnings),
     )
     for key, written in (("state_dir", state_dir), ("reports.dir", reports_dir)):
