@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -373,3 +374,42 @@ def test_a_sigkill_during_apply_loses_no_file_and_undo_restores_all(tmp_path, ca
     finally:
         if quarantine_base != tmp_path:
             shutil.rmtree(quarantine_base, ignore_errors=True)
+
+
+def test_a_copy_that_runs_out_of_space_leaves_the_file_in_place(tmp_path, capsys):
+    """A file size limit stands in for a full quarantine disk: the copy across filesystems fails
+    part-way, the original stays, the half-written copy goes, the other files go on."""
+    base = _other_filesystem()
+    if base is None:
+        pytest.skip("no second writable filesystem here")
+    library = Library(tmp_path)
+    report = library.scan(capsys)
+    limit = 40_000
+    sizes = {image["path"]: image["size"] for group in report["groups"] for image in group["images"]}
+    too_big = {p for p in copies_in(report) if sizes[p] > limit}
+    assert too_big and copies_in(report) - too_big
+    before = tree(library.photos)
+    quarantine_base = Path(tempfile.mkdtemp(dir=base, prefix="lookalike-test-"))
+    quarantine = quarantine_base / "quarantine"
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)        # EFBIG instead of a core dump
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    try:
+        result = subprocess.run([str(LOOKALIKE), "--config", str(library.config), "resolve", "--apply", "--json",
+                                 "--to", str(quarantine)], capture_output=True, text=True, timeout=60,
+                                preexec_fn=limit_file_size)
+        assert result.returncode == ExitCode.FAILED, result.stderr
+        done = json.loads(result.stdout)
+        assert {s["path"]: s["reason"] for s in done["skipped"] if s["path"] in too_big} == \
+            {p: "File too large" for p in too_big}
+        assert {a["path"] for a in done["actions"]} == copies_in(report) - too_big
+        after = tree(library.photos)
+        assert all(after[p] == before[p] for p in too_big)
+        assert not [name for _, _, names in os.walk(quarantine) for name in names if name.endswith(".tmp")]
+        undone = run_json(capsys, "undo", done["manifest"])
+        assert set(undone["in_place"]) == too_big and not undone["refused"]
+        assert tree(library.photos) == before
+    finally:
+        shutil.rmtree(quarantine_base, ignore_errors=True)

@@ -246,6 +246,24 @@ def _same_bytes(first: str, first_stat: os.stat_result, second: str, second_stat
             os.close(b)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _make_folders(directory: str) -> None:
+    """`directory` and any missing parents, each new one's entry fsynced: a file renamed into a
+    folder whose own entry was lost in a power cut would be lost with it."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for folder in reversed(missing):
+        os.mkdir(folder)
+        _fsync_dir(os.path.dirname(folder))
+
+
 def _fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -259,7 +277,7 @@ def _fsync_dir(directory: str) -> None:
 def _move(source: str, target: str, found: os.stat_result, content_hash: str) -> None:
     """Move the file `found` describes from `source` to `target` (which must be free), keeping
     its mtime, so that at every moment it is whole at one of the two paths."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    _make_folders(os.path.dirname(target))
     if os.path.lexists(target):
         raise Refused(source, f"{display_path(target)} is taken")
     try:
@@ -283,9 +301,7 @@ def _copy_verified(source: str, target: str, found: os.stat_result, content_hash
         try:
             written = content_hasher()
             for chunk in _chunks(fd):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(out, view):]
+                _write_all(out, chunk)
                 written.update(chunk)
             os.fchmod(out, stat.S_IMODE(found.st_mode))
             os.fsync(out)
@@ -321,7 +337,7 @@ class Manifest:
 
     @classmethod
     def create(cls, folder: Path) -> "Manifest":
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folders(str(folder))
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         for attempt in range(1000):
             path = folder / f"{MANIFEST_PREFIX}{stamp}{f'-{attempt}' if attempt else ''}.jsonl"
@@ -338,8 +354,11 @@ class Manifest:
         return manifest
 
     def _append(self, record: dict) -> None:
-        os.write(self._fd, (json.dumps(record) + "\n").encode())
-        os.fsync(self._fd)
+        try:
+            _write_all(self._fd, (json.dumps(record) + "\n").encode())
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise ManifestError(self.path, f"cannot write: {exc.strerror or exc}") from None
 
     def record(self, path: str, held: str, found: os.stat_result, content_hash: str, keeper: str) -> None:
         self._append({"path": path, "quarantined": held, "size": found.st_size, "mtime_ns": found.st_mtime_ns,
@@ -391,7 +410,7 @@ def apply(plan: Plan, quarantine: Path | None = None) -> Applied:
     manifest = Manifest.create(quarantine) if plan.action == "quarantine" and plan.actions else None
     keepers: dict[str, os.stat_result | Refused] = {}
     try:
-        for action in plan.actions:
+        for number, action in enumerate(plan.actions):
             try:
                 found = _verified(action.file)
                 kept = keepers.get(action.keeper.path)
@@ -405,6 +424,12 @@ def apply(plan: Plan, quarantine: Path | None = None) -> Applied:
                 _act(action, found, kept, manifest, quarantine)
             except Refused as refused:
                 applied.refused.append(Skip(action.file.path, refused.reason))
+            except ManifestError as exc:
+                # Without its entry a move could not be undone, and a torn line must stay the last.
+                applied.refused.append(Skip(action.file.path, exc.message))
+                applied.refused.extend(Skip(rest.file.path, "not tried: the manifest could not be written")
+                                       for rest in plan.actions[number + 1:])
+                break
             except OSError as exc:
                 applied.refused.append(Skip(action.file.path, exc.strerror or str(exc)))
             else:
