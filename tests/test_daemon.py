@@ -787,6 +787,36 @@ def test_sigusr1_writes_a_duplicates_report_and_keeps_n(daemons, tmp_path):
     assert not list(daemon.reports.glob("*.tmp")) and not list(daemon.reports.glob(".*"))
 
 
+@pytest.mark.slow
+def test_resolve_moves_show_up_as_removals_and_the_next_report_no_longer_lists_them(daemons, tmp_path):
+    photos = folder(tmp_path)
+    original = images.write_jpeg(photos, "astronaut.jpg", images.photo("astronaut"))
+    small = images.write_jpeg(photos, "astronaut-small.jpg", images.resized(images.photo("astronaut"), 256, 256), 80)
+    copy = photos / "astronaut-copy.jpg"
+    shutil.copy2(original, copy)
+    other = images.write_jpeg(photos, "coffee.jpg", images.photo("coffee"))
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records([original, small, copy, other])
+    runs = daemon.wait_metric("lookalike_duplicates_runs_total", lambda v: v >= 1, "the first report")
+    report = json.loads((daemon.reports / "duplicates-latest.json").read_text())
+    [group] = report["groups"]
+    copies = {image["path"] for image in group["images"] if not image["keeper"]}
+    assert len(copies) == 2
+
+    result = subprocess.run([os.fspath(CONSOLE_SCRIPT), "--config", os.fspath(daemon.config_path), "resolve",
+                             "--apply", "--json", "--to", os.fspath(tmp_path / "quarantine")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert {action["path"] for action in json.loads(result.stdout)["actions"]} == copies
+    daemon.wait_records({str(p) for p in (original, small, copy, other)} - copies, "the moved copies' removal")
+    time.sleep(1.1)                                          # reports are stamped to the second
+    daemon.send(signal.SIGUSR1)
+    daemon.wait_metric("lookalike_duplicates_runs_total", lambda v: v > runs, "a duplicate pass after SIGUSR1")
+    latest = json.loads((daemon.reports / "duplicates-latest.json").read_text())
+    assert not copies & {image["path"] for group in latest["groups"] for image in group["images"]}
+    assert latest["groups"] == []
+
+
 # --- 12-13. stop with a backlog; the systemd watchdog -----------------------------------------
 
 @pytest.mark.slow

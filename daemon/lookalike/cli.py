@@ -30,6 +30,7 @@ from .reports import atomic_write, load as load_report, render, to_document
 from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
 from .reconcile import walk
+from . import resolve as resolve_module
 from .service import STATE_LOCK_NAME, Service, configure_logging, open_context, state_lock
 from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_FORMATS, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 from .store import SearchContext
@@ -396,6 +397,54 @@ def cmd_report_show(args) -> int:
     return ExitCode.OK
 
 
+def cmd_resolve(args) -> int:
+    """A plan from a report: printed, and carried out only with --apply."""
+    config = config_module.load(args.config) if args.config else None
+    if args.report:
+        report = Path(args.report).absolute()
+    elif config:
+        report = config.reports / "duplicates-latest.json"
+    else:
+        raise UsageError("name the report with --report FILE, or its config with --config FILE")
+    if args.to and args.action != "quarantine":
+        raise UsageError(f"--to is the quarantine folder; --action {args.action} moves nothing there")
+    quarantine = Path(args.to).absolute() if args.to else None
+    if args.apply and args.action == "quarantine" and quarantine is None:
+        raise UsageError("--apply with the quarantine action needs --to DIR, the folder to move the copies into")
+    if quarantine and config:
+        for folder in config.watch:
+            if quarantine == folder.path or folder.path in quarantine.parents:
+                raise UsageError(f"--to {display_path(str(quarantine))}: inside the watched folder "
+                                 f"{display_path(str(folder.path))}; the quarantine must be outside them")
+    if quarantine and quarantine.exists() and not quarantine.is_dir():
+        raise UsageError(f"--to {display_path(str(quarantine))}: exists and is not a folder")
+    if config:
+        _config_warnings(config)
+    plan = resolve_module.make_plan(load_report(report), args.action, report,
+                                    watched=config.watch if config else None,
+                                    reference=config.keep_reference if config else ())
+    if args.apply:
+        applied = resolve_module.apply(plan, quarantine)
+        document = applied.to_json(plan)
+    else:
+        applied = None
+        document = plan.to_json()
+    if args.json:
+        _print_json(document)
+    else:
+        sys.stdout.write(resolve_module.to_text(document, args.action))
+    return ExitCode.FAILED if applied and applied.refused else ExitCode.OK
+
+
+def cmd_undo(args) -> int:
+    """Put the files of a quarantine manifest back where they were."""
+    undone = resolve_module.undo(Path(args.manifest))
+    _print_json(undone.to_json())
+    for refused in undone.refused:
+        _warn(f"{display_path(refused.path)}: not restored: {refused.reason}")
+    return ExitCode.FAILED if undone.refused else ExitCode.OK
+
+
 def cmd_run(args) -> int:
     """The daemon: watch the configured folders until SIGTERM (see service.py)."""
     if not args.config:
@@ -510,6 +559,25 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "in the configured reports folder)")
     show.add_argument("--top", type=int, default=10, metavar="N", help="groups to list (default 10)")
     show.set_defaults(handler=cmd_report_show)
+
+    resolve = commands.add_parser("resolve", help="a plan to act on the latest duplicates report; "
+                                  "changes nothing without --apply")
+    resolve.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                         help="the YAML config: its reports folder, watched folders and keep.reference "
+                              "(also accepted before the command)")
+    resolve.add_argument("--report", metavar="FILE", help="a JSON report (default: duplicates-latest.json in "
+                                                          "the configured reports folder)")
+    resolve.add_argument("--action", choices=resolve_module.ACTIONS, default="quarantine",
+                         help="quarantine (default): move the copies into --to DIR; hardlink: replace "
+                              "byte-identical copies with hard links to the keeper; delete")
+    resolve.add_argument("--to", metavar="DIR", help="the quarantine folder (outside the watched folders)")
+    resolve.add_argument("--json", action="store_true", help="print the plan as JSON")
+    resolve.add_argument("--apply", action="store_true", help="carry the plan out")
+    resolve.set_defaults(handler=cmd_resolve)
+
+    undo = commands.add_parser("undo", help="put the files of a quarantine manifest back")
+    undo.add_argument("manifest", metavar="MANIFEST")
+    undo.set_defaults(handler=cmd_undo)
 
     config_parser = commands.add_parser("config", help="check a configuration file")
     config_commands = config_parser.add_subparsers(dest="action", required=True)

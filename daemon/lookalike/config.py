@@ -68,6 +68,7 @@ class Config:
     log_summary_interval: float = 60.0       # seconds between the lines that count what was done to files
     stop_timeout: float = 10.0
     store_max_map_size: int | None = None    # bytes; None: the context's own cap (store/context.py)
+    keep_reference: tuple[Path, ...] = ()    # folders whose files `resolve` never acts on
     warnings: tuple[str, ...] = field(default=(), compare=False)     # 'key: what is odd', not fatal
 
     @property
@@ -209,6 +210,24 @@ def _watch_folder(reader: _Reader, entry, key: str) -> WatchedFolder | None:
     return folder if path else None
 
 
+def _reference_folders(reader: _Reader, keep: dict) -> tuple[Path, ...]:
+    listed = reader.typed(keep, "reference", "keep.reference", list, [], describe="a list of folders")
+    folders = []
+    for i, value in enumerate(listed):
+        key = f"keep.reference[{i}]"
+        path = reader.path(value, key)
+        if path is None:
+            continue
+        if not path.exists():
+            # Like a watched folder: a share not mounted yet must not stop the daemon.
+            reader.warning(key, f"folder {path} does not exist")
+        elif not path.is_dir():
+            reader.problem(key, f"{path} is not a folder")
+            continue
+        folders.append(path)
+    return tuple(folders)
+
+
 class _Loader(yaml.SafeLoader):
     """The safe loader, noting every key given twice in one mapping: YAML keeps the last one
     silently, which would hide whatever the first said (a whole `watch` list, say)."""
@@ -300,7 +319,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
             reader.problem("extraction", str(exc))
 
     duplicates = reader.mapping(top.get("duplicates"), "duplicates", {"interval", "threshold"})
-    keep = reader.mapping(top.get("keep"), "keep", {"formats"})
+    keep = reader.mapping(top.get("keep"), "keep", {"formats", "reference"})
     reports = reader.mapping(top.get("reports"), "reports", {"dir", "formats", "keep"})
     metrics = reader.mapping(top.get("metrics"), "metrics", {"listen"})
     log = reader.mapping(top.get("log"), "log", {"level", "format", "summary_interval"})
@@ -345,6 +364,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
                                              Config.log_summary_interval),
         store_max_map_size=reader.typed(store, "max_map_size", "store.max_map_size", int, Config.store_max_map_size,
                                         _at_least_a_mebibyte, describe="a size in bytes"),
+        keep_reference=_reference_folders(reader, keep),
         warnings=tuple(reader.warnings),
     )
     for key, written in (("state_dir", state_dir), ("reports.dir", reports_dir)):

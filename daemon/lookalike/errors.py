@@ -102,3 +102,21 @@ class ReportError(LookalikeError):
     def __init__(self, path, detail: str):
         self.path = path
         super().__init__(f"{display_path(os.fspath(path))}: {detail}")
+
+
+class ManifestError(LookalikeError):
+    """A quarantine manifest that cannot be read or is not one this version understands."""
+
+    def __init__(self, path, detail: str):
+        self.path = path
+        super().__init__(f"{display_path(os.fspath(path))}: {detail}")
+
+
+class Refused(LookalikeError):
+    """`resolve` or `undo` leaves a file alone: `reason` says why (it changed since the report,
+    its place is taken, ...). Recorded per file in their output, never raised out of them."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{display_path(path)}: {reason}")

@@ -38,6 +38,7 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
                 "height": m.image.height,
                 "size": m.image.identity.size,
                 "mtime": m.image.identity.mtime_ns / 1e9,
+                "content_hash": m.image.content_hash.hex(),
                 "keeper": m is group.members[0],
                 **({"transform": m.transform} if m.transform else {}),
             } for m in group.members],
