@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 from . import __version__, config as config_module
 from .duplicates import find_groups
 from .errors import ExitCode, ImageError, LookalikeError, NotFoundError, UsageError, display_path
-from .extract import ImageFeatures, extract_file
+from .extract import FEW_FEATURES, ImageFeatures, extract_file, few_features
 from .imaging.decode import FileIdentity
 from .imaging.features import detector_info
 from .imaging.formats import EXTENSIONS
@@ -222,7 +222,8 @@ def cmd_features_delete(args) -> int:
 def cmd_features_list(args) -> int:
     with _open(args) as context:
         _print_json({"images": [{"path": i.path, "size": i.identity.size, "mtime": i.identity.mtime_ns / 1e9,
-                                 "features": i.features} for i in context.images()]})
+                                 "features": i.features, "reason": FEW_FEATURES if few_features(i.features) else None}
+                                for i in context.images()]})
     return ExitCode.OK
 
 
