@@ -115,6 +115,12 @@ def test_an_image_with_too_few_features_is_listed_and_still_finds_its_identical_
         "other-smooth.jpg": "few_features", "astronaut.jpg": None}
     assert all(few_features(listed[p.name]["features"]) for p in (original, identical, near, other))
 
+    compared = lookalike_json("compare", original, other)
+    assert compared["similarity"] == 0 and compared["reason"] == "few_features"
+    assert compared["few_features"] == [str(original), str(other)]
+    assert "reason" not in lookalike_json("compare", sharp, images.write_jpeg(tmp_path, "half.jpg", images.resized(
+        images.photo("astronaut"), 256, 256)))
+
     report = lookalike_json("--context", context, "duplicates")
     groups = [{Path(i["path"]).name for i in group["images"]} for group in report["groups"]]
     assert groups == [{original.name, identical.name, near.name}], groups

@@ -241,7 +241,11 @@ def cmd_compare(args) -> int:
     first = extract_file(os.path.abspath(args.first), settings)
     second = extract_file(os.path.abspath(args.second), settings)
     result = compare(query_candidate(first), query_candidate(second), settings.detector)
-    _print_json(result.to_json())
+    document = result.to_json()
+    poor = [f.path for f in (first, second) if few_features(f.local.count)]
+    if poor:      # only a near-exact copy could match: say why a score is low
+        document.update(reason=FEW_FEATURES, few_features=poor)
+    _print_json(document)
     return ExitCode.OK
 
 
