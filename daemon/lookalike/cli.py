@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 from . import __version__, config as config_module
 from .duplicates import find_groups
 from .errors import ExitCode, ImageError, LookalikeError, NotFoundError, UsageError, display_path
-from .extract import ImageFeatures, extract_file
+from .extract import FEW_FEATURES, ImageFeatures, extract_file, few_features
 from .imaging.decode import FileIdentity
 from .imaging.features import detector_info
 from .imaging.formats import EXTENSIONS
@@ -248,7 +248,8 @@ def cmd_features_delete(args) -> int:
 def cmd_features_list(args) -> int:
     with _open(args) as context:
         _print_json({"images": [{"path": i.path, "size": i.identity.size, "mtime": i.identity.mtime_ns / 1e9,
-                                 "features": i.features} for i in context.images()]})
+                                 "features": i.features, "reason": FEW_FEATURES if few_features(i.features) else None}
+                                for i in context.images()]})
     return ExitCode.OK
 
 
@@ -266,7 +267,11 @@ def cmd_compare(args) -> int:
     first = extract_file(os.path.abspath(args.first), settings)
     second = extract_file(os.path.abspath(args.second), settings)
     result = compare(query_candidate(first), query_candidate(second), settings.detector)
-    _print_json(result.to_json())
+    document = result.to_json()
+    poor = [f.path for f in (first, second) if few_features(f.local.count)]
+    if poor:      # only a near-exact copy could match: say why a score is low
+        document.update(reason=FEW_FEATURES, few_features=poor)
+    _print_json(document)
     return ExitCode.OK
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from .errors import ImageError
 from .imaging.decode import FileIdentity, LoadedFile, decode, read_file
 from .imaging.features import LocalFeatures, extract_local, fingerprint, thumbnail
+from .match import MIN_INLIERS
 from .settings import ExtractionSettings
 
 
@@ -29,9 +30,18 @@ class ImageFeatures:
     height: int
     local: LocalFeatures
     fingerprint: int
-    thumbnail: np.ndarray     # uint8 greyscale, 160 pixels on the longest side
+    thumbnail: np.ndarray     # uint8 greyscale, 160 pixels on the working length
     decode_seconds: float
     extract_seconds: float
+
+
+# An image with fewer keypoints than a match needs inliers can never be verified geometrically;
+# it is still found by its content hash and fingerprint (identical and near-identical copies).
+FEW_FEATURES = "few_features"
+
+
+def few_features(keypoints: int) -> bool:
+    return keypoints < MIN_INLIERS
 
 
 def extract_file(path: str, settings: ExtractionSettings) -> ImageFeatures:

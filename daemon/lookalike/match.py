@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .imaging.decode import working_length
 from .imaging.features import LocalFeatures, mirrored
 
 RATIO_TEST = 0.8
@@ -146,15 +147,17 @@ class Candidate:
         """Working pixels per pixel of localisation noise.
 
         Keypoints are located to about a pixel of whichever is coarser: the image's own pixels
-        (when it was scaled up to the working size) or a 640-pixel grid.
+        (when it was scaled up to the working size) or a 640-pixel grid over its working length.
         """
-        working = max(self.local.width, self.local.height)
-        return max(working / 640.0, working / max(self.width, self.height))
+        working = working_length(self.local.width, self.local.height)
+        return max(working / 640.0, working / working_length(self.width, self.height))
 
 
 def compare(first: Candidate, second: Candidate, detector: str) -> Match:
     if first.content_hash == second.content_hash:
         return IDENTICAL
+    if min(first.local.count, second.local.count) < MIN_INLIERS:
+        return _same_pixels(first, second)
     unit = second.pixel_unit
     best = _verify(first.local, second.local, unit, flipped=False)
     mirror = first.mirror(detector) if best is None or best[2]["repeatability"] < MIRROR_NEEDLESS_ABOVE else None
@@ -170,6 +173,29 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
     evidence = Evidence(photo_median=photo_median, photo_low=photo_low,
                         **{k: v for k, v in geometry.items() if k != "flipped"})
     return Match(score(evidence), evidence, transform)
+
+
+# An image with fewer keypoints than a fit needs inliers (a smooth or nearly flat picture) can
+# only be matched by its pixels: a copy of the same shape whose thumbnail differs by at most this
+# many grey levels on average is a near-exact copy (recompressed or resized, CALIBRATION.md).
+NEAR_EXACT_GREY_LEVELS = 4.0
+
+
+def _same_pixels(first: Candidate, second: Candidate) -> Match:
+    """The match of two images too poor in keypoints to fit a transform: a near-exact copy scores
+    100 down to 50 as its thumbnail drifts from the other's by up to NEAR_EXACT_GREY_LEVELS."""
+    a, b = first.thumbnail, second.thumbnail
+    if abs(a.shape[0] - b.shape[0]) > 1 or abs(a.shape[1] - b.shape[1]) > 1:
+        return NO_MATCH
+    if a.shape != b.shape:
+        b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
+    drift = float(cv2.norm(a, b, cv2.NORM_L1)) / a.size
+    if drift > NEAR_EXACT_GREY_LEVELS:
+        return NO_MATCH
+    matrix = ((second.local.width / first.local.width, 0.0, 0.0), (0.0, second.local.height / first.local.height, 0.0))
+    whole = (0.0, 0.0, 1.0, 1.0)
+    transform = Transform(matrix, False, 0.0, second.width / first.width, whole, whole)
+    return Match(100.0 - 50.0 * drift / NEAR_EXACT_GREY_LEVELS, None, transform)
 
 
 def _ratio_matches(first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ from . import config as config_module
 from .config import Config, WatchedFolder
 from .duplicates import PassStats, find_groups
 from .errors import ConfigError, LookalikeError, NotFoundError, StoreError, display_path
-from .extract import Extracted, Outcome, SameContent
+from .extract import FEW_FEATURES, Extracted, Outcome, SameContent, few_features
 from .imaging.decode import FileIdentity
 from .metrics import Metrics
 from .notify import Notifier
@@ -431,6 +431,10 @@ class Service:
             features = outcome.features
             self.metrics.extract_duration.observe(features.extract_seconds)
             self.metrics.decode_duration.observe(features.decode_seconds)
+            if few_features(features.local.count):
+                log.warning("%s: %s: %d keypoints; only its identical and near-identical copies can be found",
+                            display_path(path), FEW_FEATURES, features.local.count)
+                self.metrics.files_few_features.inc()
             self._being_stored[path] = features.identity
             self.writer.submit(Put(features))
             kind = "updated" if replacing else "indexed"

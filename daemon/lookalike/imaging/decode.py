@@ -16,6 +16,7 @@ HEIF, AVIF and camera raw files pass the same checks, then go to imaging/codecs.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ class LoadedFile:
 
 @dataclass(frozen=True)
 class WorkingImage:
-    pixels: np.ndarray       # uint8, 2-D, longest side at most the working size
+    pixels: np.ndarray       # uint8, 2-D, at the working size (see working_length)
     format: str
     width: int               # as displayed, after EXIF orientation
     height: int
@@ -117,7 +118,7 @@ _REDUCED_COLOUR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
 
 
 def decode(path: str | bytes, data: bytes, limits: DecodeLimits, working_size: int) -> WorkingImage:
-    """Decode to greyscale, EXIF orientation applied, longest side at most `working_size`."""
+    """Decode to greyscale, EXIF orientation applied, at the working size (see `working_length`)."""
     header = _checked_header(path, data, limits)
     grey, width, height = _pixels(path, header, data, limits, working_size, colour=False)
     return WorkingImage(to_working_size(grey, working_size), header.format, width, height)
@@ -132,7 +133,7 @@ def colour_thumbnail(path: str | bytes, data: bytes, limits: DecodeLimits, longe
     header = _checked_header(path, data, limits)
     pixels, _, _ = _pixels(path, header, data, limits, longest, colour=True)
     if max(pixels.shape[:2]) > longest:
-        pixels = to_working_size(pixels, longest)
+        pixels = scaled(pixels, longest / max(pixels.shape[:2]))
     return pixels
 
 
@@ -195,7 +196,7 @@ def _flag(header: formats.Header, wanted: int, full: int, reduced: dict[int, int
     # formats have no such shortcut, so they decode at full size and are resized afterwards.
     if header.format == "jpeg":
         for factor in (8, 4, 2):
-            if max(header.width, header.height) // factor >= wanted:
+            if working_length(header.width, header.height) // factor >= wanted:
                 return reduced[factor]
     return full
 
@@ -211,17 +212,37 @@ def _imdecode(path: str | bytes, header: formats.Header, data: bytes, flag: int)
     return pixels
 
 
+# A panorama's short side must keep room for keypoints: at 640 pixels on its longest side a 25:1
+# one is 26 pixels high, and AKAZE finds nothing there. An image longer than PANORAMA_ASPECT times
+# its short side keeps that side at 1/PANORAMA_ASPECT of the working size, within the pixels of a
+# square at the working size; and none is worked longer than MAX_WORKING_STRETCH working sizes,
+# which bounds a 1,000,000 x 1 strip.
+PANORAMA_ASPECT = 4
+MAX_WORKING_STRETCH = 8
+
+
+def working_length(width: int, height: int) -> float:
+    """The length that is scaled to the working size: the longest side, or for an image longer
+    than PANORAMA_ASPECT to 1 what keeps its short side a quarter of the working size, or its
+    area a square's. Scaling is uniform, so an image and its resized copies share a working size."""
+    longest, shortest = max(width, height), min(width, height)
+    return min(longest, max(PANORAMA_ASPECT * shortest, math.sqrt(width * height),
+                            longest / MAX_WORKING_STRETCH))
+
+
 def to_working_size(pixels: np.ndarray, working_size: int) -> np.ndarray:
-    """Scale so the longest side is `working_size`, up or down.
+    """Scale so that the picture's `working_length` is `working_size`, up or down.
 
     Small images are scaled up too: a thumbnail-sized copy then has its keypoints detected at
     the same scales as the full-size original, which is what makes the two match
     (CALIBRATION.md, "Working size").
     """
-    longest = max(pixels.shape[:2])
-    if longest == working_size:
+    return scaled(pixels, working_size / working_length(pixels.shape[1], pixels.shape[0]))
+
+
+def scaled(pixels: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1:
         return pixels
-    scale = working_size / longest
     size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(pixels, size, interpolation=interpolation)
