@@ -13,6 +13,7 @@ Path holding surrogate escapes, as os.fsdecode gives); `*_bytes` functions retur
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -428,3 +429,160 @@ def big_endian_tiff(directory: Path, pixels: np.ndarray | None = None, name: str
         ifd += struct.pack(">HHI", tag, kind, 1) + packed
     ifd += struct.pack(">I", 0)
     return write_bytes(directory, name, b"MM\x00*" + struct.pack(">I", 8) + ifd + plane.tobytes())
+
+
+# --- phone and camera formats -------------------------------------------------------------
+
+def _pillow_bytes(pixels: np.ndarray, fmt: str, quality: int, orientation: int) -> bytes:
+    """`pixels` encoded by Pillow; an EXIF `orientation` other than 1 is written as the format's
+    rotation and mirroring properties (irot, imir), as phones do."""
+    from PIL import Image
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    exif = image.getexif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, format=fmt, quality=quality, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def heic_bytes(pixels: np.ndarray, quality: int = 80, orientation: int = 1) -> bytes:
+    """HEIC encoded by libheif (x265), as a phone writes it."""
+    import pillow_heif
+    pillow_heif.register_heif_opener()
+    return _pillow_bytes(pixels, "HEIF", quality, orientation)
+
+
+def ten_bit_heic(directory: Path, pixels: np.ndarray | None = None, name: str = "hdr.heic") -> Path:
+    """A 10-bit HEIC, as iPhones write HDR photos."""
+    import pillow_heif
+    deep = np.ascontiguousarray(photo() if pixels is None else pixels).astype(np.uint16) * 257
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=(deep.shape[1], deep.shape[0]), data=deep.tobytes())
+    out = io.BytesIO()
+    heif.save(out, quality=80, save_to_12bit=False)
+    return write_bytes(directory, name, out.getvalue())
+
+
+def avif_bytes(pixels: np.ndarray, quality: int = 70, orientation: int = 1) -> bytes:
+    """AVIF encoded by libavif through Pillow."""
+    return _pillow_bytes(pixels, "AVIF", quality, orientation)
+
+
+def huge_heic_bytes(side: int = 100_000) -> bytes:
+    """A valid small HEIC whose every `ispe` box (image spatial extents) claims side x side pixels."""
+    data = bytearray(heic_bytes(resized(photo(), 64, 64)))
+    start = 0
+    while (found := data.find(b"ispe", start)) != -1:
+        # ispe: 4-byte size, "ispe", version and flags (4 bytes), width, height (32-bit each)
+        data[found + 8:found + 16] = struct.pack(">II", side, side)
+        start = found + 4
+    return bytes(data)
+
+
+# A DNG is a TIFF: IFD0 carries the camera tags and either the raw image itself or, as cameras
+# and converters write it, a preview, with the raw image in a SubIFD. The raw image is a Bayer
+# mosaic (RGGB) of the photo's pixels in linear light, 12 bits in 16-bit samples; ColorMatrix1
+# is XYZ -> linear sRGB, so the camera's colours are sRGB's and a demosaic gives the photo back.
+_XYZ_TO_SRGB = ((3.2406, -1.5372, -0.4986), (-0.9689, 1.8758, 0.0415), (0.0557, -0.2040, 1.0570))
+_TIFF_FORMATS = {1: "B", 3: "H", 4: "I"}
+
+
+def _ifd(entries: list[tuple[int, int, object]], at: int) -> bytes:
+    """A little-endian IFD placed at offset `at`, its out-of-line values right after it.
+    Each entry is (tag, type, values): a list of numbers, (numerator, denominator) pairs for
+    RATIONAL (5) and SRATIONAL (10), or bytes for ASCII (2)."""
+    entries = sorted(entries, key=lambda entry: entry[0])
+    table = struct.pack("<H", len(entries))
+    extra = b""
+    end_of_table = at + 2 + 12 * len(entries) + 4
+    for tag, kind, values in entries:
+        if kind == 2:
+            payload, count = values, len(values)
+        elif kind in (5, 10):
+            payload = b"".join(struct.pack("<ii" if kind == 10 else "<II", *pair) for pair in values)
+            count = len(values)
+        else:
+            payload, count = struct.pack("<" + _TIFF_FORMATS[kind] * len(values), *values), len(values)
+        if len(payload) <= 4:
+            field = payload.ljust(4, b"\x00")
+        else:
+            field = struct.pack("<I", end_of_table + len(extra))
+            extra += payload + b"\x00" * (len(payload) % 2)
+        table += struct.pack("<HHI", tag, kind, count) + field
+    return table + struct.pack("<I", 0) + extra
+
+
+def dng_bytes(pixels: np.ndarray, preview: bytes | None = None, orientation: int = 1) -> bytes:
+    """A DNG of the RGB `pixels` as a camera would record them; with `preview` (JPEG bytes) in
+    IFD0 as an embedded preview. `orientation` is the EXIF Orientation tag."""
+    height, width = pixels.shape[:2]
+    linear = (pixels.astype(np.float64) / 255) ** 2.2
+    mosaic = np.empty((height, width))
+    mosaic[0::2, 0::2] = linear[0::2, 0::2, 0]
+    mosaic[0::2, 1::2] = linear[0::2, 1::2, 1]
+    mosaic[1::2, 0::2] = linear[1::2, 0::2, 1]
+    mosaic[1::2, 1::2] = linear[1::2, 1::2, 2]
+    raw = (mosaic * 4095).round().astype("<u2").tobytes()
+    camera = [(50706, 1, [1, 4, 0, 0]), (50707, 1, [1, 1, 0, 0]), (271, 2, b"lookalike\x00"),
+              (272, 2, b"test DNG\x00"), (50708, 2, b"lookalike test DNG\x00"),
+              (50721, 10, [(round(v * 10000), 10000) for row in _XYZ_TO_SRGB for v in row]),
+              (50728, 5, [(1, 1)] * 3), (50778, 3, [21]), (274, 3, [orientation])]
+
+    def raw_ifd(data_at: int) -> list:
+        return [(254, 4, [0]), (256, 4, [width]), (257, 4, [height]), (258, 3, [16]), (259, 3, [1]),
+                (262, 3, [32803]), (273, 4, [data_at]), (277, 3, [1]), (278, 4, [height]),
+                (279, 4, [len(raw)]), (284, 3, [1]), (33421, 3, [2, 2]), (33422, 1, [0, 1, 1, 2]),
+                (50714, 4, [0]), (50717, 4, [4095])]
+
+    # Tables first and pixel data after them, as cameras write: a cut file loses pixels, not tags.
+    if preview is None:
+        size = len(_ifd(camera + raw_ifd(0), 8))
+        tables = _ifd(camera + raw_ifd(8 + size), 8)
+        blobs = raw
+    else:
+        preview_height, preview_width = cv2.imdecode(np.frombuffer(preview, np.uint8), cv2.IMREAD_GRAYSCALE).shape
+
+        def preview_ifd(sub_at: int, data_at: int) -> list:
+            return camera + [(254, 4, [1]), (256, 4, [preview_width]), (257, 4, [preview_height]),
+                             (258, 3, [8, 8, 8]), (259, 3, [7]), (262, 3, [6]), (273, 4, [data_at]),
+                             (277, 3, [3]), (278, 4, [preview_height]), (279, 4, [len(preview)]),
+                             (330, 4, [sub_at])]
+        first = len(_ifd(preview_ifd(0, 0), 8))
+        second = len(_ifd(raw_ifd(0), 0))
+        data_at = 8 + first + second
+        tables = (_ifd(preview_ifd(8 + first, data_at + len(raw)), 8)
+                  + _ifd(raw_ifd(data_at), 8 + first))
+        blobs = raw + preview
+    return b"II*\x00" + struct.pack("<I", 8) + tables + blobs
+
+
+def write_heic(directory: Path, name: str, pixels: np.ndarray, quality: int = 80) -> Path:
+    return write_bytes(directory, name, heic_bytes(pixels, quality))
+
+
+def write_avif(directory: Path, name: str, pixels: np.ndarray, quality: int = 70) -> Path:
+    return write_bytes(directory, name, avif_bytes(pixels, quality))
+
+
+def write_dng(directory: Path, name: str, pixels: np.ndarray, preview: bytes | None = None,
+              orientation: int = 1) -> Path:
+    return write_bytes(directory, name, dng_bytes(pixels, preview, orientation))
+
+
+def truncated_heic(directory: Path, name: str = "half.heic", fraction: float = 0.5) -> Path:
+    return _truncated(directory, name, heic_bytes(photo()), fraction, None)
+
+
+def truncated_avif(directory: Path, name: str = "half.avif", fraction: float = 0.5) -> Path:
+    return _truncated(directory, name, avif_bytes(photo()), fraction, None)
+
+
+def truncated_dng(directory: Path, name: str = "cut.dng", fraction: float = 0.5) -> Path:
+    """A DNG with a full-size preview, cut: half of it loses raw pixels and the whole preview,
+    0.95 of it only the end of the preview (LibRaw then finds no preview and demosaics without
+    an error)."""
+    return _truncated(directory, name, dng_bytes(photo(), jpeg_bytes(photo())), fraction, None)
+
+
+def huge_heic(directory: Path, name: str = "huge.heic", side: int = 100_000) -> Path:
+    return write_bytes(directory, name, huge_heic_bytes(side))

@@ -25,6 +25,7 @@ import pytest
 import images
 from lookalike import cli
 from lookalike.errors import ExitCode
+from lookalike.service import state_lock
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("lookalike")
 COPIES = ("astronaut", "astronaut-small", "astronaut-flip", "astronaut-crop")     # one picture
@@ -103,6 +104,41 @@ def test_context_create_info_delete(tmp_path, capsys):
     assert code == ExitCode.NOT_FOUND and out == "" and "no search context" in err
     code, _, _ = run(capsys, "--context", directory, "context", "delete")
     assert code == ExitCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("named_by", ["--context", "--config"])
+def test_context_delete_is_refused_while_the_state_directory_is_locked(tmp_path, capsys, named_by):
+    state = tmp_path / "state"
+    (tmp_path / "photos").mkdir()
+    config = write_config(tmp_path / "lookalike.yaml", tmp_path / "photos", state)
+    run_json(capsys, "--config", config, "context", "create")
+    where = ["--context", state / "context"] if named_by == "--context" else ["--config", config]
+    with state_lock(state):                     # what a running daemon (or a rebuild) holds
+        code, out, err = run(capsys, *where, "context", "delete")
+        assert code == ExitCode.STORE and out == "" and "stop it first" in err
+        rebuild_code, _, rebuild_err = run(capsys, "--config", config, "context", "rebuild")
+        assert (rebuild_code, rebuild_err) == (code, err)        # the same refusal as a rebuild's
+    assert (state / "context" / "data.mdb").exists()
+    assert run_json(capsys, *where, "context", "delete") == {"deleted": str(state / "context")}
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--max-features", "0"], "max_features"), (["--max-features", "-5"], "max_features"),
+    (["--working-size", "10"], "working_size")])
+def test_context_create_with_bad_settings_is_a_usage_error(tmp_path, capsys, args, named):
+    code, out, err = run(capsys, "--context", tmp_path / "ctx", "context", "create", *args)
+    assert code == ExitCode.USAGE and out == "" and named in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "ctx").exists()
+
+
+def test_context_create_on_a_file_is_a_usage_error(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    code, out, err = run(capsys, "--context", a_file, "context", "create")
+    assert code == ExitCode.USAGE and out == "" and str(a_file) in err and len(err.splitlines()) == 1
+    code, out, err = run(capsys, "--context", a_file / "ctx", "context", "create")
+    assert code == ExitCode.STORE and out == "" and str(a_file / "ctx") in err and len(err.splitlines()) == 1
+    assert a_file.read_text() == "mine"
 
 
 def test_no_context_named_is_a_usage_error(capsys):
@@ -224,9 +260,20 @@ def test_features_update_replaces_the_stored_features(stored, photos, capsys):
 
 def test_features_delete(stored, photos, capsys):
     assert run_json(capsys, "--context", stored, "features", "delete", photos["chelsea"]) == {
-        "deleted": str(photos["chelsea"])}
+        "deleted": str(photos["chelsea"]), "images": 1}
     listed = run_json(capsys, "--context", stored, "features", "list")["images"]
     assert str(photos["chelsea"]) not in [i["path"] for i in listed] and len(listed) == len(photos) - 1
+
+
+def test_features_delete_of_a_folder_needs_the_folder_flag_and_says_how_many_went(stored, photos, capsys):
+    folder = photos["chelsea"].parent
+    code, out, err = run(capsys, "--context", stored, "features", "delete", folder)
+    assert code == ExitCode.USAGE and out == "" and str(folder) in err and "--folder" in err
+    assert len(run_json(capsys, "--context", stored, "features", "list")["images"]) == len(photos)
+
+    assert run_json(capsys, "--context", stored, "features", "delete", "--folder", folder) == {
+        "deleted": str(folder), "images": len(photos)}
+    assert run_json(capsys, "--context", stored, "features", "list")["images"] == []
 
 
 @pytest.mark.parametrize("action", ["get", "delete", "update"])
@@ -268,6 +315,23 @@ def test_non_utf8_and_long_paths_through_the_cli(context, tmp_path, capsys):
     assert run_json(capsys, "--context", context, "features", "list") == {"images": []}
 
 
+def test_the_csv_report_is_utf8_with_the_jsons_escape_for_undecodable_bytes(context, tmp_path, capsys):
+    photos_dir = tmp_path / "photos"
+    photos_dir.mkdir()
+    latin1 = images.non_utf8_name(photos_dir)
+    images.write_jpeg(photos_dir, "plain.jpg", images.photo())
+    run_json(capsys, "--context", context, "features", "add", photos_dir)
+    report = tmp_path / "dups.csv"
+    run(capsys, "--context", context, "duplicates", "--output", report)
+    text = report.read_bytes().decode("utf-8")                # strict: raises on a raw byte
+    paths = {row["path"] for row in csv.DictReader(io.StringIO(text))}
+    assert paths == {str(photos_dir / "plain.jpg"), str(photos_dir) + "/caf\\udce9.jpg"}
+    run(capsys, "--context", context, "duplicates", "--output", tmp_path / "dups.json")
+    json_text = (tmp_path / "dups.json").read_text()
+    assert "caf\\udce9.jpg" in json_text                    # the same escape, as JSON writes it
+    assert str(latin1) in {i["path"] for g in json.loads(json_text)["groups"] for i in g["images"]}
+
+
 # --- compare and similar ------------------------------------------------------------------
 
 def test_compare(photos, capsys):
@@ -292,7 +356,7 @@ def test_compare_says_why_when_it_gives_only_a_similarity(photos, tmp_path, caps
     assert run_json(capsys, "compare", png, recoded)["kinds"] == ["same_pixels"]
     assert run_json(capsys, "compare", png, png) == {"similarity": 100.0, "kinds": ["identical"]}
     flat = images.write_png(tmp_path, "flat.png", np.full((300, 400, 3), 90, np.uint8))
-    assert run_json(capsys, "compare", flat, png) == {"similarity": 0.0, "reason": "no_features"}
+    assert run_json(capsys, "compare", flat, png) == {"similarity": 0.0, "reason": "few_features", "few_features": [str(flat)]}
     assert run_json(capsys, "compare", photos["astronaut"], photos["coffee"]) == {"similarity": 0.0, "reason": "no_geometric_fit"}
 
 
@@ -371,10 +435,12 @@ def test_duplicates_csv_to_stdout(stored, photos, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
-def test_duplicates_output_file(stored, photos, tmp_path, capsys, fmt):
+@pytest.mark.parametrize("format_given", [True, False])
+def test_duplicates_output_file(stored, photos, tmp_path, capsys, fmt, format_given):
     target = tmp_path / "reports" / f"dups.{fmt}"
-    code, out, _ = run(capsys, "--context", stored, "duplicates", "--format", fmt, "--output", target,
-                       "--threshold", "40")
+    target.parent.mkdir()
+    code, out, _ = run(capsys, "--context", stored, "duplicates", *(["--format", fmt] if format_given else []),
+                       "--output", target, "--threshold", "40")
     assert code == 0 and out == ""
     text = target.read_text()
     if fmt == "json":
@@ -382,6 +448,19 @@ def test_duplicates_output_file(stored, photos, tmp_path, capsys, fmt):
     else:
         assert len(list(csv.DictReader(io.StringIO(text)))) == len(COPIES)
     assert [p.name for p in target.parent.iterdir()] == [target.name]      # no temporary file left
+
+
+@pytest.mark.parametrize("output, extra, says", [
+    ("{tmp}", [], "is a folder"),
+    ("{tmp}/absent/dir/out.json", [], "does not exist"),
+    ("{tmp}/dups.csv", ["--format", "json"], "the name says csv, --format says json"),
+    ("{tmp}/dups.txt", [], "cannot tell the format")])
+def test_duplicates_output_that_cannot_be_right_is_a_usage_error(stored, tmp_path, capsys, output, extra, says):
+    target = output.format(tmp=tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    code, out, err = run(capsys, "--context", stored, "duplicates", "--output", target, *extra)
+    assert code == ExitCode.USAGE and out == "" and says in err and target in err and len(err.splitlines()) == 1
+    assert list((tmp_path / "out").iterdir()) == []             # nothing written, no folder made
 
 
 def test_duplicates_of_an_empty_context(context, capsys):
@@ -420,16 +499,34 @@ def test_scan_refuses_a_context_made_with_other_settings(photos, tmp_path, capsy
 
 
 def test_scan_with_an_invalid_config_exits_78(tmp_path, capsys):
-    config = write_config(tmp_path / "lookalike.yaml", tmp_path / "absent", tmp_path / "state")
+    config = write_config(tmp_path / "lookalike.yaml", tmp_path / "photos", tmp_path / "state", "workers: many\n")
     code, out, err = run(capsys, "--config", config, "scan")
-    assert code == ExitCode.CONFIG == 78 and "watch[0].path" in err and out == ""
+    assert code == ExitCode.CONFIG == 78 and "workers" in err and out == ""
+
+
+def test_reading_commands_work_while_a_watched_folder_is_missing(photos, tmp_path, capsys):
+    share = tmp_path / "share"
+    shutil.copytree(photos["astronaut"].parent, share)
+    config = write_config(tmp_path / "lookalike.yaml", share, tmp_path / "state")
+    run_json(capsys, "--config", config, "scan")
+    share.rename(tmp_path / "unmounted")
+    for args in (["context", "info"], ["features", "list"], ["duplicates"], ["similar", photos["astronaut"]]):
+        code, out, err = run(capsys, "--config", config, *args)
+        assert code == ExitCode.OK and json.loads(out) and err == "", (args, err)
+    code, out, _ = run(capsys, "--config", config, "report", "show")
+    assert code == ExitCode.OK and "Groups:" in out
+    checked = run_json(capsys, "config", "check", config)
+    assert checked["valid"] is True and len(checked["warnings"]) == 1
+    assert checked["warnings"][0].startswith(f"watch[0].path: folder {share} does not exist")
+    code, _, err = run(capsys, "config", "check", config)
+    assert err == f"lookalike: warning: {checked['warnings'][0]}\n"           # the typo'd path is seen
 
 
 def test_config_check(photos, tmp_path, capsys):
     config = write_config(tmp_path / "good.yaml", photos["astronaut"].parent, tmp_path / "state")
     checked = run_json(capsys, "config", "check", config)
     assert checked == {"config": str(config), "valid": True, "watch": [str(photos["astronaut"].parent)],
-                       "state_dir": str(tmp_path / "state")}
+                       "state_dir": str(tmp_path / "state"), "warnings": []}
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("watch:\n  - path: relative/photos\nstate_dir: /tmp/x\nlog:\n  level: loud\ncolour: red\n")

@@ -116,6 +116,7 @@ def test_every_key_set(tmp_path, folders):
         log:
           level: debug
           format: json
+          summary_interval: 10s
         store:
           max_map_size: 8589934592
     """)
@@ -128,7 +129,7 @@ def test_every_key_set(tmp_path, folders):
     assert (loaded.duplicates_interval, loaded.duplicates_threshold) == (86400.0, 62.5)
     assert loaded.reports == tmp_path / "reports" and loaded.report_formats == ("json", "csv", "html")
     assert loaded.reports_keep == 3 and loaded.metrics_listen == "[::1]:9100"
-    assert (loaded.log_level, loaded.log_format) == ("debug", "json")
+    assert (loaded.log_level, loaded.log_format, loaded.log_summary_interval) == ("debug", "json", 10.0)
     assert loaded.store_max_map_size == 8 << 30
 
 
@@ -229,17 +230,67 @@ def test_wrong_watch_entry_values(tmp_path, folders, entry, key):
 def test_missing_and_non_folder_watch_paths(tmp_path, folders):
     a_file = tmp_path / "file.jpg"
     a_file.write_bytes(b"x")
-    found = keyed(problems(tmp_path, f"""\
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, f"""\
 watch:
   - path: {tmp_path / 'absent'}
   - {a_file}
   - path: {folders['photos']}
   - recursive: true
 state_dir: {folders['state']}
-"""))
-    assert set(found) == {"watch[0].path", "watch[1].path", "watch[3]"}
-    assert "does not exist" in found["watch[0].path"] and "not a folder" in found["watch[1].path"]
-    assert "needs a path" in found["watch[3]"]
+""")
+    found = keyed(caught.value.problems)
+    assert set(found) == {"watch[1].path", "watch[3]"}
+    assert "not a folder" in found["watch[1].path"] and "needs a path" in found["watch[3]"]
+    # A folder not there (yet) is only a warning, but it is said along with the problems.
+    assert list(keyed(caught.value.warnings)) == ["watch[0].path"]
+    assert f"warning: watch[0].path: folder {tmp_path / 'absent'} does not exist" in caught.value.message
+
+
+def test_a_missing_watched_folder_is_a_warning_and_the_config_loads(tmp_path, folders):
+    absent = tmp_path / "share" / "photos"
+    loaded = load_text(tmp_path, f"watch:\n  - {folders['photos']}\n  - {absent}\nstate_dir: {folders['state']}\n")
+    assert [f.path for f in loaded.watch] == [folders["photos"], absent]
+    found = keyed(loaded.warnings)
+    assert list(found) == ["watch[1].path"] and str(absent) in found["watch[1].path"]
+    assert "does not exist" in found["watch[1].path"]
+    assert load_text(tmp_path, minimal(folders)).warnings == ()
+
+
+def test_keep_reference_folders_are_checked_like_other_paths(tmp_path, folders):
+    loaded = load_text(tmp_path, minimal(folders) + f"keep:\n  reference: [{folders['more']}, '${{CONFIG_DIR}}/gone']\n")
+    assert loaded.keep_reference == (folders["more"], tmp_path / "gone")
+    assert list(keyed(loaded.warnings)) == ["keep.reference[1]"]
+    assert "does not exist" in keyed(loaded.warnings)["keep.reference[1]"]
+    assert load_text(tmp_path, minimal(folders)).keep_reference == ()
+    (tmp_path / "a-file").write_text("")
+    found = keyed(problems(tmp_path, minimal(folders) + f"keep:\n  reference: [relative, {tmp_path / 'a-file'}, 3]\n"
+                                                    "  unknown: 1\n"))
+    assert set(found) == {"keep.reference[0]", "keep.reference[1]", "keep.reference[2]", "keep.unknown"}
+    assert "absolute" in found["keep.reference[0]"] and "is not a folder" in found["keep.reference[1]"]
+    assert "a list" in keyed(problems(tmp_path, minimal(folders) + "keep:\n  reference: /x\n"))["keep.reference"]
+
+
+@pytest.mark.parametrize("second", ["{photos}", "{photos}/", "{photos}/more/..", "${{CONFIG_DIR}}/photos"])
+def test_a_folder_watched_twice_is_a_problem(tmp_path, folders, second):
+    second = second.format(photos=folders["photos"])
+    found = keyed(problems(tmp_path, f"watch:\n  - {folders['photos']}\n  - {folders['more']}\n"
+                                     f"  - path: {second}\n    mode: poll\nstate_dir: {folders['state']}\n"))
+    assert list(found) == ["watch[2].path"]
+    assert found["watch[2].path"] == f"{folders['photos']} is already watched (watch[0])"
+
+
+def test_a_key_given_twice_is_a_problem(tmp_path, folders):
+    found = problems(tmp_path, f"""\
+watch:
+  - path: {folders['photos']}
+    recursive: false
+    recursive: true
+state_dir: {folders['state']}
+watch: [{folders['more']}]
+""")
+    assert found == ["line 4: 'recursive' is given twice (first at line 3); only the last would count",
+                     "line 6: 'watch' is given twice (first at line 1); only the last would count"]
 
 
 @pytest.mark.parametrize("text, key", [
@@ -334,9 +385,13 @@ def test_out_of_range_numbers_and_names(tmp_path, folders, extra, key):
     assert problem.startswith(f"{key}:") or (problem.startswith(f"{section}:") and field in problem), problem
 
 
-def test_invalid_yaml(tmp_path):
-    found = problems(tmp_path, "watch: [unclosed\nstate_dir: /x\n")
-    assert len(found) == 1 and found[0].startswith("not valid YAML") and "\n" not in found[0]
+def test_invalid_yaml_names_the_file_and_the_line(tmp_path):
+    path = write(tmp_path, "watch: [unclosed\nstate_dir: /x\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    found = caught.value.problems
+    assert len(found) == 1 and re.fullmatch(r"line 2, column \d+: not valid YAML: .+", found[0]), found
+    assert caught.value.message.startswith(f"{path}: ") and "<unicode string>" not in caught.value.message
 
 
 def test_missing_file(tmp_path):
@@ -353,11 +408,14 @@ def test_unreadable_file(tmp_path):
 
 
 def test_every_problem_is_listed_at_once(tmp_path, folders):
-    found = keyed(problems(tmp_path, f"""\
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, f"""\
 watch:
+  - path: {folders['photos']}
   - path: {tmp_path / 'absent'}
-  - path: relative/photos
     mode: sometimes
+  - path: relative/photos
+  - path: {folders['photos']}
 state_dir: state
 colour: blue
 workers: many
@@ -370,9 +428,12 @@ metrics:
   listen: "localhost"
 log:
   level: loud
-"""))
-    assert set(found) == {"watch[0].path", "watch[1].path", "watch[1].mode", "state_dir", "colour", "workers",
+""")
+    found = keyed(caught.value.problems)
+    assert set(found) == {"watch[1].mode", "watch[2].path", "watch[3].path", "state_dir", "colour", "workers",
                           "settle_seconds", "duplicates.threshold", "reports.colour", "metrics.listen", "log.level"}
+    assert list(keyed(caught.value.warnings)) == ["watch[1].path"]
+    assert "warning: watch[1].path: folder" in caught.value.message
 
 
 # --- the example config -------------------------------------------------------------------
@@ -416,7 +477,7 @@ def test_example_config_commented_values_are_the_defaults(example):
 
 def test_example_config_without_its_photo_folder_says_so(example):
     shutil.rmtree(example.parent.parent / "example")
-    found = keyed(problems_of(example))
+    found = keyed(config.load(example).warnings)
     assert list(found) == ["watch[0].path"] and "does not exist" in found["watch[0].path"]
 
 

@@ -355,6 +355,7 @@ def test_start_indexes_every_image_and_notifies_ready_once(daemons, tmp_path):
     assert notified.count("READY=1") == 1, notified
     assert notified[-1] == "STOPPING=1"
     assert "WATCHDOG=1" not in notified                     # no WATCHDOG_USEC, no pings
+    assert "(0 images); 1 worker\n" in daemon.log_path.read_text()       # not "1 workers"
 
 
 def test_invalid_config_exits_78_without_ready(daemons, tmp_path):
@@ -384,6 +385,25 @@ def test_a_second_daemon_on_the_same_state_exits_and_the_first_goes_on(daemons, 
     assert "READY=1" not in second.notified()
     image = images.write_jpeg(photos, "a.jpg", images.photo("astronaut"))
     first.wait_records([image])
+
+
+def test_a_metrics_port_in_use_fails_the_start_before_anything_is_created(daemons, tmp_path):
+    photos = folder(tmp_path)
+    daemon = daemons([photos])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", daemon.port))
+        taken.listen()
+        daemon.start()
+        try:
+            code = daemon.process.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the daemon kept running without its metrics port")
+    assert code == ExitCode.FAILED
+    log = daemon.log_path.read_text()
+    assert f"metrics.listen: cannot listen on 127.0.0.1:{daemon.port}" in log
+    assert "stopping" not in log and "stopped" not in log, log
+    assert not daemon.context_dir.exists()
+    assert "READY=1" not in daemon.notified()
 
 
 # --- 2-4. events: create, modify, delete; a copy in progress; an editor's atomic save ------
@@ -428,6 +448,52 @@ def test_create_modify_delete_while_running(daemons, tmp_path):
     assert daemon.metric("lookalike_files_moved_total") == 1
     assert daemon.metric("lookalike_files_removed_total") == 1
     assert daemon.failures() == {}
+
+
+SUMMARY = re.compile(r"INFO lookalike: files in the last \d+ s: (\d+) indexed, (\d+) updated, (\d+) moved, "
+                     r"(\d+) removed, (\d+) failed$", re.M)
+
+
+@pytest.mark.slow
+def test_the_log_names_each_file_handled_at_debug_and_sums_them_up_at_most_once_per_interval(daemons, tmp_path):
+    photos = folder(tmp_path)
+    original = images.write_jpeg(photos, "astronaut.jpg", images.photo("astronaut"))
+    daemon = daemons([photos], log={"level": "debug", "summary_interval": "1s"}, extraction=QUICK).start().ready()
+    daemon.wait_records([original])
+    copy = write(photos / "copy.jpg", images.jpeg_bytes(images.resized(images.photo("astronaut"), 256, 256)))
+    daemon.wait_records([original, copy])
+    renamed = photos / "renamed.jpg"
+    copy.rename(renamed)
+    daemon.wait_records([original, renamed])
+    write(renamed, images.jpeg_bytes(images.photo("coffee")))
+    daemon.wait(lambda: f"DEBUG lookalike: updated {renamed}\n" in daemon.log_path.read_text(), "the update logged")
+    renamed.unlink()
+    bad = write(photos / "bad.jpg", b"\xff\xd8 not a jpeg")
+    daemon.wait_records([original])
+    daemon.wait(lambda: daemon.failures(), "the bad file recorded")
+
+    started = time.monotonic()
+    flood = [write(photos / f"flood-{i}.jpg", images.jpeg_bytes(shapes(i, 64))) for i in range(40)]
+    daemon.wait_records([original, *flood])
+    flooded = time.monotonic() - started
+    daemon.wait_metric("lookalike_duplicates_runs_total", lambda v: v >= 1, "a duplicates pass")
+    time.sleep(1.5)                                     # past one more summary interval
+    code, _ = daemon.stop()
+    assert code == 0
+    log = daemon.log_path.read_text()
+
+    for line in (f"DEBUG lookalike: indexed {original}", f"DEBUG lookalike: indexed {copy}",
+                 f"DEBUG lookalike: moved {copy} -> {renamed} (1 image)", f"DEBUG lookalike: updated {renamed}",
+                 f"DEBUG lookalike: removed {renamed} (1 image)", f"WARNING lookalike: {bad}: "):
+        assert line in log, line
+    summaries = [tuple(map(int, m.groups())) for m in SUMMARY.finditer(log)]
+    assert tuple(map(sum, zip(*summaries))) == (42, 1, 1, 1, 1), summaries
+    # Under the flood: one line a second at most, not one per file.
+    flood_lines = [s for s in summaries if s[0] > 1]
+    assert 1 <= len(flood_lines) <= flooded + 2, summaries
+    # Counts read as English: "1 worker", "1 pair", never "1 workers".
+    assert "; 1 worker\n" in log
+    assert not re.search(r"\b1 (images|groups|pairs|files|workers)\b", log), log
 
 
 def test_a_copy_in_progress_is_indexed_once_complete(daemons, tmp_path):
@@ -668,6 +734,9 @@ def test_sighup_adds_a_folder_and_rejects_broken_yaml(daemons, tmp_path):
     daemon.send(signal.SIGHUP)
     daemon.wait_metric("lookalike_config_last_reload_successful", lambda v: v == 0, "the reload rejected")
     assert daemon.process.poll() is None
+    log = daemon.log_path.read_text()
+    assert re.search(rf"{re.escape(str(daemon.config_path))}: invalid configuration\n +line 2, column \d+: "
+                     r"not valid YAML", log) and "<unicode string>" not in log, daemon.log_tail()
     lines = [line for _, message in daemon.notify_messages()[messages:] for line in message]
     reloading = lines.index("RELOADING=1")
     assert re.fullmatch(r"MONOTONIC_USEC=\d+", lines[reloading + 1]), lines
@@ -716,6 +785,36 @@ def test_sigusr1_writes_a_duplicates_report_and_keeps_n(daemons, tmp_path):
     newest = sorted(daemon.reports.glob("duplicates-2*.json"))[-1]
     assert newest.read_text() == (daemon.reports / "duplicates-latest.json").read_text()
     assert not list(daemon.reports.glob("*.tmp")) and not list(daemon.reports.glob(".*"))
+
+
+@pytest.mark.slow
+def test_resolve_moves_show_up_as_removals_and_the_next_report_no_longer_lists_them(daemons, tmp_path):
+    photos = folder(tmp_path)
+    original = images.write_jpeg(photos, "astronaut.jpg", images.photo("astronaut"))
+    small = images.write_jpeg(photos, "astronaut-small.jpg", images.resized(images.photo("astronaut"), 256, 256), 80)
+    copy = photos / "astronaut-copy.jpg"
+    shutil.copy2(original, copy)
+    other = images.write_jpeg(photos, "coffee.jpg", images.photo("coffee"))
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records([original, small, copy, other])
+    runs = daemon.wait_metric("lookalike_duplicates_runs_total", lambda v: v >= 1, "the first report")
+    report = json.loads((daemon.reports / "duplicates-latest.json").read_text())
+    [group] = report["groups"]
+    copies = {image["path"] for image in group["images"] if not image["keeper"]}
+    assert len(copies) == 2
+
+    result = subprocess.run([os.fspath(CONSOLE_SCRIPT), "--config", os.fspath(daemon.config_path), "resolve",
+                             "--apply", "--json", "--to", os.fspath(tmp_path / "quarantine")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert {action["path"] for action in json.loads(result.stdout)["actions"]} == copies
+    daemon.wait_records({str(p) for p in (original, small, copy, other)} - copies, "the moved copies' removal")
+    time.sleep(1.1)                                          # reports are stamped to the second
+    daemon.send(signal.SIGUSR1)
+    daemon.wait_metric("lookalike_duplicates_runs_total", lambda v: v > runs, "a duplicate pass after SIGUSR1")
+    latest = json.loads((daemon.reports / "duplicates-latest.json").read_text())
+    assert not copies & {image["path"] for group in latest["groups"] for image in group["images"]}
+    assert latest["groups"] == []
 
 
 # --- 12-13. stop with a backlog; the systemd watchdog -----------------------------------------
@@ -914,6 +1013,56 @@ def test_a_root_mounted_again_is_watched_again_whoever_sees_it_first(daemons, tm
     daemon.wait_records([*files, new], "a file in the new mount indexed from its event")
     assert daemon.metric("lookalike_files_removed_total") == 0
 
+
+
+@pytest.mark.slow
+def test_a_folder_missing_at_start_keeps_its_records_and_is_watched_once_it_appears(daemons, tmp_path):
+    """A share not mounted yet at boot: the daemon starts as it goes on when a folder goes away."""
+    photos, share = folder(tmp_path), folder(tmp_path, "share")
+    here = images.write_jpeg(photos, "here.jpg", shapes(1))
+    kept = images.write_jpeg(share, "kept.jpg", shapes(2))
+    daemon = daemons([photos, share]).start().ready()
+    daemon.wait_records([here, kept])
+    daemon.stop()
+
+    share.rename(tmp_path / "unmounted")
+    daemon.start().ready()
+    daemon.wait_metric("lookalike_reconcile_runs_total", lambda v: v >= 1, "the start-up reconcile")
+    assert daemon.metric("lookalike_watched_folders_unavailable") == 1
+    daemon.wait_idle()
+    assert set(daemon.records()) == {str(here), str(kept)}, "records of a folder missing at start were dropped"
+    assert f"{share}: the watched folder is missing or unmounted" in daemon.log_path.read_text()
+
+    (tmp_path / "unmounted").rename(share)
+    daemon.wait_metric("lookalike_watched_folders_unavailable", lambda v: v == 0, "the folder seen")
+    new = images.write_jpeg(share, "new.jpg", shapes(3))
+    daemon.wait_records([here, kept, new], "a file in the folder that appeared indexed")
+    assert daemon.metric("lookalike_files_removed_total") == 0
+    code, _ = daemon.stop()
+    assert code == 0
+
+
+def test_a_reload_adding_a_folder_not_there_yet_is_accepted_and_watches_it_once_it_appears(daemons, tmp_path):
+    photos = folder(tmp_path)
+    here = images.write_jpeg(photos, "here.jpg", shapes(1))
+    daemon = daemons([photos]).start().ready()
+    daemon.wait_records([here])
+    share = tmp_path / "share"
+    daemon.write_config([photos, share])
+    daemon.send(signal.SIGHUP)
+    daemon.wait_metric("lookalike_watched_folders_unavailable", lambda v: v == 1, "the added folder seen missing")
+    assert daemon.metric("lookalike_config_last_reload_successful") == 1
+
+    share.mkdir()
+    daemon.wait_metric("lookalike_watched_folders_unavailable", lambda v: v == 0, "the folder seen")
+    new = images.write_jpeg(share, "new.jpg", shapes(3))
+    daemon.wait_records([here, new], "a file in the folder that appeared indexed")
+
+    daemon.write_config([photos])                           # dropped again: no longer counted as missing
+    share.rename(tmp_path / "away")
+    daemon.send(signal.SIGHUP)
+    daemon.wait_records([here], "the dropped folder's records gone")
+    assert daemon.metric("lookalike_watched_folders_unavailable") == 0
 
 
 def test_a_just_written_file_is_read_once_still_and_a_future_mtime_is_indexed(daemons, tmp_path):

@@ -12,6 +12,7 @@ import contextlib
 import os
 import resource
 import signal
+import struct
 import time
 import zlib
 from pathlib import Path
@@ -78,7 +79,17 @@ BAD_FILES = {
     "zero bytes": (images.zero_byte, "empty"),
     "random bytes named .jpg": (images.random_bytes, "unsupported"),
     "text named .png": (images.text_file_named_png, "unsupported"),
-    "HEIC": (images.heic_like, "unsupported"),
+    "HEIC of an ftyp box and zeros": (images.heic_like, "corrupt"),
+    "half a HEIC": (images.truncated_heic, "truncated"),
+    "HEIC cut inside its header": (lambda d: images.truncated_heic(d, fraction=0.001), "truncated"),
+    "half an AVIF": (images.truncated_avif, "truncated"),
+    "half a DNG": (images.truncated_dng, "truncated"),
+    # LibRaw itself drops the cut preview without an error and demosaics the raw image.
+    "DNG cut inside its preview": (lambda d: images.truncated_dng(d, fraction=0.95), "truncated"),
+    "HEIC claiming 100000x100000 pixels": (images.huge_heic, "too_large"),
+    "an MP4 video named .heic": (lambda d: images.write_bytes(
+        d, "video.heic", struct.pack(">I4s4sI", 24, b"ftyp", b"isom", 0) + b"isommp41" + bytes(100)),
+        "unsupported"),
     # libjpeg decodes half a JPEG without complaint; the missing end-of-image marker is caught.
     "half a JPEG": (images.truncated_jpeg, "truncated"),
     "JPEG cut before its frame header": (lambda d: images.truncated_jpeg(d, length=40), "truncated"),
@@ -215,7 +226,22 @@ GOOD_FILES = {
     "gif": (lambda d: images.write_gif(d, "a.gif", PHOTO), "gif"),
     "non-utf8 name": (images.non_utf8_name, "jpeg"),
     "path over 600 bytes": (images.long_name, "jpeg"),
+    "heic": (lambda d: images.write_heic(d, "a.heic", PHOTO), "heif"),
+    "10-bit heic": (images.ten_bit_heic, "heif"),
+    "avif": (lambda d: images.write_avif(d, "a.avif", PHOTO), "avif"),
+    "dng, demosaiced": (lambda d: images.write_dng(d, "a.dng", PHOTO), "raw"),
+    "dng with a preview": (lambda d: images.write_dng(d, "p.dng", PHOTO, images.jpeg_bytes(PHOTO)), "raw"),
+    "DNG named .tif": (lambda d: images.write_dng(d, "a.tif", PHOTO), "raw"),
 }
+
+
+def test_a_tiff_named_as_a_camera_raw_file_goes_to_libraw(tmp_path):
+    """Some cameras' raw files are TIFFs with no mark of one in their first IFD: the name decides,
+    so such a file is never decoded as the small TIFF image in front of the raw data."""
+    tiff = images.write_tiff(tmp_path, "scan.tif", PHOTO)
+    assert extract_file(str(tiff), SETTINGS).format == "tiff"
+    error = rejected(images.write_bytes(tmp_path, "DSC_0001.NEF", tiff.read_bytes()), "unsupported")
+    assert "LibRaw" in error.detail
 
 
 @pytest.mark.parametrize("build, fmt", GOOD_FILES.values(), ids=GOOD_FILES.keys())
@@ -365,7 +391,8 @@ HEADER_ERRORS = {
     "jpeg garbage after SOI": (b"\xff\xd8\xff\xe0\x00\x04\x00\x00junk" + bytes(8), "corrupt"),
     "webp unknown chunk": (b"RIFF\x00\x00\x00\x00WEBPVP9 " + bytes(20), "corrupt"),
     "tiff without size tags": (b"II*\x00\x08\x00\x00\x00\x00\x00" + bytes(4), "corrupt"),
-    "avif": (b"\x00\x00\x00\x1cftypavif" + bytes(16), "unsupported"),
+    "avif without a meta box": (b"\x00\x00\x00\x1cftypavif" + bytes(16), "corrupt"),
+    "heic cut inside its ftyp box": (b"\x00\x00\x00\x40ftypheic" + bytes(8), "truncated"),
 }
 
 

@@ -97,14 +97,18 @@ def test_a_context_at_its_size_cap_pauses_keeps_what_it_has_and_resumes_with_roo
 
     code, _ = daemon.stop()
     assert code == 0
-    assert held(daemon) == paused
+    # The stop retries the waiting batch once more; it fits when a read transaction that ended
+    # meanwhile (a duplicates pass) gave its pages back. Either way nothing committed changed.
+    stopped = held(daemon)
+    assert {path: stopped[path] for path in paused} == paused
+    assert set(stopped) <= {str(path) for path in first + more}
 
     daemon.write_config([photos], extraction=QUICK, store={"max_map_size": 8 * CAP})
     daemon.start().ready()
     records = daemon.wait_records(first + more, "the rest indexed after a restart with room", timeout=60)
-    assert {path: records[path] for path in paused} == paused      # kept, not extracted again
+    assert {path: records[path] for path in stopped} == stopped    # kept, not extracted again
     daemon.wait_idle()
-    assert daemon.metric("lookalike_files_indexed_total") == len(first) + len(more) - len(paused)
+    assert daemon.metric("lookalike_files_indexed_total") == len(first) + len(more) - len(stopped)
     assert daemon.metric("lookalike_context_writable") == 1
 
 

@@ -289,7 +289,8 @@ def test_duplicates_format_html(scanned, tmp_path, capsys):
     assert code == 0 and out.startswith("<!DOCTYPE html>") and out.rstrip().endswith("</html>")
     assert len(group_sections(out)) == 2 and html.escape(HOSTILE) in out
     target = tmp_path / "out" / "report.html"
-    code, out, _ = run(capsys, "--context", context, "duplicates", "--format", "html", "--output", target)
+    target.parent.mkdir()
+    code, out, _ = run(capsys, "--context", context, "duplicates", "--output", target)
     assert code == 0 and out == "" and len(group_sections(target.read_text())) == 2
     assert [p.name for p in target.parent.iterdir()] == ["report.html"]
 

@@ -239,9 +239,11 @@ def watched(path: str, **options) -> WatchedFolder:
 def test_default_patterns_take_images_in_any_case_and_nothing_else():
     folders = Folders((watched("/photos"),))
     for name in ("a.jpg", "IMG_0001.JPG", "b.Jpeg", "c.png", "d.webp", "e.gif", "f.bmp", "g.tif", "h.TIFF",
-                 "2024/trip/i.jpg"):
+                 "2024/trip/i.jpg", "IMG_0001.HEIC", "a.heif", "b.avif", "c.DNG", "d.cr2", "e.CR3", "f.nef",
+                 "g.arw", "h.orf", "i.RAF", "j.rw2"):
         assert folders.wants_file(f"/photos/{name}"), name
-    for name in ("x.txt", "a.jpg.txt", "noext", "a.heic", "a.jpg.part", "a.jpg.crdownload", "a.jpg.tmp",
+    # A raw file's sidecar (.xmp) and a phone's live-photo video (.mov) are not images.
+    for name in ("x.txt", "a.jpg.txt", "noext", "IMG_0001.xmp", "IMG_0001.MOV", "a.jpg.part", "a.jpg.crdownload", "a.jpg.tmp",
                  ".hidden.jpg", "~lock.jpg", "a.jpg~", ".~a.jpg", "a.partial", "a.download"):
         assert not folders.wants_file(f"/photos/{name}"), name
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,17 +21,18 @@ from typing import Iterable, Iterator
 from . import __version__, config as config_module
 from .duplicates import find_groups
 from .errors import ExitCode, ImageError, LookalikeError, NotFoundError, UsageError, display_path
-from .extract import ImageFeatures, extract_file
+from .extract import FEW_FEATURES, ImageFeatures, extract_file, few_features
 from .imaging.decode import FileIdentity
 from .imaging.features import detector_info
 from .imaging.formats import EXTENSIONS
 from .match import compare
 from .reports import atomic_write, load as load_report, render, to_document
-from .reports.text import summary as report_summary
+from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
 from .reconcile import walk
-from .service import Service, configure_logging, open_context, state_lock
-from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
+from . import resolve as resolve_module
+from .service import STATE_LOCK_NAME, Service, configure_logging, open_context, state_lock
+from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_FORMATS, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 from .store import SearchContext
 from .watch.folders import Folders
 
@@ -69,10 +71,25 @@ def _settings(args) -> ExtractionSettings:
 
 # --- context -------------------------------------------------------------------------------
 
+def _state_dir(args) -> Path | None:
+    """The state directory whose lock a running daemon holds, if the context is in one: the
+    config's, or the parent of a --context DIR that holds the daemon's lock file."""
+    if args.config:
+        return config_module.load(args.config).state_dir
+    parent = _context_dir(args).parent
+    return parent if (parent / STATE_LOCK_NAME).exists() else None
+
+
 def cmd_context_create(args) -> int:
-    settings = ExtractionSettings(detector=args.detector, max_features=args.max_features,
-                                  working_size=args.working_size)
-    with SearchContext.create(_context_dir(args), settings) as context:
+    try:
+        settings = ExtractionSettings(detector=args.detector, max_features=args.max_features,
+                                      working_size=args.working_size)
+    except ValueError as exc:
+        raise UsageError(f"context create: {exc}") from None
+    directory = _context_dir(args)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory}: exists and is not a folder; name a folder for the context")
+    with SearchContext.create(directory, settings) as context:
         _print_json(context.info())
     return ExitCode.OK
 
@@ -85,7 +102,10 @@ def cmd_context_info(args) -> int:
 
 def cmd_context_delete(args) -> int:
     directory = _context_dir(args)
-    SearchContext.delete(directory)
+    state_dir = _state_dir(args)
+    # A daemon keeps writing into the unlinked files and loses everything at its next start.
+    with state_lock(state_dir) if state_dir else contextlib.nullcontext():
+        SearchContext.delete(directory)
     _print_json({"deleted": str(directory)})
     return ExitCode.OK
 
@@ -213,16 +233,23 @@ def cmd_features_update(args) -> int:
 def cmd_features_delete(args) -> int:
     path = os.path.abspath(args.id)
     with _open(args) as context:
-        if not context.remove(path):
+        if not args.folder and context.find(path) is None:
+            under = context.count_under(path)
+            if under:
+                raise UsageError(f"{display_path(path)}: a folder with {counted(under, 'stored image')}; "
+                                 "add --folder to delete them all")
+        removed = context.remove_all(path)
+        if not removed:
             raise NotFoundError(f"{display_path(path)}: not in the search context")
-    _print_json({"deleted": path})
+    _print_json({"deleted": path, "images": removed})
     return ExitCode.OK
 
 
 def cmd_features_list(args) -> int:
     with _open(args) as context:
         _print_json({"images": [{"path": i.path, "size": i.identity.size, "mtime": i.identity.mtime_ns / 1e9,
-                                 "features": i.features} for i in context.images()]})
+                                 "features": i.features, "reason": FEW_FEATURES if few_features(i.features) else None}
+                                for i in context.images()]})
     return ExitCode.OK
 
 
@@ -240,7 +267,11 @@ def cmd_compare(args) -> int:
     first = extract_file(os.path.abspath(args.first), settings)
     second = extract_file(os.path.abspath(args.second), settings)
     result = compare(query_candidate(first), query_candidate(second), settings.detector)
-    _print_json(result.to_json())
+    document = result.to_json()
+    poor = [f.path for f in (first, second) if few_features(f.local.count)]
+    if poor:      # only a near-exact copy could match: say why a score is low
+        document.update(reason=FEW_FEATURES, few_features=poor)
+    _print_json(document)
     return ExitCode.OK
 
 
@@ -255,9 +286,9 @@ def cmd_similar(args) -> int:
 
 
 def write_duplicates_report(context: SearchContext, threshold: float, output: Path | None, fmt: str,
-                            progress=None) -> dict:
+                            progress=None, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> dict:
     with context.busy("matching"):
-        groups = find_groups(context, threshold, progress=progress)
+        groups = find_groups(context, threshold, progress=progress, keep_formats=keep_formats)
     document = to_document(groups, threshold, str(context.directory))
     text = render(document, fmt)
     if output is None:
@@ -267,11 +298,31 @@ def write_duplicates_report(context: SearchContext, threshold: float, output: Pa
     return document
 
 
+def _report_output(args) -> tuple[Path | None, str]:
+    """Where `duplicates` writes and in which format: checked before any work is done."""
+    if not args.output:
+        return None, args.format or "json"
+    output = Path(args.output).absolute()
+    if output.is_dir():
+        raise UsageError(f"--output {display_path(str(output))}: is a folder; name a file to write")
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {display_path(str(output))}: the folder {display_path(str(output.parent))} "
+                         "does not exist")
+    named = {".json": "json", ".csv": "csv", ".html": "html", ".htm": "html"}.get(output.suffix.lower())
+    if args.format and named and args.format != named:
+        raise UsageError(f"--output {display_path(str(output))}: the name says {named}, --format says {args.format}")
+    fmt = args.format or named
+    if fmt is None:
+        raise UsageError(f"--output {display_path(str(output))}: cannot tell the format from the name; "
+                         "end it in .json, .csv or .html, or add --format")
+    return output, fmt
+
+
 def cmd_duplicates(args) -> int:
+    output, fmt = _report_output(args)
     with _open(args) as context:
         progress = _Progress(context.count())
-        output = Path(args.output).absolute() if args.output else None
-        write_duplicates_report(context, args.threshold, output, args.format, progress)
+        write_duplicates_report(context, args.threshold, output, fmt, progress)
     return ExitCode.OK
 
 
@@ -292,6 +343,7 @@ def cmd_context_rebuild(args) -> int:
     if not args.config:
         raise UsageError("context rebuild needs --config FILE (the folders to index again)")
     config = config_module.load(args.config)
+    _config_warnings(config)
     with state_lock(config.state_dir):
         directory = config.context_dir
         previous = None
@@ -311,13 +363,16 @@ def cmd_scan(args) -> int:
     if not args.config:
         raise UsageError("scan needs --config FILE (the folders to scan and where to keep the context)")
     config = config_module.load(args.config)
+    _config_warnings(config)
     with open_context(config) as context:
         files = configured_files(config)
         summary = add_files(context, files, _Progress(len(files)))
         for failure in summary["failures"]:
             _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
+        config.reports.mkdir(parents=True, exist_ok=True)
         report = config.reports / "duplicates-latest.json"
-        document = write_duplicates_report(context, config.duplicates_threshold, report, "json")
+        document = write_duplicates_report(context, config.duplicates_threshold, report, "json",
+                                           keep_formats=config.keep_formats)
         for fmt in ("csv", "html"):
             if fmt in config.report_formats:
                 atomic_write(config.reports / f"duplicates-latest.{fmt}", render(document, fmt))
@@ -347,6 +402,54 @@ def cmd_report_show(args) -> int:
     return ExitCode.OK
 
 
+def cmd_resolve(args) -> int:
+    """A plan from a report: printed, and carried out only with --apply."""
+    config = config_module.load(args.config) if args.config else None
+    if args.report:
+        report = Path(args.report).absolute()
+    elif config:
+        report = config.reports / "duplicates-latest.json"
+    else:
+        raise UsageError("name the report with --report FILE, or its config with --config FILE")
+    if args.to and args.action != "quarantine":
+        raise UsageError(f"--to is the quarantine folder; --action {args.action} moves nothing there")
+    quarantine = Path(args.to).absolute() if args.to else None
+    if args.apply and args.action == "quarantine" and quarantine is None:
+        raise UsageError("--apply with the quarantine action needs --to DIR, the folder to move the copies into")
+    if quarantine and config:
+        for folder in config.watch:
+            if quarantine == folder.path or folder.path in quarantine.parents:
+                raise UsageError(f"--to {display_path(str(quarantine))}: inside the watched folder "
+                                 f"{display_path(str(folder.path))}; the quarantine must be outside them")
+    if quarantine and quarantine.exists() and not quarantine.is_dir():
+        raise UsageError(f"--to {display_path(str(quarantine))}: exists and is not a folder")
+    if config:
+        _config_warnings(config)
+    plan = resolve_module.make_plan(load_report(report), args.action, report,
+                                    watched=config.watch if config else None,
+                                    reference=config.keep_reference if config else ())
+    if args.apply:
+        applied = resolve_module.apply(plan, quarantine)
+        document = applied.to_json(plan)
+    else:
+        applied = None
+        document = plan.to_json()
+    if args.json:
+        _print_json(document)
+    else:
+        sys.stdout.write(resolve_module.to_text(document, args.action))
+    return ExitCode.FAILED if applied and applied.refused else ExitCode.OK
+
+
+def cmd_undo(args) -> int:
+    """Put the files of a quarantine manifest back where they were."""
+    undone = resolve_module.undo(Path(args.manifest))
+    _print_json(undone.to_json())
+    for refused in undone.refused:
+        _warn(f"{display_path(refused.path)}: not restored: {refused.reason}")
+    return ExitCode.FAILED if undone.refused else ExitCode.OK
+
+
 def cmd_run(args) -> int:
     """The daemon: watch the configured folders until SIGTERM (see service.py)."""
     if not args.config:
@@ -358,10 +461,17 @@ def cmd_run(args) -> int:
     return Service(config).run()
 
 
+def _config_warnings(config: config_module.Config) -> None:
+    for warning in config.warnings:
+        _warn(f"warning: {warning}")
+
+
 def cmd_config_check(args) -> int:
     config = config_module.load(args.file)
+    _config_warnings(config)
     _print_json({"config": str(Path(args.file).absolute()), "valid": True,
-                 "watch": [str(f.path) for f in config.watch], "state_dir": str(config.state_dir)})
+                 "watch": [str(f.path) for f in config.watch], "state_dir": str(config.state_dir),
+                 "warnings": list(config.warnings)})
     return ExitCode.OK
 
 
@@ -384,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--working-size", type=int, default=defaults.working_size)
     create.set_defaults(handler=cmd_context_create)
     context_commands.add_parser("info", help="settings, image count, size, status").set_defaults(handler=cmd_context_info)
-    context_commands.add_parser("delete", help="delete the context").set_defaults(handler=cmd_context_delete)
+    context_commands.add_parser("delete", help="delete the context (refused while the daemon runs)").set_defaults(
+        handler=cmd_context_delete)
     context_commands.add_parser("check", help="read and decode every record; exit 5 on damage").set_defaults(
         handler=cmd_context_check)
     context_commands.add_parser("rebuild", help="set the context aside and index the configured folders anew "
@@ -406,8 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("id")
     update.add_argument("image")
     update.set_defaults(handler=cmd_features_update)
-    delete = feature_commands.add_parser("delete", help="remove a stored image")
+    delete = feature_commands.add_parser("delete", help="remove a stored image (or, with --folder, every one "
+                                         "under a folder)")
     delete.add_argument("id")
+    delete.add_argument("--folder", action="store_true", help="ID is a folder: remove every stored image under it")
     delete.set_defaults(handler=cmd_features_delete)
     feature_commands.add_parser("list", help="every stored image").set_defaults(handler=cmd_features_list)
     feature_commands.add_parser("failed", help="files that could not be read, with reasons").set_defaults(
@@ -426,8 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     duplicates = commands.add_parser("duplicates", help="groups of duplicate images in the context")
     duplicates.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD)
-    duplicates.add_argument("--output", metavar="FILE")
-    duplicates.add_argument("--format", choices=("json", "csv", "html"), default="json")
+    duplicates.add_argument("--output", metavar="FILE", help="write the report to FILE (its folder must exist)")
+    duplicates.add_argument("--format", choices=("json", "csv", "html"),
+                            help="default: from the --output name (.json, .csv, .html), else json")
     duplicates.set_defaults(handler=cmd_duplicates)
 
     run = commands.add_parser("run", help="the daemon: keep the context in step with the folders, report duplicates")
@@ -451,9 +565,29 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--top", type=int, default=10, metavar="N", help="groups to list (default 10)")
     show.set_defaults(handler=cmd_report_show)
 
+    resolve = commands.add_parser("resolve", help="a plan to act on the latest duplicates report; "
+                                  "changes nothing without --apply")
+    resolve.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                         help="the YAML config: its reports folder, watched folders and keep.reference "
+                              "(also accepted before the command)")
+    resolve.add_argument("--report", metavar="FILE", help="a JSON report (default: duplicates-latest.json in "
+                                                          "the configured reports folder)")
+    resolve.add_argument("--action", choices=resolve_module.ACTIONS, default="quarantine",
+                         help="quarantine (default): move the copies into --to DIR; hardlink: replace "
+                              "byte-identical copies with hard links to the keeper; delete")
+    resolve.add_argument("--to", metavar="DIR", help="the quarantine folder (outside the watched folders)")
+    resolve.add_argument("--json", action="store_true", help="print the plan as JSON")
+    resolve.add_argument("--apply", action="store_true", help="carry the plan out")
+    resolve.set_defaults(handler=cmd_resolve)
+
+    undo = commands.add_parser("undo", help="put the files of a quarantine manifest back")
+    undo.add_argument("manifest", metavar="MANIFEST")
+    undo.set_defaults(handler=cmd_undo)
+
     config_parser = commands.add_parser("config", help="check a configuration file")
     config_commands = config_parser.add_subparsers(dest="action", required=True)
-    check = config_commands.add_parser("check", help="validate FILE and exit (78 when invalid)")
+    check = config_commands.add_parser("check", help="validate FILE and exit (78 when invalid; a watched folder "
+                                       "that does not exist is a warning)")
     check.add_argument("file")
     check.set_defaults(handler=cmd_config_check)
     return parser

@@ -1,9 +1,14 @@
 """The YAML configuration: one validated, frozen object handed to every stage.
 
-Schema first: every key is declared below with its type and default; unknown keys, wrong types,
-relative paths, missing folders and bad addresses are all reported at once, each with its key
-path, as one ConfigError (exit code 78). Paths must be absolute; `${CONFIG_DIR}` stands for the
-folder holding the config file, so the example config runs from any checkout.
+Schema first: every key is declared below with its type and default; unknown keys, keys given
+twice, wrong types, relative paths, a folder watched twice and bad addresses are all reported at
+once, each with its key path, as one ConfigError (exit code 78). Paths must be absolute;
+`${CONFIG_DIR}` stands for the folder holding the config file, so the example config runs from
+any checkout.
+
+A watched folder that does not exist is a warning, not an error: a share not mounted yet must not
+stop the daemon or the reading commands (the daemon watches it once it appears). The warning
+names the key, so a mistyped path is still seen (`config check` prints it).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
+from .imaging.formats import EXTENSIONS
+from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_FORMATS, ExtractionSettings
 
-DEFAULT_INCLUDE = ("*.jpg", "*.jpeg", "*.jpe", "*.jfif", "*.png", "*.webp", "*.gif", "*.bmp", "*.tif", "*.tiff")
+DEFAULT_INCLUDE = tuple(f"*{extension}" for extension in EXTENSIONS)
+IMAGE_FORMATS = tuple(dict.fromkeys(EXTENSIONS.values()))
 DEFAULT_EXCLUDE = (".*", "*.tmp", "*.part", "*.crdownload", "*.partial", "*.download", "~*", ".~*", "*~")
 WATCH_MODES = ("native", "poll")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -51,14 +58,18 @@ class Config:
     reconcile_interval: float = 3600.0
     duplicates_interval: float = 900.0
     duplicates_threshold: float = DEFAULT_DUPLICATE_THRESHOLD
+    keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS
     reports_dir: Path | None = None          # default: state_dir / "reports"
     report_formats: tuple[str, ...] = ("json", "csv")
     reports_keep: int = 10
     metrics_listen: str = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
     log_level: str = "info"
     log_format: str = "text"
+    log_summary_interval: float = 60.0       # seconds between the lines that count what was done to files
     stop_timeout: float = 10.0
     store_max_map_size: int | None = None    # bytes; None: the context's own cap (store/context.py)
+    keep_reference: tuple[Path, ...] = ()    # folders whose files `resolve` never acts on
+    warnings: tuple[str, ...] = field(default=(), compare=False)     # 'key: what is odd', not fatal
 
     @property
     def context_dir(self) -> Path:
@@ -79,9 +90,13 @@ class _Reader:
     def __init__(self, source: Path):
         self.source = source
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"{key}: {message}")
+
+    def warning(self, key: str, message: str) -> None:
+        self.warnings.append(f"{key}: {message}")
 
     def mapping(self, value, key: str, allowed: set[str]) -> dict:
         if value is None:
@@ -127,7 +142,7 @@ class _Reader:
             return default
         return seconds
 
-    def path(self, value, key: str, must_exist: bool) -> Path | None:
+    def path(self, value, key: str, watched: bool = False) -> Path | None:
         if not isinstance(value, str) or not value:
             self.problem(key, f"must be a path, not {value!r}")
             return None
@@ -136,8 +151,10 @@ class _Reader:
             self.problem(key, f"must be an absolute path (or start with ${{CONFIG_DIR}}), not {value!r}")
             return None
         path = Path(os.path.normpath(expanded))
-        if must_exist and not path.is_dir():
-            self.problem(key, f"folder {path} does not exist" if not path.exists() else f"{path} is not a folder")
+        if watched and not path.exists():
+            self.warning(key, f"folder {path} does not exist (yet); it is watched once it appears")
+        elif watched and not path.is_dir():
+            self.problem(key, f"{path} is not a folder")
             return None
         return path
 
@@ -177,7 +194,7 @@ def _watch_folder(reader: _Reader, entry, key: str) -> WatchedFolder | None:
     if "path" not in section:
         reader.problem(key, "needs a path")
         return None
-    path = reader.path(section["path"], f"{key}.path", must_exist=True)
+    path = reader.path(section["path"], f"{key}.path", watched=True)
     mode = reader.typed(section, "mode", f"{key}.mode", str, WatchedFolder.mode,
                         lambda v: None if v in WATCH_MODES else f"must be one of {', '.join(WATCH_MODES)}")
     folder = WatchedFolder(
@@ -193,23 +210,72 @@ def _watch_folder(reader: _Reader, entry, key: str) -> WatchedFolder | None:
     return folder if path else None
 
 
+def _reference_folders(reader: _Reader, keep: dict) -> tuple[Path, ...]:
+    listed = reader.typed(keep, "reference", "keep.reference", list, [], describe="a list of folders")
+    folders = []
+    for i, value in enumerate(listed):
+        key = f"keep.reference[{i}]"
+        path = reader.path(value, key)
+        if path is None:
+            continue
+        if not path.exists():
+            # Like a watched folder: a share not mounted yet must not stop the daemon.
+            reader.warning(key, f"folder {path} does not exist")
+        elif not path.is_dir():
+            reader.problem(key, f"{path} is not a folder")
+            continue
+        folders.append(path)
+    return tuple(folders)
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, noting every key given twice in one mapping: YAML keeps the last one
+    silently, which would hide whatever the first said (a whole `watch` list, say)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.repeated: list[tuple[int, str]] = []           # (line, what is wrong)
+
+    def construct_mapping(self, node, deep=False):
+        first_seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                line = key_node.start_mark.line + 1
+                if key_node.value in first_seen:
+                    self.repeated.append((line, f"{key_node.value!r} is given twice (first at line "
+                                                f"{first_seen[key_node.value]}); only the last would count"))
+                else:
+                    first_seen[key_node.value] = line
+        return super().construct_mapping(node, deep)
+
+
 def load(path: str | Path) -> Config:
     source = Path(path)
     try:
-        document = yaml.safe_load(source.read_text())
+        text = source.read_text()
     except FileNotFoundError:
         raise ConfigError(str(source), ["file not found"]) from None
     except OSError as exc:
         raise ConfigError(str(source), [f"cannot read: {exc.strerror}"]) from None
+    loader = _Loader(text)
+    try:
+        document = loader.get_single_data()
     except yaml.YAMLError as exc:
-        raise ConfigError(str(source), [f"not valid YAML: {exc}".replace("\n", " ")]) from None
-    return parse(document, source)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or str(exc)
+        raise ConfigError(str(source), [f"{where}not valid YAML: {what}"]) from None
+    finally:
+        loader.dispose()
+    return parse(document, source, loader.repeated)
 
 
-def parse(document, source: Path) -> Config:
+def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Config:
     reader = _Reader(source)
+    for line, what in sorted(repeated):
+        reader.problem(f"line {line}", what)
     top = reader.mapping(document, "", {"watch", "state_dir", "extraction", "workers", "settle_seconds",
-                                         "settle_queue_limit", "reconcile_interval", "duplicates", "reports",
+                                         "settle_queue_limit", "reconcile_interval", "duplicates", "keep", "reports",
                                          "metrics", "log", "stop_timeout", "store"})
     if document is None or not isinstance(document, dict):
         reader.problems[:0] = ["(top level): must be a mapping with at least 'watch' and 'state_dir'"] if document is None else []
@@ -221,18 +287,23 @@ def parse(document, source: Path) -> Config:
     elif not isinstance(watch, list) or not watch:
         reader.problem("watch", "must be a non-empty list of folders")
     else:
+        first_listed: dict[Path, int] = {}
         for i, entry in enumerate(watch):
             if isinstance(entry, str):
                 entry = {"path": entry}
             folder = _watch_folder(reader, entry, f"watch[{i}]")
-            if folder:
+            if folder and folder.path in first_listed:
+                reader.problem(f"watch[{i}].path",
+                               f"{folder.path} is already watched (watch[{first_listed[folder.path]}])")
+            elif folder:
+                first_listed[folder.path] = i
                 folders.append(folder)
 
     state_dir = None
     if "state_dir" not in top:
         reader.problem("state_dir", "is required: the folder that holds the search context")
     else:
-        state_dir = reader.path(top["state_dir"], "state_dir", must_exist=False)
+        state_dir = reader.path(top["state_dir"], "state_dir")
 
     extraction = ExtractionSettings()
     section = reader.mapping(top.get("extraction"), "extraction",
@@ -248,16 +319,21 @@ def parse(document, source: Path) -> Config:
             reader.problem("extraction", str(exc))
 
     duplicates = reader.mapping(top.get("duplicates"), "duplicates", {"interval", "threshold"})
+    keep = reader.mapping(top.get("keep"), "keep", {"formats", "reference"})
     reports = reader.mapping(top.get("reports"), "reports", {"dir", "formats", "keep"})
     metrics = reader.mapping(top.get("metrics"), "metrics", {"listen"})
-    log = reader.mapping(top.get("log"), "log", {"level", "format"})
+    log = reader.mapping(top.get("log"), "log", {"level", "format", "summary_interval"})
     store = reader.mapping(top.get("store"), "store", {"max_map_size"})
 
     formats = reader.typed(reports, "formats", "reports.formats", list, list(Config.report_formats), describe="a list")
     if any(f not in REPORT_FORMATS for f in formats):
         reader.problem("reports.formats", f"each format must be one of {', '.join(REPORT_FORMATS)}, not {formats!r}")
         formats = list(Config.report_formats)
-    reports_dir = reader.path(reports["dir"], "reports.dir", must_exist=False) if "dir" in reports else None
+    reports_dir = reader.path(reports["dir"], "reports.dir") if "dir" in reports else None
+    keep_formats = reader.typed(keep, "formats", "keep.formats", list, list(Config.keep_formats), describe="a list")
+    if any(f not in IMAGE_FORMATS for f in keep_formats) or len(set(keep_formats)) != len(keep_formats):
+        reader.problem("keep.formats", f"must list distinct formats from {', '.join(IMAGE_FORMATS)}, not {keep_formats!r}")
+        keep_formats = list(Config.keep_formats)
 
     config = Config(
         source=str(source),
@@ -275,6 +351,7 @@ def parse(document, source: Path) -> Config:
                                           Config.duplicates_threshold,
                                           lambda v: None if 0 <= v <= 100 else "must be from 0 to 100",
                                           describe="a number"),
+        keep_formats=tuple(keep_formats),
         reports_dir=reports_dir,
         report_formats=tuple(formats),
         reports_keep=reader.typed(reports, "keep", "reports.keep", int, Config.reports_keep, _positive),
@@ -283,8 +360,12 @@ def parse(document, source: Path) -> Config:
                                lambda v: None if v in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"),
         log_format=reader.typed(log, "format", "log.format", str, Config.log_format,
                                 lambda v: None if v in LOG_FORMATS else f"must be one of {', '.join(LOG_FORMATS)}"),
+        log_summary_interval=reader.duration(log, "summary_interval", "log.summary_interval",
+                                             Config.log_summary_interval),
         store_max_map_size=reader.typed(store, "max_map_size", "store.max_map_size", int, Config.store_max_map_size,
                                         _at_least_a_mebibyte, describe="a size in bytes"),
+        keep_reference=_reference_folders(reader, keep),
+        warnings=tuple(reader.warnings),
     )
     for key, written in (("state_dir", state_dir), ("reports.dir", reports_dir)):
         for folder in folders:
@@ -292,5 +373,5 @@ def parse(document, source: Path) -> Config:
                 reader.problem(key, f"{written} is inside the watched folder {folder.path}; lookalike never "
                                     "writes inside the folders it watches")
     if reader.problems:
-        raise ConfigError(str(source), reader.problems)
+        raise ConfigError(str(source), reader.problems, reader.warnings)
     return config

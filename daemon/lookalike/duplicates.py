@@ -8,12 +8,12 @@ add nothing. Pairs scoring at or above the threshold are recorded, and the image
 queue, a page at a time. A pass takes as many images as were queued when it began; those stored
 meanwhile wait for the next pass, so a pass ends, and reports, even while files keep arriving.
 
-Groups are stars: in each component one image is chosen as the keeper (`choose_keeper`: highest
-resolution, then largest file, then oldest) and every other image is compared with it; those at
-or above the threshold are its group, so a report says how alike each copy is to the one a
-person would keep, and a false pair cannot chain two families together. The rest form groups
-the same way. Those comparisons are recorded too: a group that did not change costs no
-comparison in the next pass.
+Groups are stars: in each component one image is chosen as the keeper (`choose_keeper`: a file
+of the first format `keep.formats` prefers, then highest resolution, then largest file, then
+oldest) and every other image is compared with it; those at or above the threshold are its
+group, so a report says how alike each copy is to the one a person would keep, and a false pair
+cannot chain two families together. The rest form groups the same way. Those comparisons are
+recorded too: a group that did not change costs no comparison in the next pass.
 
 Memory is bounded by a page of queued images and the linked images, never by the collection.
 """
@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 
 from .errors import NotFoundError
 from .match import Candidate, Match, compare
+from .settings import DEFAULT_KEEP_FORMATS
 from .store import SearchContext, StoredImage
 from .store.changes import Change, Linked, Relink
 
@@ -59,13 +60,14 @@ class PassStats:
     verified: int = 0             # comparisons made
 
 
-def keeper_order(image: StoredImage) -> tuple:
-    return (-(image.width * image.height), -image.identity.size, image.identity.mtime_ns, image.path)
+def keeper_order(image: StoredImage, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> tuple:
+    preference = keep_formats.index(image.format) if image.format in keep_formats else len(keep_formats)
+    return (preference, -(image.width * image.height), -image.identity.size, image.identity.mtime_ns, image.path)
 
 
-def choose_keeper(images: list[StoredImage]) -> StoredImage:
+def choose_keeper(images: list[StoredImage], keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> StoredImage:
     """The image of a group a person would keep; every other member is verified against it."""
-    return min(images, key=keeper_order)
+    return min(images, key=lambda image: keeper_order(image, keep_formats))
 
 
 def match_record(result: Match) -> bytes:
@@ -208,7 +210,7 @@ def _next_round(waiting: list, links: _UnionFind, asked: set[tuple[int, int]], e
 
 def find_groups(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                stats: PassStats | None = None) -> list[Group]:
+                stats: PassStats | None = None, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> list[Group]:
     """Star groups: every member verified against its group's keeper at or above `threshold`.
 
     The linked pairs only say which images may belong together (a component of the graph). In
@@ -227,7 +229,7 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     groups = []
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         while waiting:
-            stars = [(choose_keeper(images), images) for images in waiting]
+            stars = [(choose_keeper(images, keep_formats), images) for images in waiting]
             scores = _keeper_scores(context, threshold, [(keeper.num, image.num) for keeper, images in stars
                                                          for image in images if image is not keeper],
                                     pool, apply, stats)
@@ -235,7 +237,7 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
             for keeper, images in stars:
                 group = Group(keeper, [Member(keeper, 100.0)])
                 held_by_chain = []
-                for image in sorted(images, key=keeper_order):
+                for image in sorted(images, key=lambda image: keeper_order(image, keep_formats)):
                     doc = scores.get((keeper.num, image.num))
                     if image is keeper or doc is None:
                         continue            # the keeper, or an image removed since the look-up

@@ -39,14 +39,16 @@ class UsageError(LookalikeError):
 
 
 class ConfigError(LookalikeError):
-    """One or more problems in a config file; `problems` lists each as 'key.path: what is wrong'."""
+    """One or more problems in a config file; `problems` lists each as 'key.path: what is wrong',
+    `warnings` what is odd but would not have stopped it (a watched folder not there yet)."""
 
     exit_code = ExitCode.CONFIG
 
-    def __init__(self, source: str, problems: list[str]):
+    def __init__(self, source: str, problems: list[str], warnings: tuple[str, ...] | list[str] = ()):
         self.source = source
         self.problems = list(problems)
-        lines = "\n".join(f"  {p}" for p in self.problems)
+        self.warnings = list(warnings)
+        lines = "\n".join([f"  {p}" for p in self.problems] + [f"  warning: {w}" for w in self.warnings])
         super().__init__(f"{source}: invalid configuration\n{lines}")
 
 
@@ -100,3 +102,21 @@ class ReportError(LookalikeError):
     def __init__(self, path, detail: str):
         self.path = path
         super().__init__(f"{display_path(os.fspath(path))}: {detail}")
+
+
+class ManifestError(LookalikeError):
+    """A quarantine manifest that cannot be read or is not one this version understands."""
+
+    def __init__(self, path, detail: str):
+        self.path = path
+        super().__init__(f"{display_path(os.fspath(path))}: {detail}")
+
+
+class Refused(LookalikeError):
+    """`resolve` or `undo` leaves a file alone: `reason` says why (it changed since the report,
+    its place is taken, ...). Recorded per file in their output, never raised out of them."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{display_path(path)}: {reason}")

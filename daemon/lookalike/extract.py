@@ -16,6 +16,7 @@ import numpy as np
 from .errors import ImageError
 from .imaging.decode import FileIdentity, LoadedFile, decode, read_file
 from .imaging.features import LocalFeatures, extract_local, fingerprint, thumbnail
+from .match import FEW_FEATURES, MIN_INLIERS
 from .settings import ExtractionSettings
 
 
@@ -29,9 +30,13 @@ class ImageFeatures:
     height: int
     local: LocalFeatures
     fingerprint: int
-    thumbnail: np.ndarray     # uint8 greyscale, 160 pixels on the longest side
+    thumbnail: np.ndarray     # uint8 greyscale, 160 pixels on the working length
     decode_seconds: float
     extract_seconds: float
+
+
+def few_features(keypoints: int) -> bool:
+    return keypoints < MIN_INLIERS
 
 
 def extract_file(path: str, settings: ExtractionSettings) -> ImageFeatures:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .imaging.decode import working_length
 from .imaging.features import LocalFeatures, mirrored
 
 RATIO_TEST = 0.8
@@ -106,8 +107,11 @@ class Evidence:
 
 
 # Why a pair has no transform and evidence (Match.reason).
+# An image with fewer keypoints than a match needs inliers can never be verified geometrically;
+# it is still found by its content hash and fingerprint (identical and near-identical copies).
+FEW_FEATURES = "few_features"
 NO_MATCH_REASONS = {
-    "no_features": "one of the images has too few keypoints to match",
+    FEW_FEATURES: "one of the images has too few keypoints to fit a transform, and it is no near-exact copy",
     "too_few_matches": "too few descriptors match between the images",
     "no_geometric_fit": "the matching descriptors agree on no single transform",
     "fit_on_small_patch": "the only fit holds on one small patch (a caption, logo or stamp)",
@@ -171,10 +175,10 @@ class Candidate:
         """Working pixels per pixel of localisation noise.
 
         Keypoints are located to about a pixel of whichever is coarser: the image's own pixels
-        (when it was scaled up to the working size) or a 640-pixel grid.
+        (when it was scaled up to the working size) or a 640-pixel grid over its working length.
         """
-        working = max(self.local.width, self.local.height)
-        return max(working / 640.0, working / max(self.width, self.height))
+        working = working_length(self.local.width, self.local.height)
+        return max(working / 640.0, working / working_length(self.width, self.height))
 
 
 def compare(first: Candidate, second: Candidate, detector: str) -> Match:
@@ -187,6 +191,8 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
     evidence and the inverse transform."""
     if first.content_hash == second.content_hash:
         return IDENTICAL
+    if min(first.local.count, second.local.count) < MIN_INLIERS:
+        return _near_exact(first, second)
     swapped = first.content_hash > second.content_hash
     if swapped:
         first, second = second, first
@@ -236,6 +242,36 @@ def _mirror(width: int) -> np.ndarray:
     return np.array([[-1.0, 0, width - 1], [0, 1, 0], [0, 0, 1]])
 
 
+# An image with fewer keypoints than a fit needs inliers (a smooth or nearly flat picture) can
+# only be matched by its pixels: a copy of the same shape whose thumbnail differs by at most this
+# many grey levels on average is a near-exact copy (recompressed or resized, CALIBRATION.md).
+NEAR_EXACT_GREY_LEVELS = 4.0
+
+
+def _near_exact(first: Candidate, second: Candidate) -> Match:
+    """The match of two images too poor in keypoints to fit a transform: a near-exact copy scores
+    100 down to 50 as its thumbnail drifts from the other's by up to NEAR_EXACT_GREY_LEVELS. The
+    thumbnails are compared at the smaller one's size, whichever image is first."""
+    a, b = first.thumbnail, second.thumbnail
+    if abs(a.shape[0] - b.shape[0]) > 1 or abs(a.shape[1] - b.shape[1]) > 1:
+        return Match(0.0, None, None, reason=FEW_FEATURES)
+    size = (min(a.shape[1], b.shape[1]), min(a.shape[0], b.shape[0]))
+    a, b = (t if t.shape[:2] == size[::-1] else cv2.resize(t, size, interpolation=cv2.INTER_AREA) for t in (a, b))
+    drift = float(cv2.norm(a, b, cv2.NORM_L1)) / a.size
+    if drift > NEAR_EXACT_GREY_LEVELS:
+        return Match(0.0, None, None, reason=FEW_FEATURES)
+    matrix = ((second.local.width / first.local.width, 0.0, 0.0), (0.0, second.local.height / first.local.height, 0.0))
+    whole = (0.0, 0.0, 1.0, 1.0)
+    transform = Transform(matrix, False, 0.0, second.width / first.width, whole, whole)
+    if (first.width, first.height) != (second.width, second.height):
+        kinds = ("resized",)
+    elif drift == 0.0 and np.array_equal(first.local.descriptors, second.local.descriptors):
+        kinds = ("same_pixels",)
+    else:
+        kinds = ("recompressed",)
+    return Match(100.0 - 50.0 * drift / NEAR_EXACT_GREY_LEVELS, None, transform, kinds)
+
+
 def _ratio_matches(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """(query index, train index) pairs passing Lowe's ratio test."""
     if len(first) < 2 or len(second) < 2:
@@ -272,8 +308,6 @@ def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 def _verify(first: LocalFeatures, second: LocalFeatures, first_unit: float, second_unit: float):
     """(matrix, geometry, inliers in first, inliers in second) of the affine fit of first onto
     second, or the reason there is none."""
-    if min(len(first.descriptors), len(second.descriptors)) < MIN_INLIERS:
-        return "no_features"
     pairs = _ratio_matches(first.descriptors, second.descriptors)
     if len(pairs) < MIN_INLIERS:
         return "too_few_matches"

@@ -43,6 +43,9 @@ class Metrics:
                                     ["reason"], registry=registry)
         for reason in ImageError.REASONS:
             self.files_failed.labels(reason)
+        self.files_few_features = Counter("lookalike_files_few_features_total",
+                                          "Files stored with too few keypoints to be matched geometrically",
+                                          registry=registry)
         self.extract_duration = Histogram("lookalike_extract_duration_seconds",
                                           "Time to read, decode and extract one image, in a worker",
                                           buckets=_SECONDS, registry=registry)

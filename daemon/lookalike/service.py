@@ -45,13 +45,14 @@ from . import config as config_module
 from .config import Config, WatchedFolder
 from .duplicates import PassStats, find_groups
 from .errors import ConfigError, LookalikeError, NotFoundError, StoreError, display_path
-from .extract import Extracted, Outcome, SameContent
+from .extract import FEW_FEATURES, Extracted, Outcome, SameContent, few_features
 from .imaging.decode import FileIdentity
 from .metrics import Metrics
 from .notify import Notifier
 from .reconcile import Cancelled, reconcile
 from .reports import to_document
 from .reports.publish import publish
+from .reports.text import counted
 from .store import SearchContext
 from .store.changes import Change, Fail, Move, Put, Remove, Touch
 from .store.writer import Writer
@@ -76,13 +77,40 @@ FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle 
 # Settings that live in the open context, the worker processes or the bound socket.
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+STATE_LOCK_NAME = "lookalike.lock"
+
+
+class _Activity:
+    """What the pipeline did to files since the last summary line: one debug line per file
+    handled, and at most one info line per `log.summary_interval` with the counts, so a flood
+    of files stays readable in the log. Counted on the main thread and the store thread."""
+
+    KINDS = ("indexed", "updated", "moved", "removed", "failed")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.KINDS, 0)
+        self._since = time.monotonic()
+
+    def count(self, kind: str, images: int = 1) -> None:
+        with self._lock:
+            self._counts[kind] += images
+
+    def summarise(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            counts, self._counts = self._counts, dict.fromkeys(self.KINDS, 0)
+            since, self._since = self._since, now
+        if any(counts.values()):
+            log.info("files in the last %.0f s: %s", now - since,
+                     ", ".join(f"{counts[kind]} {kind}" for kind in self.KINDS))
 
 
 @contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
     """One daemon (or rebuild) per state directory: two writers' reconciles would fight."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / "lookalike.lock"
+    path = state_dir / STATE_LOCK_NAME
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -183,6 +211,8 @@ class Service:
                                  self.metrics.internal_errors.labels("duplicates").inc)
         self._first_report_due = True
         self._next_housekeeping = 0.0
+        self._activity = _Activity()
+        self._next_summary = time.monotonic() + config.log_summary_interval
         self._next_ping = 0.0
         self.context: SearchContext | None = None
 
@@ -194,6 +224,8 @@ class Service:
         old_wakeup = signal.set_wakeup_fd(wake_write)
         try:
             with state_lock(self.config.state_dir):
+                # First: a port in use fails the start before anything is created or started.
+                self._serve_metrics(self.config.metrics_listen)
                 try:
                     self._start()
                     while not self._stop.is_set():
@@ -219,7 +251,6 @@ class Service:
         config = self.config
         self._started = time.monotonic()
         self.context = open_context(config)
-        self._serve_metrics(config.metrics_listen)
         self.writer = Writer(self.context, on_commit=self._committed, on_trouble=self._store_trouble)
         self.writer.start()
         self.workers = ExtractWorkers(config.workers, config.extraction)
@@ -230,9 +261,9 @@ class Service:
         self._reconcile.request()
         self._next_reconcile = time.monotonic() + config.reconcile_interval
         self._next_duplicates = time.monotonic() + config.duplicates_interval
-        log.info("watching %s; context %s (%d images); %d workers",
-                 ", ".join(str(f.path) for f in config.watch), config.context_dir, self.context.count(),
-                 config.workers)
+        log.info("watching %s; context %s (%s); %s",
+                 ", ".join(str(f.path) for f in config.watch), config.context_dir,
+                 counted(self.context.count(), "image"), counted(config.workers, "worker"))
         self.notifier.ready("started; reconciling the watched folders")
 
     def _serve_metrics(self, listen: str) -> None:
@@ -317,7 +348,7 @@ class Service:
                 break
             self._settler.touch(found.path, found.quiet_since)
         if self._dropped and len(self._settler) <= half:
-            log.warning("%d events were dropped while the settle queue was full; reconciling to find their files",
+            log.warning("events dropped while the settle queue was full: %d; reconciling to find their files",
                         self._dropped)
             self._dropped = 0
             self._reconcile.request()
@@ -393,15 +424,22 @@ class Service:
             if modified and handed_out - SETTLED_AGE_SECONDS < modified <= time.time():
                 self._settler.touch(job.path)             # written while (or just before) it was read
                 continue
-            self._record(job.path, outcome, identity)
+            self._record(job.path, outcome, identity, replacing=job.known_hash is not None)
 
-    def _record(self, path: str, outcome: Outcome, identity: FileIdentity | None) -> None:
+    def _record(self, path: str, outcome: Outcome, identity: FileIdentity | None, replacing: bool) -> None:
         if isinstance(outcome, Extracted):
             features = outcome.features
             self.metrics.extract_duration.observe(features.extract_seconds)
             self.metrics.decode_duration.observe(features.decode_seconds)
+            if few_features(features.local.count):
+                log.warning("%s: %s: %d keypoints; only its identical and near-identical copies can be found",
+                            display_path(path), FEW_FEATURES, features.local.count)
+                self.metrics.files_few_features.inc()
             self._being_stored[path] = features.identity
             self.writer.submit(Put(features))
+            kind = "updated" if replacing else "indexed"
+            log.debug("%s %s", kind, display_path(path))
+            self._activity.count(kind)
         elif isinstance(outcome, SameContent):
             self.metrics.files_unchanged.inc()
             self.writer.submit(Touch(path, outcome.identity))
@@ -411,6 +449,7 @@ class Service:
             self._settler.touch(path)                     # still being written: wait for it to settle
         else:
             log.warning("%s: %s: %s", display_path(path), outcome.reason, outcome.detail)
+            self._activity.count("failed")
             self.metrics.files_failed.labels(outcome.reason).inc()
             self.writer.submit(Fail(path, identity, outcome.reason, outcome.detail))
 
@@ -423,8 +462,13 @@ class Service:
                 self.metrics.files_indexed.inc()
             elif isinstance(change, Remove) and result:
                 self.metrics.files_removed.inc(result)
+                log.debug("removed %s (%s)", display_path(change.path), counted(result, "image"))
+                self._activity.count("removed", result)
             elif isinstance(change, Move) and result:
                 self.metrics.files_moved.inc(result)
+                log.debug("moved %s -> %s (%s)", display_path(change.source), display_path(change.destination),
+                          counted(result, "image"))
+                self._activity.count("moved", result)
 
     def _store_trouble(self, troubled: bool) -> None:
         self.metrics.store_writable.set(0 if troubled else 1)
@@ -450,6 +494,9 @@ class Service:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_SECONDS
             self._housekeeping()
+        if now >= self._next_summary:
+            self._next_summary = now + self.config.log_summary_interval
+            self._activity.summarise()
         interval = self.notifier.watchdog_interval
         if interval and now >= self._next_ping:
             self._next_ping = now + interval
@@ -508,8 +555,8 @@ class Service:
         self.metrics.reconcile_duration.observe(summary.seconds)
         for kind in ("new", "changed", "missing"):
             self.metrics.reconcile_discrepancies.labels(kind).inc(getattr(summary, kind))
-        log.info("reconciled %d files in %.1f s: %d new, %d changed, %d missing%s", summary.files, summary.seconds,
-                 summary.new, summary.changed, summary.missing,
+        log.info("reconciled %s in %.1f s: %d new, %d changed, %d missing%s", counted(summary.files, "file"),
+                 summary.seconds, summary.new, summary.changed, summary.missing,
                  f"; not available: {', '.join(summary.folders_down)}" if summary.folders_down else "")
 
     def _duplicates_pass(self) -> None:
@@ -529,7 +576,8 @@ class Service:
                     raise Cancelled()
 
         try:
-            groups = find_groups(self.context, config.duplicates_threshold, apply, progress, stats)
+            groups = find_groups(self.context, config.duplicates_threshold, apply, progress, stats,
+                                 config.keep_formats)
         finally:
             self.metrics.pairs_verified.inc(stats.verified)
         document = to_document(groups, config.duplicates_threshold, str(self.context.directory))
@@ -547,8 +595,9 @@ class Service:
         self.metrics.duplicates_last_success.set(time.time())
         self.metrics.duplicate_groups.set(len(document["groups"]))
         self.metrics.duplicate_images.set(images)
-        log.info("duplicates: %d groups, %d images in groups; %d images matched, %d pairs verified in %.1f s; "
-                 "report %s", len(document["groups"]), images, stats.matched, stats.verified, seconds,
+        log.info("duplicates: %s, %s in groups; %s matched, %s verified in %.1f s; report %s",
+                 counted(len(document["groups"]), "group"), counted(images, "image"),
+                 counted(stats.matched, "image"), counted(stats.verified, "pair"), seconds,
                  written[0] if written else "(no formats)")
 
     # --- reload --------------------------------------------------------------------------
@@ -575,6 +624,11 @@ class Service:
             self.watcher.start()
             for gone in {f.path for f in old.watch} - {f.path for f in new.watch}:
                 self._settler.touch(str(gone), 0.0)         # its records go, unless another folder holds it
+                self._roots_down.discard(str(gone))
+                self._roots_back.discard(str(gone))
+                self._root_devices.pop(str(gone), None)
+            for folder in new.watch:
+                self._root_is_up(folder)                    # a folder not there yet: the warning, the gauge
         # A reload is also the operator's way to ask for a rescan (events are only hints).
         self._reconcile.request()
         self._settler.settle_seconds = new.settle_seconds
@@ -582,6 +636,7 @@ class Service:
         now = time.monotonic()
         self._next_reconcile = min(self._next_reconcile, now + new.reconcile_interval)
         self._next_duplicates = min(self._next_duplicates, now + new.duplicates_interval)
+        self._next_summary = min(self._next_summary, now + new.log_summary_interval)
         logging.getLogger().setLevel(new.log_level.upper())
         self.config = new
         self.metrics.config_reload_ok.set(1)

@@ -17,6 +17,9 @@ from .imaging.features import DETECTORS
 DEFAULT_DUPLICATE_THRESHOLD = 50.0
 # `similar` lists anything at least this alike: lookalikes too, not only duplicates.
 DEFAULT_SIMILAR_THRESHOLD = 20.0
+# A duplicate group keeps a file of these formats first, in this order (config `keep.formats`):
+# a camera's raw file over the JPEG the camera made from it.
+DEFAULT_KEEP_FORMATS = ("raw",)
 
 
 @dataclass(frozen=True)

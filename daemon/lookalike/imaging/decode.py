@@ -9,11 +9,14 @@ The traps this module exists for (see shared notes, section 5):
   before any pixel is allocated.
 - libjpeg decodes a half-written JPEG without complaint; the end-of-image marker is checked.
 - A file rewritten while being read is noticed by comparing `fstat` before and after.
+
+HEIF, AVIF and camera raw files pass the same checks, then go to imaging/codecs.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError
-from . import formats
+from . import codecs, formats
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class LoadedFile:
 
 @dataclass(frozen=True)
 class WorkingImage:
-    pixels: np.ndarray       # uint8, 2-D, longest side at most the working size
+    pixels: np.ndarray       # uint8, 2-D, at the working size (see working_length)
     format: str
     width: int               # as displayed, after EXIF orientation
     height: int
@@ -88,7 +91,12 @@ def read_file(path: str | bytes, limits: DecodeLimits) -> LoadedFile:
         os.close(fd)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(data) != after.st_size:
         raise ImageError(path, "changed", "the file changed while it was being read")
-    return LoadedFile(data, FileIdentity.of(after), hashlib.blake2b(data, digest_size=16).digest())
+    return LoadedFile(data, FileIdentity.of(after), content_hasher(data).digest())
+
+
+def content_hasher(data: bytes = b""):
+    """The content hash every record stores (BLAKE2b-128); `update` it to hash a file in pieces."""
+    return hashlib.blake2b(data, digest_size=16)
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -110,13 +118,9 @@ _REDUCED_COLOUR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
 
 
 def decode(path: str | bytes, data: bytes, limits: DecodeLimits, working_size: int) -> WorkingImage:
-    """Decode to greyscale, EXIF orientation applied, longest side at most `working_size`."""
+    """Decode to greyscale, EXIF orientation applied, at the working size (see `working_length`)."""
     header = _checked_header(path, data, limits)
-    grey = _imdecode(path, header, data, _flag(header, working_size, cv2.IMREAD_GRAYSCALE, _REDUCED_GREY))
-    width, height = header.width, header.height
-    rotated = (grey.shape[1] >= grey.shape[0]) != (width >= height) and width != height
-    if rotated:     # EXIF orientation 5-8 turned the picture on its side
-        width, height = height, width
+    grey, width, height = _pixels(path, header, data, limits, working_size, colour=False)
     return WorkingImage(to_working_size(grey, working_size), header.format, width, height)
 
 
@@ -127,10 +131,32 @@ def colour_thumbnail(path: str | bytes, data: bytes, limits: DecodeLimits, longe
     thumbnail shows the picture the features were taken from.
     """
     header = _checked_header(path, data, limits)
-    pixels = _imdecode(path, header, data, _flag(header, longest, cv2.IMREAD_COLOR, _REDUCED_COLOUR))
+    pixels, _, _ = _pixels(path, header, data, limits, longest, colour=True)
     if max(pixels.shape[:2]) > longest:
-        pixels = to_working_size(pixels, longest)
+        pixels = scaled(pixels, longest / max(pixels.shape[:2]))
     return pixels
+
+
+def _pixels(path: str | bytes, header: formats.Header, data: bytes, limits: DecodeLimits, wanted: int,
+            colour: bool) -> tuple[np.ndarray, int, int]:
+    """The picture as displayed (BGR or grey), at least `wanted` pixels on its longest side when
+    it has them, and the full picture's displayed width and height."""
+    full, reduced = (cv2.IMREAD_COLOR, _REDUCED_COLOUR) if colour else (cv2.IMREAD_GRAYSCALE, _REDUCED_GREY)
+    if header.format in ("heif", "avif"):
+        decoded = codecs.decode_pillow(path, data, header.format, colour)
+        return decoded.pixels, decoded.width, decoded.height
+    if header.format == "raw":
+        def preview(jpeg: formats.Header, encoded: bytes) -> np.ndarray:
+            flag = _flag(jpeg, wanted, full, reduced) | cv2.IMREAD_IGNORE_ORIENTATION
+            return _imdecode(path, jpeg, encoded, flag)
+        decoded = codecs.decode_raw(path, data, limits.max_pixels, colour, wanted, preview)
+        return decoded.pixels, decoded.width, decoded.height
+    pixels = _imdecode(path, header, data, _flag(header, wanted, full, reduced))
+    width, height = header.width, header.height
+    rotated = (pixels.shape[1] >= pixels.shape[0]) != (width >= height) and width != height
+    if rotated:     # EXIF orientation 5-8 turned the picture on its side
+        width, height = height, width
+    return pixels, width, height
 
 
 def _checked_header(path: str | bytes, data: bytes, limits: DecodeLimits) -> formats.Header:
@@ -145,7 +171,9 @@ def _checked_header(path: str | bytes, data: bytes, limits: DecodeLimits) -> for
                 raise ImageError(path, again.reason, again.detail) from None
         else:
             raise ImageError(path, exc.reason, exc.detail) from None
-    if header.width <= 0 or header.height <= 0:
+    if header.format == "tiff" and _extension(path) in _RAW_EXTENSIONS:
+        header = formats.Header("raw", 0, 0)    # a camera's TIFF-based raw file without a mark of one
+    if header.format != "raw" and (header.width <= 0 or header.height <= 0):
         raise ImageError(path, "corrupt", f"{header.format} header gives {header.width}x{header.height} pixels")
     pixels = header.width * header.height
     if pixels > limits.max_pixels:
@@ -156,12 +184,19 @@ def _checked_header(path: str | bytes, data: bytes, limits: DecodeLimits) -> for
     return header
 
 
+_RAW_EXTENSIONS = {ext for ext, fmt in formats.EXTENSIONS.items() if fmt == "raw"}
+
+
+def _extension(path: str | bytes) -> str:
+    return os.path.splitext(os.fsdecode(path))[1].lower()
+
+
 def _flag(header: formats.Header, wanted: int, full: int, reduced: dict[int, int]) -> int:
     # DCT scaling makes a reduced JPEG decode several times cheaper than a full one; other
     # formats have no such shortcut, so they decode at full size and are resized afterwards.
     if header.format == "jpeg":
         for factor in (8, 4, 2):
-            if max(header.width, header.height) // factor >= wanted:
+            if working_length(header.width, header.height) // factor >= wanted:
                 return reduced[factor]
     return full
 
@@ -177,17 +212,37 @@ def _imdecode(path: str | bytes, header: formats.Header, data: bytes, flag: int)
     return pixels
 
 
+# A panorama's short side must keep room for keypoints: at 640 pixels on its longest side a 25:1
+# one is 26 pixels high, and AKAZE finds nothing there. An image longer than PANORAMA_ASPECT times
+# its short side keeps that side at 1/PANORAMA_ASPECT of the working size, within the pixels of a
+# square at the working size; and none is worked longer than MAX_WORKING_STRETCH working sizes,
+# which bounds a 1,000,000 x 1 strip.
+PANORAMA_ASPECT = 4
+MAX_WORKING_STRETCH = 8
+
+
+def working_length(width: int, height: int) -> float:
+    """The length that is scaled to the working size: the longest side, or for an image longer
+    than PANORAMA_ASPECT to 1 what keeps its short side a quarter of the working size, or its
+    area a square's. Scaling is uniform, so an image and its resized copies share a working size."""
+    longest, shortest = max(width, height), min(width, height)
+    return min(longest, max(PANORAMA_ASPECT * shortest, math.sqrt(width * height),
+                            longest / MAX_WORKING_STRETCH))
+
+
 def to_working_size(pixels: np.ndarray, working_size: int) -> np.ndarray:
-    """Scale so the longest side is `working_size`, up or down.
+    """Scale so that the picture's `working_length` is `working_size`, up or down.
 
     Small images are scaled up too: a thumbnail-sized copy then has its keypoints detected at
     the same scales as the full-size original, which is what makes the two match
     (CALIBRATION.md, "Working size").
     """
-    longest = max(pixels.shape[:2])
-    if longest == working_size:
+    return scaled(pixels, working_size / working_length(pixels.shape[1], pixels.shape[0]))
+
+
+def scaled(pixels: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1:
         return pixels
-    scale = working_size / longest
     size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(pixels, size, interpolation=interpolation)

@@ -16,7 +16,13 @@ from importlib import resources
 import cv2
 import numpy as np
 
+from .decode import scaled, working_length
+
 DETECTORS = ("akaze", "orb", "sift", "brisk")
+# Features of one version of the extraction (detector input, working geometry) do not match
+# another's: a search context records the version it was filled with and refuses any other.
+# 2: contrast stretched before detection; panoramas worked at their working length.
+EXTRACTION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class LocalFeatures:
         return len(self.keypoints)
 
 
-# A working image thinner than this (a 2000x2 strip scales to 640x1) has no room for a keypoint,
+# A working image thinner than this (a 2000x2 strip is worked at 5120x5) has no room for a keypoint,
 # and the detectors fail on it instead of saying so: AKAZE's scale space asks for 2^64 bytes,
 # ORB and BRISK (up to 5 pixels) assert in their pyramids.
 MIN_DETECTOR_SIDE = 8
@@ -76,7 +82,7 @@ def extract_local(pixels: np.ndarray, detector_name: str, max_features: int) -> 
     detector = create_detector(detector_name, max_features)
     keypoints, descriptors = ((), None)
     if min(pixels.shape[:2]) >= MIN_DETECTOR_SIDE:
-        keypoints, descriptors = detector.detectAndCompute(pixels, None)
+        keypoints, descriptors = detector.detectAndCompute(stretched_contrast(pixels), None)
     info = detector_info(detector_name)
     if descriptors is None or not keypoints:
         width = detector.descriptorSize()
@@ -86,6 +92,40 @@ def extract_local(pixels: np.ndarray, detector_name: str, max_features: int) -> 
     responses = np.array([k.response for k in keypoints], np.float32)
     keep = spread_strongest(points, responses, pixels.shape, max_features)
     return LocalFeatures(points[keep], np.ascontiguousarray(descriptors[keep]), pixels.shape[1], pixels.shape[0])
+
+
+# The share of pixels let go dark or bright at each end when the grey range is measured: a few
+# specular highlights or black borders must not count as contrast.
+STRETCH_CLIPPED = 0.005
+# A picture whose grey range (between those ends) is narrower than this is stretched to it;
+# wider ones, nearly every photo, are left as they are (CALIBRATION.md, "Contrast").
+MIN_GREY_RANGE = 128
+
+
+def stretched_contrast(pixels: np.ndarray) -> np.ndarray:
+    """The grey levels stretched linearly to a range of at least MIN_GREY_RANGE.
+
+    The detectors' thresholds are absolute: a photo darkened to a tenth, or washed out to a
+    fifth of the range, has its gradients cut as much and yields few keypoints or none. A
+    global stretch restores them and, unlike a tiled equalisation (CLAHE), maps every pixel
+    the same way, so a cropped copy gets the same structure as its original. The stretch
+    grows smoothly from none at MIN_GREY_RANGE, and keeps the range where it was in 0-255:
+    copies on either side of the limit stay alike, and photos of ordinary contrast keep their
+    keypoints: stretching every photo made AKAZE describe more keypoints, slower, for nothing.
+    """
+    # calcHist, not np.bincount: bincount widens every pixel to 64 bits first, a fresh buffer
+    # of 8 bytes a pixel for each image.
+    counts = np.cumsum(cv2.calcHist([pixels], [0], None, [256], [0, 256]).ravel())
+    low = int(np.searchsorted(counts, STRETCH_CLIPPED * counts[-1], side="right"))
+    high = int(np.searchsorted(counts, (1 - STRETCH_CLIPPED) * counts[-1], side="left"))
+    spread = high - low
+    if spread >= MIN_GREY_RANGE or spread <= 0:
+        return pixels           # enough contrast, or flat: nothing to stretch
+    gain = MIN_GREY_RANGE / spread
+    # The stretched range starts where the unused grey levels below and above it keep their ratio.
+    start = low * (255 - MIN_GREY_RANGE) / (255 - spread)
+    levels = (np.arange(256, dtype=np.float32) - low) * gain + start
+    return cv2.LUT(pixels, np.clip(levels + 0.5, 0, 255).astype(np.uint8))
 
 
 GRID_CELLS = 6
@@ -119,10 +159,9 @@ THUMBNAIL_SIDE = 160
 
 
 def thumbnail(working: np.ndarray) -> np.ndarray:
-    """The working image at 160 pixels: enough for match.py to check that pixels agree."""
-    scale = THUMBNAIL_SIDE / max(working.shape[:2])
-    size = (max(1, round(working.shape[1] * scale)), max(1, round(working.shape[0] * scale)))
-    return cv2.resize(working, size, interpolation=cv2.INTER_AREA)
+    """The working image at 160 pixels (its working length, so a panorama's stays more than a
+    few pixels high): enough for match.py to check that pixels agree."""
+    return scaled(working, THUMBNAIL_SIDE / working_length(working.shape[1], working.shape[0]))
 
 
 # --- global fingerprint -------------------------------------------------------------------

@@ -38,6 +38,7 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
                 "height": m.image.height,
                 "size": m.image.identity.size,
                 "mtime": m.image.identity.mtime_ns / 1e9,
+                "content_hash": m.image.content_hash.hex(),
                 "keeper": m is group.members[0],
                 **({"kinds": list(m.kinds)} if m.kinds else {}),
                 **({"transform": m.transform} if m.transform else {}),
@@ -49,15 +50,21 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
 CSV_COLUMNS = ("group", "path", "similarity", "keeper", "width", "height", "size", "mtime", "kinds")
 
 
+def _escaped(path: str) -> str:
+    """A path as UTF-8 text: an undecodable byte (held as a surrogate) becomes `\\udcXX`, the
+    escape the JSON report writes, instead of the raw byte CSV readers choke on."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def to_csv(document: dict) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for group in document["groups"]:
         for image in group["images"]:
-            writer.writerow([group["id"], image["path"], image["similarity"], "yes" if image["keeper"] else "no",
-                             image["width"], image["height"], image["size"], f"{image['mtime']:.3f}",
-                             " ".join(image.get("kinds", []))])
+            writer.writerow([group["id"], _escaped(image["path"]), image["similarity"],
+                             "yes" if image["keeper"] else "no", image["width"], image["height"], image["size"],
+                             f"{image['mtime']:.3f}", " ".join(image.get("kinds", []))])
     return out.getvalue()
 
 
@@ -90,7 +97,8 @@ def load(path: Path) -> dict:
 
 
 def atomic_write(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write `text` to `target` in one step; the folder must exist (nobody's folders are made
+    by accident)."""
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:

@@ -28,7 +28,7 @@ import cv2
 from ..errors import ImageError, display_path
 from ..imaging.decode import DecodeLimits, colour_thumbnail, read_file
 from ..settings import ExtractionSettings
-from .text import generated_seconds, human_size, iso_time, local_time, threshold_text, totals
+from .text import generated_seconds, human_size, iso_time, local_time, plural, threshold_text, totals
 
 THUMBNAIL_GROUPS = 500       # groups shown with thumbnails
 LISTED_GROUPS = 5000         # groups listed at all (past THUMBNAIL_GROUPS, as text only)
@@ -89,7 +89,7 @@ def to_html(document: dict, limits: DecodeLimits | None = None, thumbnail_groups
     parts.append("</main>")
     hidden = len(groups) - len(with_pictures) - len(as_text)
     if hidden:
-        parts.append(f'<p class="note end">{hidden:,} more {_plural(hidden, "group")} not listed here; '
+        parts.append(f'<p class="note end">{hidden:,} more {plural(hidden, "group")} not listed here; '
                      f"the JSON and CSV formats list every group.</p>")
     parts.append("</body>\n</html>\n")
     return "\n".join(parts)
@@ -101,12 +101,8 @@ def _e(value) -> str:
     return html.escape(text, quote=True)
 
 
-def _plural(count: int, word: str) -> str:
-    return word if count == 1 else word + "s"
-
-
 def _head(document: dict) -> str:
-    title = f"lookalike: {len(document['groups'])} duplicate {_plural(len(document['groups']), 'group')}"
+    title = f"lookalike: {len(document['groups'])} duplicate {plural(len(document['groups']), 'group')}"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -157,7 +153,7 @@ def _group(group: dict, thumbnails: list[Thumbnail]) -> str:
     count = len(group["images"])
     return f"""<section class="group" id="group-{_e(group['id'])}">
 <h2><a href="#group-{_e(group['id'])}">Group {_e(group['id'])}</a>
-<span>{count} {_plural(count, "image")} · {_e(human_size(group['reclaimable_bytes']))} reclaimable</span></h2>
+<span>{count} {plural(count, "image")} · {_e(human_size(group['reclaimable_bytes']))} reclaimable</span></h2>
 <div class="images">
 {cards}
 </div>
@@ -206,7 +202,7 @@ def _text_group(group: dict) -> str:
     count = len(group["images"])
     return f"""<section class="group compact" id="group-{_e(group['id'])}">
 <h2><a href="#group-{_e(group['id'])}">Group {_e(group['id'])}</a>
-<span>{count} {_plural(count, "image")} · {_e(human_size(group['reclaimable_bytes']))} reclaimable</span></h2>
+<span>{count} {plural(count, "image")} · {_e(human_size(group['reclaimable_bytes']))} reclaimable</span></h2>
 <table><thead><tr><th>Similarity</th><th>Resolution</th><th>Size</th><th>Modified</th><th>Path</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}

@@ -17,6 +17,7 @@ PREFIX = "duplicates-"
 
 def publish(document: dict, directory: Path, formats: tuple[str, ...], keep: int) -> list[Path]:
     stamp = document["generated"].replace("-", "").replace(":", "")
+    directory.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         text = render(document, fmt)

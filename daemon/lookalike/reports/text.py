@@ -57,6 +57,15 @@ def totals(document: dict) -> dict:
             "reclaimable": sum(g["reclaimable_bytes"] for g in groups)}
 
 
+def plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
+
+
+def counted(count: int, word: str) -> str:
+    """'1 image', '3 images': a count with its noun, for messages people read."""
+    return f"{count} {plural(count, word)}"
+
+
 def threshold_text(document: dict) -> str:
     return f"{float(document['threshold']):g}"
 

@@ -1,7 +1,7 @@
 """The search context: one LMDB environment in a directory, and the only code that opens it.
 
 Sub-databases:
-  meta          schema version, settings, status, next image number
+  meta          schema version, settings, extraction version, status, next image number
   paths         path key -> image number (the key is the path's bytes, or a digest when the
                 path is longer than LMDB's 511-byte key limit)
   images        image number -> record: path, file identity, content hash, sizes, fingerprint
@@ -45,7 +45,7 @@ from .. import __version__
 from ..errors import NotFoundError, StoreError, StoreFullError, display_path
 from ..extract import ImageFeatures
 from ..imaging.decode import FileIdentity
-from ..imaging.features import LocalFeatures, detector_info
+from ..imaging.features import EXTRACTION_VERSION, LocalFeatures, detector_info
 from ..match import Candidate
 from ..settings import ExtractionSettings
 from . import codec, index
@@ -183,13 +183,17 @@ class SearchContext:
                 env.close()
             if not cut_short:
                 raise StoreError(str(directory), "a search context already exists here")
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(str(directory), f"cannot create the folder: {exc.strerror or exc}") from None
         context = cls(directory, _open_env(directory, create=True, max_map_size=max_map_size),
                       settings or ExtractionSettings(), max_map_size)
         with context._write() as txn:
             meta = context._dbs["meta"]
             txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=meta)
             txn.put(b"settings", json.dumps(context.settings.to_dict()).encode(), db=meta)
+            txn.put(b"extraction", str(EXTRACTION_VERSION).encode(), db=meta)
             txn.put(b"created", json.dumps({"at": time.time(), "by": __version__}).encode(), db=meta)
             txn.put(b"next", b"1", db=meta)
             txn.put(b"index", str(index.VERSION).encode(), db=meta)
@@ -210,6 +214,7 @@ class SearchContext:
                 meta = env.open_db(b"meta", txn=txn, create=False)
                 schema = int(txn.get(b"schema", db=meta) or b"0")
                 stored = json.loads(txn.get(b"settings", db=meta))
+                extraction = int(txn.get(b"extraction", db=meta) or b"1")
                 index_version = int(txn.get(b"index", db=meta) or b"1")
                 chunks_version = int(txn.get(b"chunks", db=meta) or b"1")
         except (lmdb.Error, ValueError, TypeError) as exc:
@@ -223,6 +228,10 @@ class SearchContext:
             env.close()
             raise StoreError(str(directory), f"created by a newer lookalike (schema {schema}; this one reads up to "
                                              f"{SCHEMA_VERSION}); upgrade lookalike to use it")
+        if extraction != EXTRACTION_VERSION:
+            env.close()
+            raise StoreError(str(directory), f"holds features of extraction version {extraction}, which do not match "
+                                             f"this lookalike's (version {EXTRACTION_VERSION}); {REBUILD_ADVICE}")
         settings = ExtractionSettings.from_dict(stored)
         if expect is not None:
             differences = [f"{k}: context has {v!r}, asked for {expect.to_dict()[k]!r}"
@@ -349,7 +358,16 @@ class SearchContext:
 
     def remove(self, path: str) -> bool:
         """Forget an image (and any failure recorded for the path). True if it was stored."""
-        return self.commit([Remove(path)])[0] > 0
+        return self.remove_all(path) > 0
+
+    def remove_all(self, path: str) -> int:
+        """Forget the image at `path` and every image under it, if it is a folder: how many."""
+        return self.commit([Remove(path)])[0]
+
+    def count_under(self, folder: str) -> int:
+        """How many images are stored under `folder`."""
+        with self._read() as txn:
+            return len(self._entries(txn, "paths", folder))
 
     def record_failure(self, path: str, identity: FileIdentity | None, reason: str, detail: str) -> None:
         """Remember that a file could not be read, so it is not retried until it changes."""

@@ -10,7 +10,9 @@ and enqueues; it never stats, reads or decides. Three watchdog traps are handled
 - a folder moved out of the tree yields one `DirDeletedEvent` and nothing for the files in
   it, so folder events are passed on as intents on the whole folder.
 
-When the inotify watch or instance limit is reached, the folder falls back to polling.
+When the inotify watch or instance limit is reached, the folder falls back to polling. A folder
+that is not there (a share not mounted yet) is not watched until `rewatch` is called for it; the
+service notices it appear.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class Watcher:
         self._metrics = metrics
         self._factory = observer_factory or _native_or_polling
         self._observers: dict[str, BaseObserver] = {}
+        self._absent: set[str] = set()                  # folders missing when their watch was armed
         self._hook = _OverflowHook(intake, self._count_overflow)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -105,6 +108,9 @@ class Watcher:
     def _start(self, folder: WatchedFolder) -> None:
         try:
             observer = self._schedule(self._factory(folder), folder)
+        except (FileNotFoundError, NotADirectoryError):
+            self._absent.add(str(folder.path))
+            return
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 raise
@@ -115,6 +121,7 @@ class Watcher:
             if self._metrics:
                 self._metrics.watch_degraded.inc()
         self._observers[str(folder.path)] = observer
+        self._absent.discard(str(folder.path))
 
     def _schedule(self, observer: BaseObserver, folder: WatchedFolder) -> BaseObserver:
         observer.schedule(_Handler(self), str(folder.path), recursive=folder.recursive,
@@ -145,7 +152,7 @@ class Watcher:
         restarted = 0
         for folder in self._folders.all:
             observer = self._observers.get(str(folder.path))
-            if observer is not None and observer.is_alive():
+            if (observer is not None and observer.is_alive()) or str(folder.path) in self._absent:
                 continue
             log.error("%s: the file-system watcher stopped; restarting it and rescanning", folder.path)
             try:
