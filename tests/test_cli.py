@@ -25,7 +25,7 @@ import pytest
 import images
 from lookalike import cli
 from lookalike.errors import ExitCode
-from lookalike.service import state_lock
+from lookalike.statedir import state_lock
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("lookalike")
 COPIES = ("astronaut", "astronaut-small", "astronaut-flip", "astronaut-crop")     # one picture

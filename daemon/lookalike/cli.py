@@ -22,7 +22,7 @@ from . import __version__, config as config_module
 from .duplicates import find_groups
 from .errors import ExitCode, ImageError, LookalikeError, NotFoundError, UsageError, display_path
 from .extract import FEW_FEATURES, ImageFeatures, extract_file, few_features
-from .imaging.decode import FileIdentity
+from .imaging.decode import FileIdentity, unchanged
 from .imaging.features import detector_info
 from .imaging.formats import EXTENSIONS
 from .match import compare
@@ -31,7 +31,9 @@ from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
 from .reconcile import walk
 from . import resolve as resolve_module
-from .service import STATE_LOCK_NAME, Service, configure_logging, open_context, state_lock
+from .logs import configure_logging
+from .service import Service
+from .statedir import STATE_LOCK_NAME, open_context, state_lock
 from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_FORMATS, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 from .store import SearchContext
 from .watch.folders import Folders
@@ -164,7 +166,7 @@ def add_files(context: SearchContext, files: list[str], progress=None) -> dict:
             try:
                 identity = FileIdentity.of(os.stat(path))
                 known = stored.identity if stored else getattr(context.failure(path), "identity", None)
-                if known and (known.size, known.mtime_ns) == (identity.size, identity.mtime_ns):
+                if unchanged(identity, known):
                     summary["unchanged"] += 1        # stored, or failed before and not changed since
                     continue
                 features = extract_file(path, context.settings)

@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import WatchedFolder
+from .imaging.decode import FileIdentity, unchanged
 from .store import SearchContext
 from .watch.folders import Folders
 from .watch.observe import Dirty, Intent
@@ -143,7 +144,7 @@ def _compare(walked: list[tuple[str, os.stat_result]], context: SearchContext, e
         identity = known.get(path, False)
         if identity is False:
             summary.new += 1
-        elif identity is None or (identity.size, identity.mtime_ns) != (st.st_size, st.st_mtime_ns):
+        elif not unchanged(FileIdentity.of(st), identity):
             summary.changed += 1
         else:
             continue

@@ -24,35 +24,30 @@ follows an extraction is always applied after it.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import logging
 import os
 import signal
 import stat
-import sys
 import threading
 import time
-from contextlib import contextmanager
 from multiprocessing.connection import wait as wait_for
-from pathlib import Path
 from queue import Empty, Full, Queue, SimpleQueue
-from typing import Iterator
 
 from prometheus_client import start_http_server
 
 from . import config as config_module
 from .config import Config, WatchedFolder
 from .duplicates import PassStats, find_groups
-from .errors import ConfigError, LookalikeError, NotFoundError, StoreError, display_path
+from .errors import ConfigError, LookalikeError, display_path
 from .extract import FEW_FEATURES, Extracted, Outcome, SameContent, few_features
-from .imaging.decode import FileIdentity
+from .imaging.decode import FileIdentity, unchanged
 from .metrics import Metrics
 from .notify import Notifier
 from .reconcile import Cancelled, reconcile
 from .reports import to_document
 from .reports.publish import publish
 from .reports.text import counted
+from .statedir import open_context, state_lock
 from .store import SearchContext
 from .store.changes import Change, Fail, Move, Put, Remove, Touch
 from .store.writer import Writer
@@ -77,7 +72,6 @@ FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle 
 # Settings that live in the open context, the worker processes or the bound socket.
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
-STATE_LOCK_NAME = "lookalike.lock"
 
 
 class _Activity:
@@ -106,38 +100,11 @@ class _Activity:
                      ", ".join(f"{counts[kind]} {kind}" for kind in self.KINDS))
 
 
-@contextmanager
-def state_lock(state_dir: Path) -> Iterator[None]:
-    """One daemon (or rebuild) per state directory: two writers' reconciles would fight."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / STATE_LOCK_NAME
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise StoreError(str(state_dir), f"in use by lookalike process {holder}; stop it first") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-
-
 def defer_duplicates(backlog: int, since_last_pass: float, interval: float) -> bool:
     """Whether a scheduled duplicates pass waits: a pass over a context still filling competes
     with the workers for the cores and reports on half the files, so it waits while more than
     DEFERRING_BACKLOG files wait to be indexed, but never past MAX_DEFERRALS intervals."""
     return backlog > DEFERRING_BACKLOG and since_last_pass < MAX_DEFERRALS * interval
-
-
-def open_context(config: Config) -> SearchContext:
-    cap = {} if config.store_max_map_size is None else {"max_map_size": config.store_max_map_size}
-    try:
-        return SearchContext.open(config.context_dir, expect=config.extraction, **cap)
-    except NotFoundError:                   # none yet, or a creation a crash cut short
-        return SearchContext.create(config.context_dir, config.extraction, **cap)
 
 
 class _Task:
@@ -409,8 +376,7 @@ class Service:
         else:
             identity = FileIdentity.of(st)
             known, known_hash = self.context.known(path)
-            if any(seen is not None and (seen.size, seen.mtime_ns) == (identity.size, identity.mtime_ns)
-                   for seen in (known, self._being_stored.get(path))):
+            if unchanged(identity, known) or unchanged(identity, self._being_stored.get(path)):
                 self.metrics.files_unchanged.inc()
                 return
             self._checked[path] = (identity, time.time())
@@ -651,40 +617,3 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-# --- logging -----------------------------------------------------------------------------
-
-_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        document = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
-                    "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
-        return json.dumps(document, ensure_ascii=False)
-
-
-class _JournalFormatter(logging.Formatter):
-    """journald adds the time and reads the priority from a `<N>` prefix (SyslogLevelPrefix)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>{text}"
-
-
-def configure_logging(level: str, fmt: str, stream=None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    elif os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # watchdog logs every overflow and rebuild itself; ours says what it means.
-    logging.getLogger("watchdog").setLevel(logging.WARNING)
