@@ -53,6 +53,7 @@ from .reconcile import Cancelled, reconcile
 from .reports import to_document
 from .reports.publish import publish
 from .reports.text import counted
+from .schedule import BackgroundPass, Schedule
 from .store import SearchContext
 from .store.changes import Change, Fail, Move, Put, Remove, Touch
 from .store.writer import Writer
@@ -68,11 +69,6 @@ TICK_SECONDS = 0.25
 # and mtime before and after and still hold a mix of old and new bytes. A file modified this
 # close to its read is not trusted (borg's rule): it settles and is read again.
 SETTLED_AGE_SECONDS = 1.0
-HOUSEKEEPING_SECONDS = 2.0
-# A scheduled duplicates pass waits while more files than this wait to be indexed, but never
-# longer than this many intervals after the last pass began.
-DEFERRING_BACKLOG = 1000
-MAX_DEFERRALS = 4
 FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle queue
 # Settings that live in the open context, the worker processes or the bound socket.
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
@@ -125,65 +121,12 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         yield
 
 
-def defer_duplicates(backlog: int, since_last_pass: float, interval: float) -> bool:
-    """Whether a scheduled duplicates pass waits: a pass over a context still filling competes
-    with the workers for the cores and reports on half the files, so it waits while more than
-    DEFERRING_BACKLOG files wait to be indexed, but never past MAX_DEFERRALS intervals."""
-    return backlog > DEFERRING_BACKLOG and since_last_pass < MAX_DEFERRALS * interval
-
-
 def open_context(config: Config) -> SearchContext:
     cap = {} if config.store_max_map_size is None else {"max_map_size": config.store_max_map_size}
     try:
         return SearchContext.open(config.context_dir, expect=config.extraction, **cap)
     except NotFoundError:                   # none yet, or a creation a crash cut short
         return SearchContext.create(config.context_dir, config.extraction, **cap)
-
-
-class _Task:
-    """A background pass (reconcile or duplicates): one at a time; a request while it runs
-    makes it run once more afterwards."""
-
-    def __init__(self, name: str, body, on_error):
-        self._name = name
-        self._body = body
-        self._on_error = on_error
-        self._thread: threading.Thread | None = None
-        self._again = False
-        self.last_started = -float("inf")
-        self.finished_once = threading.Event()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def request(self) -> None:
-        if self.running:
-            self._again = True
-            return
-        self._again = False
-        self.last_started = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"lookalike-{self._name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._body()
-        except Cancelled:
-            pass
-        except Exception:
-            log.exception("the %s pass failed; it runs again at the next interval", self._name)
-            self._on_error()
-        finally:
-            self.finished_once.set()
-
-    def poll(self) -> None:
-        if self._again and not self.running:
-            self.request()
-
-    def join(self, timeout: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
 
 
 class Service:
@@ -205,15 +148,12 @@ class Service:
         self._root_devices: dict[str, int] = {}
         self._roots_down: set[str] = set()
         self._roots_back: set[str] = set()               # seen up again; housekeeping re-arms their watch
-        self._reconcile = _Task("reconcile", self._reconcile_pass,
-                                self.metrics.internal_errors.labels("reconcile").inc)
-        self._duplicates = _Task("duplicates", self._duplicates_pass,
-                                 self.metrics.internal_errors.labels("duplicates").inc)
-        self._first_report_due = True
-        self._next_housekeeping = 0.0
+        self._reconcile = BackgroundPass("reconcile", self._reconcile_pass,
+                                         self.metrics.internal_errors.labels("reconcile").inc)
+        self._duplicates = BackgroundPass("duplicates", self._duplicates_pass,
+                                          self.metrics.internal_errors.labels("duplicates").inc)
+        self._schedule = Schedule(config, self.notifier.watchdog_interval)
         self._activity = _Activity()
-        self._next_summary = time.monotonic() + config.log_summary_interval
-        self._next_ping = 0.0
         self.context: SearchContext | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -249,7 +189,6 @@ class Service:
 
     def _start(self) -> None:
         config = self.config
-        self._started = time.monotonic()
         self.context = open_context(config)
         self.writer = Writer(self.context, on_commit=self._committed, on_trouble=self._store_trouble)
         self.writer.start()
@@ -259,8 +198,7 @@ class Service:
         self.watcher = Watcher(self.folders, self._intake, self.metrics)
         self.watcher.start()
         self._reconcile.request()
-        self._next_reconcile = time.monotonic() + config.reconcile_interval
-        self._next_duplicates = time.monotonic() + config.duplicates_interval
+        self._schedule.start(time.monotonic())
         log.info("watching %s; context %s (%s); %s",
                  ", ".join(str(f.path) for f in config.watch), config.context_dir,
                  counted(self.context.count(), "image"), counted(config.workers, "worker"))
@@ -475,33 +413,22 @@ class Service:
 
     def _timers(self) -> None:
         now = time.monotonic()
+        schedule = self._schedule
         self._reconcile.poll()
         self._duplicates.poll()
-        if now >= self._next_reconcile:
-            self._next_reconcile = now + self.config.reconcile_interval
+        if schedule.reconcile.due(now):
             self._reconcile.request()
         backlog = len(self._settler)
         idle = not backlog and not self.workers.busy and not self.writer.waiting
-        first_due = self._first_report_due and idle and self._reconcile.finished_once.is_set() \
-            and not self._reconcile.running
-        since_last = now - max(self._duplicates.last_started, self._started)
-        if now >= self._next_duplicates and defer_duplicates(backlog, since_last, self.config.duplicates_interval):
-            self._next_duplicates = now + min(60.0, self.config.duplicates_interval)
-        elif now >= self._next_duplicates or first_due:
-            self._first_report_due = False
-            self._next_duplicates = now + self.config.duplicates_interval
+        first_reconcile_done = self._reconcile.finished_once.is_set() and not self._reconcile.running
+        if schedule.duplicates_due(now, backlog, idle, first_reconcile_done, self._duplicates.last_started):
             self._duplicates.request()
-        if now >= self._next_housekeeping:
-            self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+        if schedule.housekeeping.due(now):
             self._housekeeping()
-        if now >= self._next_summary:
-            self._next_summary = now + self.config.log_summary_interval
+        if schedule.summary.due(now):
             self._activity.summarise()
-        interval = self.notifier.watchdog_interval
-        if interval and now >= self._next_ping:
-            self._next_ping = now + interval
-            if self._healthy():
-                self.notifier.watchdog()
+        if schedule.watchdog.due(now) and self._healthy():
+            self.notifier.watchdog()
 
     def _housekeeping(self) -> None:
         self.watcher.check()
@@ -633,10 +560,7 @@ class Service:
         self._reconcile.request()
         self._settler.settle_seconds = new.settle_seconds
         self._settler.limit = new.settle_queue_limit
-        now = time.monotonic()
-        self._next_reconcile = min(self._next_reconcile, now + new.reconcile_interval)
-        self._next_duplicates = min(self._next_duplicates, now + new.duplicates_interval)
-        self._next_summary = min(self._next_summary, now + new.log_summary_interval)
+        self._schedule.retime(time.monotonic(), new)
         logging.getLogger().setLevel(new.log_level.upper())
         self.config = new
         self.metrics.config_reload_ok.set(1)
