@@ -59,6 +59,7 @@ from .store.changes import Change, Fail, Move, Put, Remove, Touch
 from .store.writer import Writer
 from .watch.folders import Folders
 from .watch.observe import Dirty, Moved, Rescan, Watcher
+from .watch.roots import Roots
 from .watch.settle import Settler
 from .workers import ExtractWorkers, Job
 
@@ -145,9 +146,7 @@ class Service:
         # Records handed to the writer and not yet committed (set here, popped on the store
         # thread): a reconcile that walks past such a file finds the context without it.
         self._being_stored: dict[str, FileIdentity] = {}
-        self._root_devices: dict[str, int] = {}
-        self._roots_down: set[str] = set()
-        self._roots_back: set[str] = set()               # seen up again; housekeeping re-arms their watch
+        self.roots = Roots(self.metrics)
         self._reconcile = BackgroundPass("reconcile", self._reconcile_pass,
                                          self.metrics.internal_errors.labels("reconcile").inc)
         self._duplicates = BackgroundPass("duplicates", self._duplicates_pass,
@@ -194,7 +193,7 @@ class Service:
         self.writer.start()
         self.workers = ExtractWorkers(config.workers, config.extraction)
         for folder in config.watch:
-            self._root_is_up(folder)
+            self.roots.is_up(folder)
         self.watcher = Watcher(self.folders, self._intake, self.metrics)
         self.watcher.start()
         self._reconcile.request()
@@ -433,12 +432,8 @@ class Service:
     def _housekeeping(self) -> None:
         self.watcher.check()
         for folder in self.config.watch:
-            root = str(folder.path)
-            # Whoever saw the folder come back (this check, a reconcile, a file check) left it
-            # in _roots_back; only this thread may re-arm the watch.
-            if self._root_is_up(folder) and root in self._roots_back:
-                self._roots_back.discard(root)
-                log.warning("%s: the watched folder is back; watching and reconciling it again", root)
+            if self.roots.is_up(folder) and self.roots.take_back(folder):
+                log.warning("%s: the watched folder is back; watching and reconciling it again", folder.path)
                 self.watcher.rewatch(folder)
                 self._reconcile.request()
         queued, busy = len(self._settler), len(self.workers.busy)
@@ -456,27 +451,12 @@ class Service:
         return self.writer.is_alive() and not self.writer.stuck and self.watcher.alive
 
     def _root_is_up(self, folder: WatchedFolder) -> bool:
-        """The folder exists on the device it was first seen on. An unmounted share looks like an
-        empty folder, so without this a reconcile would delete every record under it."""
-        root = str(folder.path)
-        try:
-            st = os.stat(root)
-            up = stat.S_ISDIR(st.st_mode) and self._root_devices.setdefault(root, st.st_dev) == st.st_dev
-        except OSError:
-            up = False
-        if not up and root not in self._roots_down:
-            log.warning("%s: the watched folder is missing or unmounted; its records are kept until it is back", root)
-            self._roots_down.add(root)
-        elif up and root in self._roots_down:
-            self._roots_back.add(root)
-            self._roots_down.discard(root)
-        self.metrics.folders_unavailable.set(len(self._roots_down))
-        return up
+        return self.roots.is_up(folder)
 
     # --- background passes ---------------------------------------------------------------
 
     def _reconcile_pass(self) -> None:
-        summary = reconcile(self.folders, self.context, self._hand_over_found, self._root_is_up, self._stop)
+        summary = reconcile(self.folders, self.context, self._hand_over_found, self.roots.is_up, self._stop)
         self.metrics.reconcile_runs.inc()
         self.metrics.reconcile_last_success.set(time.time())
         self.metrics.reconcile_duration.observe(summary.seconds)
@@ -551,11 +531,9 @@ class Service:
             self.watcher.start()
             for gone in {f.path for f in old.watch} - {f.path for f in new.watch}:
                 self._settler.touch(str(gone), 0.0)         # its records go, unless another folder holds it
-                self._roots_down.discard(str(gone))
-                self._roots_back.discard(str(gone))
-                self._root_devices.pop(str(gone), None)
+                self.roots.forget(str(gone))
             for folder in new.watch:
-                self._root_is_up(folder)                    # a folder not there yet: the warning, the gauge
+                self.roots.is_up(folder)                    # a folder not there yet: the warning, the gauge
         # A reload is also the operator's way to ask for a rescan (events are only hints).
         self._reconcile.request()
         self._settler.settle_seconds = new.settle_seconds
