@@ -7,11 +7,12 @@
 
 Who runs what:
   main thread        this loop: intents into the settler, settled paths checked against the
-                     context, jobs to workers, results and removals to the writer, timers,
-                     signals, sd_notify. It is the only thread that decides.
+                     context, jobs to workers, results and removals to the writer, timers
+                     (schedule.py), signals, sd_notify. It is the only thread that decides.
   observer threads   watch/observe.py: enqueue intents, nothing else
-  reconcile thread   reconcile.py: walks the folders, hands its finds over as the settle
-                     queue makes room (it waits meanwhile)
+  reconcile thread   reconcile.py: walks the folders of the watched roots that are up
+                     (watch/roots.py), hands its finds over as the settle queue makes room
+                     (it waits meanwhile)
   duplicates thread  one pass at a time: verify candidates, group, publish reports (reads only)
   store thread       store/writer.py: the only writer of the LMDB environment
   worker processes   workers.py (spawned, never forked): read, decode, extract
@@ -33,11 +34,12 @@ import stat
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
-from queue import Empty, Full, Queue, SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Iterator
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
@@ -49,7 +51,7 @@ from .extract import FEW_FEATURES, Extracted, Outcome, SameContent, few_features
 from .imaging.decode import FileIdentity
 from .metrics import Metrics
 from .notify import Notifier
-from .reconcile import Cancelled, reconcile
+from .reconcile import Cancelled, Finds, reconcile
 from .reports import to_document
 from .reports.publish import publish
 from .reports.text import counted
@@ -137,10 +139,10 @@ class Service:
         self.notifier = notifier or Notifier()
         self.folders = Folders(config.watch)
         self._intake: SimpleQueue = SimpleQueue()                   # the watcher's intents
-        self._found: Queue = Queue(FOUND_BUFFER)                    # the reconcile's
+        self._stop = threading.Event()
+        self._finds = Finds(FOUND_BUFFER, self._stop)                # the reconcile's
         self._settler = Settler(config.settle_seconds, config.settle_queue_limit)
         self._dropped = 0                                           # events refused since the last catch-up
-        self._stop = threading.Event()
         self._signals: list[int] = []
         self._checked: dict[str, tuple[FileIdentity, float]] = {}   # identity and time at hand-out
         # Records handed to the writer and not yet committed (set here, popped on the store
@@ -153,6 +155,8 @@ class Service:
                                           self.metrics.internal_errors.labels("duplicates").inc)
         self._schedule = Schedule(config, self.notifier.watchdog_interval)
         self._activity = _Activity()
+        self.watcher = Watcher(self.folders, self._intake, self.metrics)
+        self._stop_deadline = float("inf")                 # set when the stop begins
         self.context: SearchContext | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -162,17 +166,20 @@ class Service:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED_SIGNALS}
         old_wakeup = signal.set_wakeup_fd(wake_write)
         try:
-            with state_lock(self.config.state_dir):
+            with state_lock(self.config.state_dir), ExitStack() as running:
                 # First: a port in use fails the start before anything is created or started.
-                self._serve_metrics(self.config.metrics_listen)
+                metrics_server = self._serve_metrics(self.config.metrics_listen)
+                running.callback(self._stopped)
+                running.callback(metrics_server.server_close)
+                running.callback(metrics_server.shutdown)
                 try:
-                    self._start()
+                    self._start(running)
                     while not self._stop.is_set():
                         wait_for([wake_read, *self.workers.waitables()], TICK_SECONDS)
                         _drain(wake_read)
                         self._step()
                 finally:
-                    self._shutdown()
+                    self._stopping()
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
@@ -186,16 +193,21 @@ class Service:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self._stop.set()
 
-    def _start(self) -> None:
+    def _start(self, running: ExitStack) -> None:
+        """Start the stages; each one started is stopped, in reverse order, when `running` closes."""
         config = self.config
         self.context = open_context(config)
+        running.callback(self.context.close)
         self.writer = Writer(self.context, on_commit=self._committed, on_trouble=self._store_trouble)
         self.writer.start()
+        running.callback(self._stop_writer)
+        running.callback(self._join_passes)               # the duplicates pass writes through the writer
         self.workers = ExtractWorkers(config.workers, config.extraction)
+        running.callback(self._stop_workers)
         for folder in config.watch:
             self.roots.is_up(folder)
-        self.watcher = Watcher(self.folders, self._intake, self.metrics)
         self.watcher.start()
+        running.callback(self._stop_watching)
         self._reconcile.request()
         self._schedule.start(time.monotonic())
         log.info("watching %s; context %s (%s); %s",
@@ -203,41 +215,45 @@ class Service:
                  counted(self.context.count(), "image"), counted(config.workers, "worker"))
         self.notifier.ready("started; reconciling the watched folders")
 
-    def _serve_metrics(self, listen: str) -> None:
+    def _serve_metrics(self, listen: str) -> WSGIServer:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
         try:
-            self._metrics_server, _ = start_http_server(int(port), addr=host, registry=self.metrics.registry)
+            server, _ = start_http_server(int(port), addr=host, registry=self.metrics.registry)
         except OSError as exc:
             raise LookalikeError(f"metrics.listen: cannot listen on {listen}: {exc.strerror or exc}") from None
-        bound = self._metrics_server.server_port
-        log.info("metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", bound)
+        log.info("metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", server.server_port)
         if host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("metrics.listen is %s: the metrics are reachable from other hosts", listen)
+        return server
 
-    def _shutdown(self) -> None:
+    def _stopping(self) -> None:
+        """The first step of a stop; the stages started stop after it, newest first."""
+        self._stop_deadline = time.monotonic() + self.config.stop_timeout
         self.notifier.stopping()
-        deadline = time.monotonic() + self.config.stop_timeout
         log.info("stopping")
         self._stop.set()
-        if hasattr(self, "watcher"):
-            self.watcher.stop()
-        if hasattr(self, "workers"):
-            # Let running extractions finish while there is time; what does not finish is not
-            # recorded, and the next start's reconcile finds those files again.
-            while self.workers.busy and time.monotonic() < deadline - 3:
-                wait_for(self.workers.waitables(), 0.2)
-                self._collect()
-            self.workers.stop()
-        self._reconcile.join(max(0.1, deadline - time.monotonic() - 2))
-        self._duplicates.join(max(0.1, deadline - time.monotonic() - 2))
-        if hasattr(self, "writer") and not self.writer.stop(max(0.5, deadline - time.monotonic() - 0.5)):
+
+    def _stop_watching(self) -> None:
+        self.watcher.stop()                               # the one watching now (a reload replaces it)
+
+    def _stop_workers(self) -> None:
+        # Let running extractions finish while there is time; what does not finish is not
+        # recorded, and the next start's reconcile finds those files again.
+        while self.workers.busy and time.monotonic() < self._stop_deadline - 3:
+            wait_for(self.workers.waitables(), 0.2)
+            self._collect()
+        self.workers.stop()
+
+    def _join_passes(self) -> None:
+        for background in (self._reconcile, self._duplicates):
+            background.join(max(0.1, self._stop_deadline - time.monotonic() - 2))
+
+    def _stop_writer(self) -> None:
+        if not self.writer.stop(max(0.5, self._stop_deadline - time.monotonic() - 0.5)):
             log.error("the store did not finish its last commit in time")
-        if hasattr(self, "_metrics_server"):
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-        if self.context is not None:
-            self.context.close()
+
+    def _stopped(self) -> None:
         self.notifier.close()
         log.info("stopped")
 
@@ -278,11 +294,7 @@ class Service:
         # The reconcile's finds fill half the queue at most: the other half keeps room for events,
         # so a file changed during a long walk is not left to the walk after it.
         half = max(1, self._settler.limit // 2)
-        while len(self._settler) < half:
-            try:
-                found = self._found.get_nowait()
-            except Empty:
-                break
+        while len(self._settler) < half and (found := self._finds.take()) is not None:
             self._settler.touch(found.path, found.quiet_since)
         if self._dropped and len(self._settler) <= half:
             log.warning("events dropped while the settle queue was full: %d; reconciling to find their files",
@@ -301,18 +313,6 @@ class Service:
                         "done, then reconciling", self._settler.limit)
         self._dropped += 1
         self.metrics.events_dropped.inc()
-
-    def _hand_over_found(self, intent: Dirty) -> None:
-        """The reconcile's emit: waits while the settle queue and its buffer are full, so a walk
-        that finds a flood of new files feeds them at the pipeline's pace and holds no more than
-        FOUND_BUFFER of them."""
-        while True:
-            try:
-                self._found.put(intent, timeout=0.1)
-                return
-            except Full:
-                if self._stop.is_set():
-                    raise Cancelled() from None
 
     def _dispatch(self) -> None:
         busy = set(self.workers.busy)
@@ -456,7 +456,7 @@ class Service:
     # --- background passes ---------------------------------------------------------------
 
     def _reconcile_pass(self) -> None:
-        summary = reconcile(self.folders, self.context, self._hand_over_found, self.roots.is_up, self._stop)
+        summary = reconcile(self.folders, self.context, self._finds.put, self.roots.is_up, self._stop)
         self.metrics.reconcile_runs.inc()
         self.metrics.reconcile_last_success.set(time.time())
         self.metrics.reconcile_duration.observe(summary.seconds)
