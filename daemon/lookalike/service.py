@@ -47,17 +47,17 @@ from . import config as config_module
 from .config import Config, WatchedFolder
 from .duplicates import PassStats, find_groups
 from .errors import ConfigError, LookalikeError, NotFoundError, StoreError, display_path
-from .extract import FEW_FEATURES, Extracted, Outcome, SameContent, few_features
 from .imaging.decode import FileIdentity
 from .metrics import Metrics
 from .notify import Notifier
 from .reconcile import Cancelled, Finds, reconcile
 from .reports import to_document
 from .reports.publish import publish
+from .record import Recorder
 from .reports.text import counted
 from .schedule import BackgroundPass, Schedule
 from .store import SearchContext
-from .store.changes import Change, Fail, Move, Put, Remove, Touch
+from .store.changes import Change, Move, Remove
 from .store.writer import Writer
 from .watch.folders import Folders
 from .watch.observe import Dirty, Moved, Rescan, Watcher
@@ -77,32 +77,6 @@ FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle 
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 STATE_LOCK_NAME = "lookalike.lock"
-
-
-class _Activity:
-    """What the pipeline did to files since the last summary line: one debug line per file
-    handled, and at most one info line per `log.summary_interval` with the counts, so a flood
-    of files stays readable in the log. Counted on the main thread and the store thread."""
-
-    KINDS = ("indexed", "updated", "moved", "removed", "failed")
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(self.KINDS, 0)
-        self._since = time.monotonic()
-
-    def count(self, kind: str, images: int = 1) -> None:
-        with self._lock:
-            self._counts[kind] += images
-
-    def summarise(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            counts, self._counts = self._counts, dict.fromkeys(self.KINDS, 0)
-            since, self._since = self._since, now
-        if any(counts.values()):
-            log.info("files in the last %.0f s: %s", now - since,
-                     ", ".join(f"{counts[kind]} {kind}" for kind in self.KINDS))
 
 
 @contextmanager
@@ -145,16 +119,14 @@ class Service:
         self._dropped = 0                                           # events refused since the last catch-up
         self._signals: list[int] = []
         self._checked: dict[str, tuple[FileIdentity, float]] = {}   # identity and time at hand-out
-        # Records handed to the writer and not yet committed (set here, popped on the store
-        # thread): a reconcile that walks past such a file finds the context without it.
-        self._being_stored: dict[str, FileIdentity] = {}
+        self._recorder = Recorder(self.metrics)
+        self._being_stored = self._recorder.being_stored            # what the check must not take for new
         self.roots = Roots(self.metrics)
         self._reconcile = BackgroundPass("reconcile", self._reconcile_pass,
                                          self.metrics.internal_errors.labels("reconcile").inc)
         self._duplicates = BackgroundPass("duplicates", self._duplicates_pass,
                                           self.metrics.internal_errors.labels("duplicates").inc)
         self._schedule = Schedule(config, self.notifier.watchdog_interval)
-        self._activity = _Activity()
         self.watcher = Watcher(self.folders, self._intake, self.metrics)
         self._stop_deadline = float("inf")                 # set when the stop begins
         self.context: SearchContext | None = None
@@ -198,7 +170,8 @@ class Service:
         config = self.config
         self.context = open_context(config)
         running.callback(self.context.close)
-        self.writer = Writer(self.context, on_commit=self._committed, on_trouble=self._store_trouble)
+        self.writer = Writer(self.context, on_commit=self._recorder.committed,
+                             on_trouble=self._recorder.store_trouble)
         self.writer.start()
         running.callback(self._stop_writer)
         running.callback(self._join_passes)               # the duplicates pass writes through the writer
@@ -361,54 +334,11 @@ class Service:
             if modified and handed_out - SETTLED_AGE_SECONDS < modified <= time.time():
                 self._settler.touch(job.path)             # written while (or just before) it was read
                 continue
-            self._record(job.path, outcome, identity, replacing=job.known_hash is not None)
-
-    def _record(self, path: str, outcome: Outcome, identity: FileIdentity | None, replacing: bool) -> None:
-        if isinstance(outcome, Extracted):
-            features = outcome.features
-            self.metrics.extract_duration.observe(features.extract_seconds)
-            self.metrics.decode_duration.observe(features.decode_seconds)
-            if few_features(features.local.count):
-                log.warning("%s: %s: %d keypoints; only its identical and near-identical copies can be found",
-                            display_path(path), FEW_FEATURES, features.local.count)
-                self.metrics.files_few_features.inc()
-            self._being_stored[path] = features.identity
-            self.writer.submit(Put(features))
-            kind = "updated" if replacing else "indexed"
-            log.debug("%s %s", kind, display_path(path))
-            self._activity.count(kind)
-        elif isinstance(outcome, SameContent):
-            self.metrics.files_unchanged.inc()
-            self.writer.submit(Touch(path, outcome.identity))
-        elif outcome.reason == "missing":
-            self._settler.touch(path)                     # gone since the check: look again
-        elif outcome.reason == "changed":
-            self._settler.touch(path)                     # still being written: wait for it to settle
-        else:
-            log.warning("%s: %s: %s", display_path(path), outcome.reason, outcome.detail)
-            self._activity.count("failed")
-            self.metrics.files_failed.labels(outcome.reason).inc()
-            self.writer.submit(Fail(path, identity, outcome.reason, outcome.detail))
-
-    def _committed(self, changes, results) -> None:
-        """Counts what the writer committed (runs on the store thread)."""
-        for change, result in zip(changes, results):
-            if isinstance(change, Put):
-                # A later Put of the same path may still wait: at worst it is extracted once more.
-                self._being_stored.pop(change.features.path, None)
-                self.metrics.files_indexed.inc()
-            elif isinstance(change, Remove) and result:
-                self.metrics.files_removed.inc(result)
-                log.debug("removed %s (%s)", display_path(change.path), counted(result, "image"))
-                self._activity.count("removed", result)
-            elif isinstance(change, Move) and result:
-                self.metrics.files_moved.inc(result)
-                log.debug("moved %s -> %s (%s)", display_path(change.source), display_path(change.destination),
-                          counted(result, "image"))
-                self._activity.count("moved", result)
-
-    def _store_trouble(self, troubled: bool) -> None:
-        self.metrics.store_writable.set(0 if troubled else 1)
+            change = self._recorder.record(job.path, outcome, identity, replacing=job.known_hash is not None)
+            if change is None:
+                self._settler.touch(job.path)
+            else:
+                self.writer.submit(change)
 
     def _timers(self) -> None:
         now = time.monotonic()
@@ -425,7 +355,7 @@ class Service:
         if schedule.housekeeping.due(now):
             self._housekeeping()
         if schedule.summary.due(now):
-            self._activity.summarise()
+            self._recorder.activity.summarise()
         if schedule.watchdog.due(now) and self._healthy():
             self.notifier.watchdog()
 
