@@ -1128,7 +1128,7 @@ def test_a_just_written_file_is_read_once_still_and_a_future_mtime_is_indexed(da
 
 
 def test_a_scheduled_duplicates_pass_waits_for_a_large_backlog_within_a_bound():
-    from lookalike.service import DEFERRING_BACKLOG, MAX_DEFERRALS, defer_duplicates
+    from lookalike.schedule import DEFERRING_BACKLOG, MAX_DEFERRALS, defer_duplicates
     interval = 900.0
     assert not defer_duplicates(DEFERRING_BACKLOG, 10.0, interval)           # a normal trickle
     assert defer_duplicates(DEFERRING_BACKLOG + 1, 10.0, interval)           # a flood still ingesting
