@@ -16,7 +16,7 @@ import pytest
 
 import images
 from lookalike.errors import ExitCode
-from lookalike.service import state_lock
+from lookalike.statedir import state_lock
 
 LOOKALIKE = Path(sys.executable).with_name("lookalike")
 
