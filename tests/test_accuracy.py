@@ -333,7 +333,8 @@ def test_a_pair_scores_the_same_either_way_and_the_transforms_are_inverses(corpu
         there, back = (compare(query_candidate(a), query_candidate(b), SETTINGS.detector)
                        for a, b in ((first, second), (second, first)))
         label = f"{Path(first.path).name} / {Path(second.path).name}"
-        assert there.similarity == back.similarity, f"{label}: {there.similarity:.1f} against {back.similarity:.1f}"
+        # Equal but for the last digits that OpenCV's threads may leave.
+        assert there.similarity == pytest.approx(back.similarity, abs=1e-6), f"{label}: {there.similarity:.1f} against {back.similarity:.1f}"
         if there.transform is None:
             continue
         assert there.transform.flipped == back.transform.flipped, label
