@@ -38,6 +38,21 @@ def photo(name: str = "coffee") -> np.ndarray:
     return pixels
 
 
+def shapes(seed: int, side: int = 128) -> np.ndarray:
+    """A small picture of its own for each seed: random filled shapes, corners for the detector."""
+    rng = np.random.default_rng(seed)
+    canvas = np.full((side, side, 3), rng.integers(0, 256, 3), np.uint8)
+    for _ in range(12):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = (int(v) for v in rng.integers(0, side, 2))
+        w, h = (int(v) for v in rng.integers(8, side // 2, 2))
+        if rng.random() < 0.5:
+            cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, -1)
+        else:
+            cv2.circle(canvas, (x, y), w // 2, colour, -1)
+    return canvas
+
+
 def grey(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 2:
         return pixels
