@@ -73,6 +73,17 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def children(pid: int) -> list[int]:
+    """The processes `pid` started itself, living or not yet reaped."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
 def running(pid: int) -> bool:
     """The process exists and is not a zombie (an orphan's exit is reaped by init, or not)."""
     try:
