@@ -33,7 +33,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
 import skimage.data
@@ -47,8 +46,7 @@ from lookalike.extract import Extracted, SameContent, Unreadable, examine
 from lookalike.imaging.features import detector_info
 from lookalike.service import SETTLED_AGE_SECONDS
 from lookalike.settings import ExtractionSettings
-from lookalike.store import SearchContext, codec, index
-from lookalike.store import context as context_module
+from lookalike.store import SearchContext, codec, index, inspection
 
 SETTLE = "0.3s"
 
@@ -208,18 +206,6 @@ def newest_image(context_dir: Path) -> int:
         return 0
 
 
-def raw_index(directory: Path) -> dict[str, list[tuple[bytes, bytes]]]:
-    """Every (key, value) of every sub-database, read with plain lmdb (the context is closed)."""
-    env = lmdb.open(str(directory), readonly=True, max_dbs=16, subdir=True, lock=False)
-    try:
-        with env.begin() as txn:
-            return {name: list(txn.cursor(db=env.open_db(name.encode(), txn=txn, create=False,
-                                                        dupsort=name in context_module._DUPSORT)))
-                    for name in context_module._DATABASES}
-    finally:
-        env.close()
-
-
 def assert_whole_and_consistent(context_dir: Path) -> None:
     """Every record decodes and every index entry belongs to a stored image, no more and no less."""
     with SearchContext.open(context_dir) as context:
@@ -233,9 +219,9 @@ def assert_whole_and_consistent(context_dir: Path) -> None:
             assert again == image and context.find(image.path) == image
             assert candidate.local.descriptors.shape[0] == image.features
             lsh_keys.update((key, index.NUM.pack(image.num))
-                            for key in index._lsh_keys(hasher, candidate.local.descriptors))
+                            for key in index.lsh_keys(hasher, candidate.local.descriptors))
     nums = {index.NUM.pack(image.num) for image in stored}
-    raw = raw_index(context_dir)
+    raw = inspection.database_entries(context_dir)
     for name in ("images", "features"):
         assert {key for key, _ in raw[name]} == nums, f"{name} does not match the stored images"
     assert sorted(value for _, value in raw["paths"]) == sorted(nums)
@@ -338,13 +324,15 @@ def test_a_crash_while_the_context_is_created_does_not_stop_the_next_start(daemo
     picture = photos / "one.jpg"
     picture.write_bytes(variant(0, "jpg"))
     daemon = make_daemon(daemons, [photos], tmp_path / "state")
-    # A process that dies by SIGKILL exactly there, as a crash would.
-    target = "__init__" if cut == "before the databases" else "_write"
+    # A process that dies by SIGKILL exactly there, as a crash would: as the context object is
+    # made, or as the first transaction turns the settings into the record it writes.
+    target = "SearchContext.__init__" if cut == "before the databases" else "ExtractionSettings.to_dict"
     crash = (
         "import os, signal, sys\n"
+        "from lookalike.settings import ExtractionSettings\n"
         "from lookalike.store import SearchContext\n"
         "def die(*args, **kwargs): os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"SearchContext.{target} = die\n"
+        f"{target} = die\n"
         "SearchContext.create(sys.argv[1])\n"
     )
     result = subprocess.run([sys.executable, "-c", crash, str(daemon.context_dir)], capture_output=True, timeout=60)
