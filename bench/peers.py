@@ -41,7 +41,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from proctree import descendants
+from testhelpers import harness
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -78,7 +78,7 @@ def tree_memory(pid: int) -> tuple[int, int]:
     RSS counts a page shared by forked workers once in each of them; PSS splits it between them,
     so the tree's PSS is what the tree really holds.
     """
-    processes = descendants(pid)
+    processes = harness.descendants(pid)
     return (sum(_field_kib(f"/proc/{p}/status", "VmRSS:") for p in processes),
             sum(_field_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in processes))
 
