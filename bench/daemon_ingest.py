@@ -86,7 +86,7 @@ def main() -> None:
             "watch": [str(folder)], "state_dir": str(scratch / "state"), "workers": args.workers,
             "settle_seconds": args.settle, "duplicates": {"interval": "1h"},
             "metrics": {"listen": f"127.0.0.1:{harness.free_port()}"}}))
-        daemon = subprocess.Popen([str(Path(sys.executable).with_name("lookalike")), "run", "--config", str(config)],
+        daemon = subprocess.Popen([str(harness.LOOKALIKE), "run", "--config", str(config)],
                                   stderr=subprocess.DEVNULL)
         peak = [0]
         sampling = threading.Event()

@@ -48,7 +48,6 @@ from runinfo import machine, revision
 from testhelpers import harness, images
 
 BENCH = Path(__file__).resolve().parent
-LOOKALIKE = Path(sys.executable).with_name("lookalike")
 SIDE = 96
 SAMPLE_SECONDS = 1.0
 KEPT_SAMPLE = 10               # the results file keeps every 10th sample
@@ -151,7 +150,7 @@ def main() -> None:
                                   "workers": args.workers, "metrics": {"listen": f"127.0.0.1:{port}"}}))
     log = open(scratch / "daemon.log", "wb")
     environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM")}
-    daemon = subprocess.Popen([str(LOOKALIKE), "run", "--config", str(config)], stdin=subprocess.DEVNULL,
+    daemon = subprocess.Popen([str(harness.LOOKALIKE), "run", "--config", str(config)], stdin=subprocess.DEVNULL,
                               stdout=log, stderr=subprocess.STDOUT, env=environ)
     written = [0]
     sampler = None

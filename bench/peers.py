@@ -52,7 +52,6 @@ RUNNER = BENCH / "peers_run.py"
 # BENCHMARKS.md from this line on is kept by hand, from the results files each section names.
 HAND_KEPT = "<!-- The sections below are kept by hand; bench/peers.py writes only the ones above. -->"
 RUSAGE_RUN = BENCH / "rusage_run.py"
-LOOKALIKE = Path(sys.executable).with_name("lookalike")
 SAMPLE_SECONDS = 0.1
 TUNE_UP_TO = 24                # ImageHash thresholds tried when tuning: 0..24 bits of 64
 # findimagedupes runs a shell function VIEW for every set of duplicates; this one prints the set
@@ -209,7 +208,7 @@ def _relative(path: str, data: Path) -> str:
 def run_lookalike(data: Path, work: Path) -> dict:
     context = work / "lookalike-context"
     report = work / "lookalike-duplicates.json"
-    base = [str(LOOKALIKE), "--context", str(context)]
+    base = [str(harness.LOOKALIKE), "--context", str(context)]
     stages = {}
     for name, args, stdout in [("context create", ["context", "create"], None),
                                ("features add", ["features", "add", str(data)], work / "lookalike-add.json"),
@@ -376,7 +375,7 @@ def versions(work: Path) -> dict:
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "daemon"], capture_output=True,
                            text=True).stdout.strip()
-    lookalike = subprocess.run([str(LOOKALIKE), "--version"], capture_output=True, text=True).stdout.strip()
+    lookalike = subprocess.run([str(harness.LOOKALIKE), "--version"], capture_output=True, text=True).stdout.strip()
     return {
         "lookalike": {"version": lookalike, "commit": commit + (" (daemon/ had uncommitted changes)" if dirty else ""),
                       "python": platform.python_version(),
