@@ -1,4 +1,4 @@
-"""Reliability and security (issue #6): the daemon against crashes, hostile files and races.
+"""Reliability and security: the daemon against crashes, hostile files and races.
 
 - The daemon SIGKILLed at random moments of a heavy ingest, 22 times in a row, with files added,
   rewritten with other pictures, renamed and deleted around every kill: afterwards the context

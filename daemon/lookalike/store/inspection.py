@@ -11,7 +11,7 @@ from typing import Iterator
 import lmdb
 
 from . import index
-from .context import _DATABASES, _DUPSORT, SearchContext
+from .context import _DATABASES, _DUPSORT, SearchContext, _open_env
 
 
 def hasher(context: SearchContext) -> index.Hasher:
@@ -28,10 +28,10 @@ def lsh_postings(context: SearchContext) -> Iterator[lmdb.Cursor]:
 
 
 def database_entries(directory: str | Path) -> dict[str, list[tuple[bytes, bytes]]]:
-    """Every (key, value) of every database of the context in `directory`, read with plain LMDB
-    as it lies on disk. The context must be closed in this process (one process may not open an
-    environment twice)."""
-    env = lmdb.open(str(directory), readonly=True, max_dbs=len(_DATABASES) + 4, subdir=True)
+    """Every (key, value) of every database of the context in `directory`, as it lies on disk,
+    without the checks opening a context makes. The context must be closed in this process (one
+    process may not open an environment twice)."""
+    env = _open_env(Path(directory), create=False)
     try:
         with env.begin() as txn:
             return {name: list(txn.cursor(db=env.open_db(name.encode(), txn=txn, create=False,
