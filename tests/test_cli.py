@@ -26,7 +26,7 @@ import images
 from harness import LOOKALIKE
 from lookalike import cli
 from lookalike.errors import ExitCode
-from lookalike.service import state_lock
+from lookalike.statedir import state_lock
 
 COPIES = ("astronaut", "astronaut-small", "astronaut-flip", "astronaut-crop")     # one picture
 
@@ -472,6 +472,49 @@ def test_scan_writes_the_duplicates_report(photos, tmp_path, capsys):
     assert (again["added"], again["unchanged"], again["groups"]) == (0, len(photos), 1)
     info = run_json(capsys, "--config", config, "context", "info")
     assert info["context"] == str(tmp_path / "state" / "context") and info["images"] == len(photos)
+
+
+def test_features_add_walks_a_folder_with_the_patterns_the_daemon_uses(photos, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    shutil.copytree(photos["astronaut"].parent, folder)
+    (folder / ".thumbnails").mkdir()
+    extra = [folder / ".thumbnails" / "coffee.jpg", folder / "~coffee.jpg", folder / "coffee.jpeg"]
+    for path in extra:
+        shutil.copy(photos["coffee"], path)
+    copied = [str(folder / path.relative_to(photos["astronaut"].parent)) for path in photos.values()]
+
+    def added(*where) -> list[str]:
+        run_json(capsys, *where, "context", "create")
+        run_json(capsys, *where, "features", "add", folder)
+        return sorted(image["path"] for image in run_json(capsys, *where, "features", "list")["images"])
+
+    # No config: the default patterns, which leave out hidden folders and `~` files.
+    assert added("--context", tmp_path / "ctx") == sorted(copied + [str(extra[2])])
+    # A folder inside a watched one: that folder's patterns, here replacing the defaults.
+    config = tmp_path / "lookalike.yaml"
+    config.write_text(f"watch:\n  - path: {folder}\n    exclude: ['*.jpeg', 'other']\n"
+                      f"state_dir: {tmp_path / 'state'}\n")
+    assert added("--config", config) == sorted([p for p in copied if "/other/" not in p] + list(map(str, extra[:2])))
+
+
+def test_scan_publishes_the_reports_as_the_daemon_does_pruning_old_ones(photos, tmp_path, capsys):
+    config = write_config(tmp_path / "lookalike.yaml", photos["astronaut"].parent, tmp_path / "state",
+                          "reports:\n  keep: 2\n  formats: [json, csv]\n")
+    reports = tmp_path / "state" / "reports"
+    reports.mkdir(parents=True)
+    old = ["duplicates-20200101T000000Z", "duplicates-20200102T000000Z", "duplicates-20200103T000000Z"]
+    for name in old:
+        for fmt in ("json", "csv"):
+            (reports / f"{name}.{fmt}").write_text("an earlier pass")
+    result = run_json(capsys, "--config", config, "scan")
+    latest = json.loads((reports / "duplicates-latest.json").read_text())
+    stamp = latest["generated"].replace("-", "").replace(":", "")
+    for fmt in ("json", "csv"):
+        # The newest earlier report and this pass's, stamped like the daemon's; the rest pruned.
+        assert sorted(p.name for p in reports.glob(f"duplicates-2*.{fmt}")) == [f"{old[-1]}.{fmt}",
+                                                                              f"duplicates-{stamp}.{fmt}"]
+    assert (reports / f"duplicates-{stamp}.json").read_text() == (reports / "duplicates-latest.json").read_text()
+    assert result["report"] == str(reports / "duplicates-latest.json") and result["groups"] == 1
 
 
 def test_scan_refuses_a_context_made_with_other_settings(photos, tmp_path, capsys):

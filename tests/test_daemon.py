@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 
 import images
-from harness import DEADLINE, LOOKALIKE, QUICK, SETTLE, STOP_TIMEOUT, content_hash, folder, paths_under
+from harness import (DEADLINE, LOOKALIKE, QUICK, SETTLE, STOP_TIMEOUT, content_hash, folder, lookalike, lookalike_json,
+                     paths_under)
 from images import shapes
 from lookalike.errors import ExitCode
 from lookalike.store import SearchContext
@@ -107,6 +108,53 @@ def test_a_metrics_port_in_use_fails_the_start_before_anything_is_created(daemon
     assert "stopping" not in log and "stopped" not in log, log
     assert not daemon.context_dir.exists()
     assert "READY=1" not in daemon.notified()
+
+
+def context_contents(directory: Path) -> tuple[dict, dict]:
+    """Everything a context knows about its files but when it learnt it: per path the image's
+    identity, content hash, size, fingerprint and keypoints and descriptors; and the failures."""
+    with SearchContext.open(directory) as context:
+        stored = {}
+        for image in context.images():
+            local = context.local_features(image.path)
+            stored[image.path] = (image.identity, image.content_hash, image.format, image.width, image.height,
+                                  image.fingerprint, local.keypoints.tobytes(), local.descriptors.tobytes())
+        failed = {f.path: (f.identity, f.reason, f.detail) for f in context.failures()}
+    return stored, failed
+
+
+@pytest.mark.slow
+def test_features_add_scan_rebuild_and_the_daemon_make_the_same_context(daemons, tmp_path):
+    photos = folder(tmp_path)
+    hidden = folder(photos, ".thumbnails")
+    expected = [images.write_jpeg(photos, "astronaut.jpg", images.photo("astronaut")),
+                images.write_png(folder(photos, "2024"), "coffee.png", images.photo("coffee")),
+                images.write_jpeg(photos, "astronaut-small.jpg", images.resized(images.photo("astronaut"), 200, 200))]
+    bad = images.random_bytes(photos, "bad.jpg")
+    for left_out in (hidden / "chelsea.jpg", photos / "~chelsea.jpg"):       # the default excludes
+        images.write_jpeg(left_out.parent, left_out.name, images.photo("chelsea"))
+    (photos / "notes.txt").write_text("not an image")
+    settings = {"extraction": QUICK}
+
+    daemon = daemons([photos], **settings).start().ready()
+    daemon.wait_records(expected)
+    daemon.wait(lambda: str(bad) in daemon.failures(), "the bad file recorded as failed")
+    assert daemon.stop()[0] == 0
+    contexts = {"daemon": daemon.context_dir}
+
+    added = tmp_path / "added"
+    lookalike_json("--context", added, "context", "create", "--working-size", str(QUICK["working_size"]))
+    assert lookalike("--context", added, "features", "add", photos).returncode == ExitCode.FAILED
+    contexts["features add"] = added
+    for command in (("scan",), ("context", "rebuild")):
+        way = daemons([photos], **settings)
+        assert lookalike("--config", way.config_path, *command).returncode == ExitCode.OK
+        contexts[" ".join(command)] = way.context_dir
+
+    stored, failed = context_contents(contexts.pop("daemon"))
+    assert sorted(stored) == sorted(map(str, expected)) and list(failed) == [str(bad)]
+    for way, directory in contexts.items():
+        assert context_contents(directory) == (stored, failed), way
 
 
 # --- 2-4. events: create, modify, delete; a copy in progress; an editor's atomic save ------
@@ -784,7 +832,7 @@ def test_a_just_written_file_is_read_once_still_and_a_future_mtime_is_indexed(da
 
 
 def test_a_scheduled_duplicates_pass_waits_for_a_large_backlog_within_a_bound():
-    from lookalike.service import DEFERRING_BACKLOG, MAX_DEFERRALS, defer_duplicates
+    from lookalike.schedule import DEFERRING_BACKLOG, MAX_DEFERRALS, defer_duplicates
     interval = 900.0
     assert not defer_duplicates(DEFERRING_BACKLOG, 10.0, interval)           # a normal trickle
     assert defer_duplicates(DEFERRING_BACKLOG + 1, 10.0, interval)           # a flood still ingesting

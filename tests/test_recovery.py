@@ -15,7 +15,7 @@ import pytest
 import images
 from harness import lookalike
 from lookalike.errors import ExitCode
-from lookalike.service import state_lock
+from lookalike.statedir import state_lock
 
 @pytest.fixture
 def scanned(tmp_path) -> Path:

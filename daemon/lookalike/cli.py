@@ -1,4 +1,5 @@
-"""The command line: one function per subcommand, thin over the library the daemon uses.
+"""The command line: one function per subcommand, argument parsing and printing over the
+application layer (operations.py), the functions the daemon's rules are shared with.
 
 Output is JSON on stdout (documented in README.md, "Command reference"); messages go to stderr.
 This is the only place errors become exit codes (errors.ExitCode).
@@ -7,36 +8,13 @@ This is the only place errors become exit codes (errors.ExitCode).
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
-import dataclasses
 import json
-import os
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from . import __version__, config as config_module
-from .duplicates import find_groups
-from .errors import ExitCode, ImageError, LookalikeError, NotFoundError, UsageError, display_path
-from .extract import FEW_FEATURES, ImageFeatures, extract_file, few_features
-from .imaging.decode import FileIdentity
-from .imaging.features import detector_info
-from .imaging.formats import EXTENSIONS
-from .match import compare
-from .reports import atomic_write, load as load_report, render, to_document
-from .reports.text import counted, summary as report_summary
-from .search import query_candidate, similar
-from .reconcile import walk
-from . import resolve as resolve_module
-from .service import STATE_LOCK_NAME, Service, configure_logging, open_context, state_lock
-from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_FORMATS, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
-from .store import SearchContext
-from .watch.folders import Folders
-
-OUTPUT_VERSION = 1
+from . import __version__, config as config_module, operations
+from .errors import ExitCode, LookalikeError, UsageError, display_path
+from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 
 
 def _print_json(document) -> None:
@@ -45,6 +23,22 @@ def _print_json(document) -> None:
 
 def _warn(message: str) -> None:
     sys.stderr.write(f"lookalike: {message}\n")
+
+
+def _warn_failures(failures: list[dict]) -> None:
+    for failure in failures:
+        _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
+
+
+def _progress(done: int, total: int) -> None:
+    """A one-line progress bar on a terminal; silent when stderr is not one."""
+    if total > 1 and sys.stderr.isatty():
+        width = 30
+        filled = int(width * done / total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 # --- where the context is ------------------------------------------------------------------
@@ -57,28 +51,20 @@ def _context_dir(args) -> Path:
     raise UsageError("name the search context with --context DIR or --config FILE")
 
 
-def _open(args) -> SearchContext:
-    return SearchContext.open(_context_dir(args))
-
-
 def _settings(args) -> ExtractionSettings:
     """The named context's settings, or the defaults when no context is named."""
-    if args.context or args.config:
-        with _open(args) as context:
-            return context.settings
-    return ExtractionSettings()
+    return operations.extraction_settings(_context_dir(args) if args.context or args.config else None)
+
+
+def _loaded_config(args, command: str, needs: str) -> config_module.Config:
+    if not args.config:
+        raise UsageError(f"{command} needs --config FILE ({needs})")
+    config = config_module.load(args.config)
+    _config_warnings(config)
+    return config
 
 
 # --- context -------------------------------------------------------------------------------
-
-def _state_dir(args) -> Path | None:
-    """The state directory whose lock a running daemon holds, if the context is in one: the
-    config's, or the parent of a --context DIR that holds the daemon's lock file."""
-    if args.config:
-        return config_module.load(args.config).state_dir
-    parent = _context_dir(args).parent
-    return parent if (parent / STATE_LOCK_NAME).exists() else None
-
 
 def cmd_context_create(args) -> int:
     try:
@@ -86,216 +72,86 @@ def cmd_context_create(args) -> int:
                                       working_size=args.working_size)
     except ValueError as exc:
         raise UsageError(f"context create: {exc}") from None
-    directory = _context_dir(args)
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"{directory}: exists and is not a folder; name a folder for the context")
-    with SearchContext.create(directory, settings) as context:
-        _print_json(context.info())
+    _print_json(operations.create_context(_context_dir(args), settings))
     return ExitCode.OK
 
 
 def cmd_context_info(args) -> int:
-    with _open(args) as context:
-        _print_json(context.info())
+    _print_json(operations.context_info(_context_dir(args)))
     return ExitCode.OK
 
 
 def cmd_context_delete(args) -> int:
     directory = _context_dir(args)
-    state_dir = _state_dir(args)
-    # A daemon keeps writing into the unlinked files and loses everything at its next start.
-    with state_lock(state_dir) if state_dir else contextlib.nullcontext():
-        SearchContext.delete(directory)
-    _print_json({"deleted": str(directory)})
+    # The state directory whose lock a running daemon holds, if the context is in one.
+    state_dir = config_module.load(args.config).state_dir if args.config else operations.daemon_state_dir(directory)
+    _print_json(operations.delete_context(directory, state_dir))
+    return ExitCode.OK
+
+
+def cmd_context_check(args) -> int:
+    _print_json(operations.check_context(_context_dir(args)))
+    return ExitCode.OK
+
+
+def cmd_context_rebuild(args) -> int:
+    """Set a damaged context aside and index the configured folders into a new one."""
+    config = _loaded_config(args, "context rebuild", "the folders to index again")
+    _print_json(operations.rebuild_context(config, _progress))
     return ExitCode.OK
 
 
 # --- features ------------------------------------------------------------------------------
 
-def image_files(paths: Iterable[str]) -> Iterator[str]:
-    """Files named, and image files under folders named (recursively, symlinks not followed)."""
-    for given in paths:
-        path = os.path.abspath(given)
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    if os.path.splitext(name)[1].lower() in EXTENSIONS and not name.startswith("."):
-                        full = os.path.join(root, name)
-                        if not os.path.islink(full):
-                            yield full
-        else:
-            yield path
-
-
-class _Progress:
-    """A one-line progress bar on a terminal; silent when stderr is not one."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.enabled = sys.stderr.isatty() and total > 1
-
-    def __call__(self, done: int, total: int | None = None) -> None:
-        if self.enabled:
-            total = total or self.total
-            width = 30
-            filled = int(width * done / max(total, 1))
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-            if done >= total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def add_files(context: SearchContext, files: list[str], progress=None) -> dict:
-    """Extract and store files whose content is not stored yet; the core of `features add` and `scan`."""
-    summary = {"added": 0, "updated": 0, "unchanged": 0, "failed": 0, "failures": []}
-    # A file that failed before is counted as unchanged, not failed again, until it changes:
-    # `features failed` lists it with its reason.
-    batch: list[ImageFeatures] = []
-
-    def flush():
-        context.upsert_many(batch)
-        batch.clear()
-
-    with context.busy("extracting"):
-        for done, path in enumerate(files, 1):
-            stored = context.find(path)
-            identity = None
-            try:
-                identity = FileIdentity.of(os.stat(path))
-                known = stored.identity if stored else getattr(context.failure(path), "identity", None)
-                if known and (known.size, known.mtime_ns) == (identity.size, identity.mtime_ns):
-                    summary["unchanged"] += 1        # stored, or failed before and not changed since
-                    continue
-                features = extract_file(path, context.settings)
-            except ImageError as exc:
-                summary["failed"] += 1
-                summary["failures"].append({"path": exc.path, "reason": exc.reason, "detail": exc.detail})
-                context.record_failure(path, identity, exc.reason, exc.detail)
-            except OSError as exc:
-                summary["failed"] += 1
-                reason = "missing" if isinstance(exc, FileNotFoundError) else "unreadable"
-                summary["failures"].append({"path": path, "reason": reason, "detail": exc.strerror or str(exc)})
-            else:
-                summary["updated" if stored else "added"] += 1
-                batch.append(features)
-                if len(batch) >= 32:
-                    flush()
-            finally:
-                if progress:
-                    progress(done)
-        flush()
-    return summary
-
-
 def cmd_features_add(args) -> int:
-    files = list(image_files(args.paths))
-    with _open(args) as context:
-        summary = add_files(context, files, _Progress(len(files)))
+    # Folders under a configured one are walked with its patterns, as the daemon walks them.
+    watched = config_module.load(args.config).watch if args.config else ()
+    summary = operations.add_features(_context_dir(args), args.paths, _progress, watched)
     _print_json(summary)
-    for failure in summary["failures"]:
-        _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
+    _warn_failures(summary["failures"])
     return ExitCode.FAILED if summary["failed"] else ExitCode.OK
 
 
-def features_document(path: str, local, detector: str) -> dict:
-    info = detector_info(detector)
-    return {"ImageId": path, "FeaturesCount": local.count, "FeatureLengthInBits": info.bits_per_descriptor,
-            "Features": base64.b64encode(local.descriptors.tobytes()).decode("ascii")}
-
-
 def cmd_features_extract(args) -> int:
-    settings = _settings(args)
-    features = extract_file(os.path.abspath(args.image), settings)
-    _print_json(features_document(features.path, features.local, settings.detector))
+    _print_json(operations.extract_features(args.image, _settings(args)))
     return ExitCode.OK
 
 
 def cmd_features_get(args) -> int:
-    path = os.path.abspath(args.id)
-    with _open(args) as context:
-        local = context.local_features(path)
-        _print_json(features_document(path, local, context.settings.detector))
+    _print_json(operations.get_features(_context_dir(args), args.id))
     return ExitCode.OK
 
 
 def cmd_features_update(args) -> int:
-    path = os.path.abspath(args.id)
-    with _open(args) as context:
-        context.image(path)                          # must exist: update is not add
-        features = extract_file(os.path.abspath(args.image), context.settings)
-        features = dataclasses.replace(features, path=path)
-        context.upsert(features)
-        _print_json(features_document(path, features.local, context.settings.detector))
+    _print_json(operations.update_features(_context_dir(args), args.id, args.image))
     return ExitCode.OK
 
 
 def cmd_features_delete(args) -> int:
-    path = os.path.abspath(args.id)
-    with _open(args) as context:
-        if not args.folder and context.find(path) is None:
-            under = context.count_under(path)
-            if under:
-                raise UsageError(f"{display_path(path)}: a folder with {counted(under, 'stored image')}; "
-                                 "add --folder to delete them all")
-        removed = context.remove_all(path)
-        if not removed:
-            raise NotFoundError(f"{display_path(path)}: not in the search context")
-    _print_json({"deleted": path, "images": removed})
+    _print_json(operations.delete_features(_context_dir(args), args.id, args.folder))
     return ExitCode.OK
 
 
 def cmd_features_list(args) -> int:
-    with _open(args) as context:
-        _print_json({"images": [{"path": i.path, "size": i.identity.size, "mtime": i.identity.mtime_ns / 1e9,
-                                 "features": i.features, "reason": FEW_FEATURES if few_features(i.features) else None}
-                                for i in context.images()]})
+    _print_json(operations.list_features(_context_dir(args)))
     return ExitCode.OK
 
 
 def cmd_features_failed(args) -> int:
-    with _open(args) as context:
-        _print_json({"failed": [{"path": f.path, "reason": f.reason, "detail": f.detail}
-                                for f in context.failures()]})
+    _print_json(operations.failed_features(_context_dir(args)))
     return ExitCode.OK
 
 
 # --- search --------------------------------------------------------------------------------
 
 def cmd_compare(args) -> int:
-    settings = _settings(args)
-    first = extract_file(os.path.abspath(args.first), settings)
-    second = extract_file(os.path.abspath(args.second), settings)
-    result = compare(query_candidate(first), query_candidate(second), settings.detector)
-    document = result.to_json()
-    poor = [f.path for f in (first, second) if few_features(f.local.count)]
-    if poor:      # only a near-exact copy could match: say why a score is low
-        document.update(reason=FEW_FEATURES, few_features=poor)
-    _print_json(document)
+    _print_json(operations.compare_files(args.first, args.second, _settings(args)))
     return ExitCode.OK
 
 
 def cmd_similar(args) -> int:
-    with _open(args) as context:
-        features = extract_file(os.path.abspath(args.image), context.settings)
-        with context.busy("searching"):
-            hits = similar(context, features, args.threshold, args.max_count)
-    _print_json({"version": OUTPUT_VERSION, "query": features.path, "threshold": args.threshold,
-                 "results": [hit.to_json() for hit in hits]})
+    _print_json(operations.find_similar(_context_dir(args), args.image, args.threshold, args.max_count))
     return ExitCode.OK
-
-
-def write_duplicates_report(context: SearchContext, threshold: float, output: Path | None, fmt: str,
-                            progress=None, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> dict:
-    with context.busy("matching"):
-        groups = find_groups(context, threshold, progress=progress, keep_formats=keep_formats)
-    document = to_document(groups, threshold, str(context.directory))
-    text = render(document, fmt)
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        atomic_write(output, text)
-    return document
 
 
 def _report_output(args) -> tuple[Path | None, str]:
@@ -320,66 +176,20 @@ def _report_output(args) -> tuple[Path | None, str]:
 
 def cmd_duplicates(args) -> int:
     output, fmt = _report_output(args)
-    with _open(args) as context:
-        progress = _Progress(context.count())
-        write_duplicates_report(context, args.threshold, output, fmt, progress)
-    return ExitCode.OK
-
-
-def configured_files(config: config_module.Config) -> list[str]:
-    """The image files of the configured folders, as the daemon's reconcile sees them."""
-    folders = Folders(config.watch)
-    return sorted(path for folder in folders.all for path, _ in walk(folder, folders, threading.Event()))
-
-
-def cmd_context_check(args) -> int:
-    with _open(args) as context:
-        _print_json({"context": str(context.directory), "ok": True, "entries": context.check()})
-    return ExitCode.OK
-
-
-def cmd_context_rebuild(args) -> int:
-    """Set a damaged context aside and index the configured folders into a new one."""
-    if not args.config:
-        raise UsageError("context rebuild needs --config FILE (the folders to index again)")
-    config = config_module.load(args.config)
-    _config_warnings(config)
-    with state_lock(config.state_dir):
-        directory = config.context_dir
-        previous = None
-        if directory.exists():
-            previous = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-            directory.rename(previous)
-        with SearchContext.create(directory, config.extraction) as context:
-            files = configured_files(config)
-            summary = add_files(context, files, _Progress(len(files)))
-    _print_json({"context": str(directory), "previous": str(previous) if previous else None,
-                 **{k: summary[k] for k in ("added", "failed")}})
+    text = operations.duplicates_report(_context_dir(args), args.threshold, fmt, _progress)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        operations.save(output, text)
     return ExitCode.OK
 
 
 def cmd_scan(args) -> int:
-    """One pass over the configured folders, then a duplicates report in the reports folder."""
-    if not args.config:
-        raise UsageError("scan needs --config FILE (the folders to scan and where to keep the context)")
-    config = config_module.load(args.config)
-    _config_warnings(config)
-    with open_context(config) as context:
-        files = configured_files(config)
-        summary = add_files(context, files, _Progress(len(files)))
-        for failure in summary["failures"]:
-            _warn(f"{display_path(failure['path'])}: {failure['reason']}: {failure['detail']}")
-        config.reports.mkdir(parents=True, exist_ok=True)
-        report = config.reports / "duplicates-latest.json"
-        document = write_duplicates_report(context, config.duplicates_threshold, report, "json",
-                                           keep_formats=config.keep_formats)
-        for fmt in ("csv", "html"):
-            if fmt in config.report_formats:
-                atomic_write(config.reports / f"duplicates-latest.{fmt}", render(document, fmt))
-    groups = document["groups"]
-    _print_json({"scanned": len(files), **{k: summary[k] for k in ("added", "updated", "unchanged", "failed")},
-                 "groups": len(groups), "images_in_groups": sum(len(g["images"]) for g in groups),
-                 "report": str(report)})
+    """One pass over the configured folders, then the duplicates reports in the reports folder."""
+    config = _loaded_config(args, "scan", "the folders to scan and where to keep the context")
+    summary = operations.scan(config, _progress)
+    _warn_failures(summary.pop("failures"))
+    _print_json(summary)
     return ExitCode.OK
 
 
@@ -390,15 +200,14 @@ def cmd_report_show(args) -> int:
     if args.file:
         path = Path(args.file).absolute()
     elif args.config:
-        path = config_module.load(args.config).reports / "duplicates-latest.json"
+        path = operations.latest_report(config_module.load(args.config).reports)
     elif args.context:
         # The layout a config gives by default: state_dir/context beside state_dir/reports.
-        path = Path(args.context).absolute().parent / "reports" / "duplicates-latest.json"
+        path = operations.latest_report(Path(args.context).absolute().parent / "reports")
     else:
         raise UsageError("name the report with --file PATH, or its config with --config FILE")
-    document = load_report(path)
     arrow = "→" if "utf" in (getattr(sys.stdout, "encoding", None) or "").lower() else "->"
-    sys.stdout.write(report_summary(document, display_path(str(path)), args.top, arrow))
+    sys.stdout.write(operations.show_report(path, args.top, arrow))
     return ExitCode.OK
 
 
@@ -408,7 +217,7 @@ def cmd_resolve(args) -> int:
     if args.report:
         report = Path(args.report).absolute()
     elif config:
-        report = config.reports / "duplicates-latest.json"
+        report = operations.latest_report(config.reports)
     else:
         raise UsageError("name the report with --report FILE, or its config with --config FILE")
     if args.to and args.action != "quarantine":
@@ -416,34 +225,19 @@ def cmd_resolve(args) -> int:
     quarantine = Path(args.to).absolute() if args.to else None
     if args.apply and args.action == "quarantine" and quarantine is None:
         raise UsageError("--apply with the quarantine action needs --to DIR, the folder to move the copies into")
-    if quarantine and config:
-        for folder in config.watch:
-            if quarantine == folder.path or folder.path in quarantine.parents:
-                raise UsageError(f"--to {display_path(str(quarantine))}: inside the watched folder "
-                                 f"{display_path(str(folder.path))}; the quarantine must be outside them")
-    if quarantine and quarantine.exists() and not quarantine.is_dir():
-        raise UsageError(f"--to {display_path(str(quarantine))}: exists and is not a folder")
     if config:
         _config_warnings(config)
-    plan = resolve_module.make_plan(load_report(report), args.action, report,
-                                    watched=config.watch if config else None,
-                                    reference=config.keep_reference if config else ())
-    if args.apply:
-        applied = resolve_module.apply(plan, quarantine)
-        document = applied.to_json(plan)
-    else:
-        applied = None
-        document = plan.to_json()
+    document, refused = operations.resolve(report, args.action, quarantine, args.apply, config)
     if args.json:
         _print_json(document)
     else:
-        sys.stdout.write(resolve_module.to_text(document, args.action))
-    return ExitCode.FAILED if applied and applied.refused else ExitCode.OK
+        sys.stdout.write(operations.resolution_text(document, args.action))
+    return ExitCode.FAILED if refused else ExitCode.OK
 
 
 def cmd_undo(args) -> int:
     """Put the files of a quarantine manifest back where they were."""
-    undone = resolve_module.undo(Path(args.manifest))
+    undone = operations.undo(Path(args.manifest))
     _print_json(undone.to_json())
     for refused in undone.refused:
         _warn(f"{display_path(refused.path)}: not restored: {refused.reason}")
@@ -454,11 +248,7 @@ def cmd_run(args) -> int:
     """The daemon: watch the configured folders until SIGTERM (see service.py)."""
     if not args.config:
         raise UsageError("run needs --config FILE")
-    config = config_module.load(args.config)
-    # The context names every indexed file and the reports show them: for the daemon's user only.
-    os.umask(0o077)
-    configure_logging(config.log_level, config.log_format)
-    return Service(config).run()
+    return operations.run_daemon(config_module.load(args.config))
 
 
 def _config_warnings(config: config_module.Config) -> None:
@@ -572,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "(also accepted before the command)")
     resolve.add_argument("--report", metavar="FILE", help="a JSON report (default: duplicates-latest.json in "
                                                           "the configured reports folder)")
-    resolve.add_argument("--action", choices=resolve_module.ACTIONS, default="quarantine",
+    resolve.add_argument("--action", choices=operations.RESOLVE_ACTIONS, default="quarantine",
                          help="quarantine (default): move the copies into --to DIR; hardlink: replace "
                               "byte-identical copies with hard links to the keeper; delete")
     resolve.add_argument("--to", metavar="DIR", help="the quarantine folder (outside the watched folders)")

@@ -19,12 +19,14 @@ import random
 import threading
 import time
 from array import array
+from queue import Empty, Full, Queue
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
 from .config import WatchedFolder
+from .imaging.decode import FileIdentity, unchanged
 from .store import SearchContext
 from .watch.folders import Folders
 from .watch.observe import Dirty, Intent
@@ -51,6 +53,33 @@ class Summary:
 
 class Cancelled(Exception):
     pass
+
+
+class Finds:
+    """The walk's finds on their way to the settle queue. The walk puts, and waits while
+    `capacity` finds wait already, so a walk that finds a flood of new files feeds them at the
+    pipeline's pace and holds no more than that; the service loop takes them as it has room."""
+
+    def __init__(self, capacity: int, stop: threading.Event):
+        self._queue: Queue = Queue(capacity)
+        self._stop = stop
+
+    def put(self, intent: Dirty) -> None:
+        """Hand one find over; raises Cancelled if the daemon stops while it waits for room."""
+        while True:
+            try:
+                self._queue.put(intent, timeout=0.1)
+                return
+            except Full:
+                if self._stop.is_set():
+                    raise Cancelled() from None
+
+    def take(self) -> Dirty | None:
+        """The oldest find, or None if there is none."""
+        try:
+            return self._queue.get_nowait()
+        except Empty:
+            return None
 
 
 def walk(folder: WatchedFolder, folders: Folders, stop: threading.Event) -> Iterator[tuple[str, os.stat_result]]:
@@ -143,7 +172,7 @@ def _compare(walked: list[tuple[str, os.stat_result]], context: SearchContext, e
         identity = known.get(path, False)
         if identity is False:
             summary.new += 1
-        elif identity is None or (identity.size, identity.mtime_ns) != (st.st_size, st.st_mtime_ns):
+        elif not unchanged(FileIdentity.of(st), identity):
             summary.changed += 1
         else:
             continue

@@ -7,11 +7,12 @@
 
 Who runs what:
   main thread        this loop: intents into the settler, settled paths checked against the
-                     context, jobs to workers, results and removals to the writer, timers,
-                     signals, sd_notify. It is the only thread that decides.
+                     context, jobs to workers, results and removals to the writer, timers
+                     (schedule.py), signals, sd_notify. It is the only thread that decides.
   observer threads   watch/observe.py: enqueue intents, nothing else
-  reconcile thread   reconcile.py: walks the folders, hands its finds over as the settle
-                     queue makes room (it waits meanwhile)
+  reconcile thread   reconcile.py: walks the folders of the watched roots that are up
+                     (watch/roots.py), hands its finds over as the settle queue makes room
+                     (it waits meanwhile)
   duplicates thread  one pass at a time: verify candidates, group, publish reports (reads only)
   store thread       store/writer.py: the only writer of the LMDB environment
   worker processes   workers.py (spawned, never forked): read, decode, extract
@@ -24,40 +25,39 @@ follows an extraction is always applied after it.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import logging
 import os
 import signal
 import stat
-import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack
 from multiprocessing.connection import wait as wait_for
-from pathlib import Path
-from queue import Empty, Full, Queue, SimpleQueue
-from typing import Iterator
+from queue import Empty, SimpleQueue
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
 from . import config as config_module
-from .config import Config, WatchedFolder
+from .config import Config
 from .duplicates import PassStats, find_groups
-from .errors import ConfigError, LookalikeError, NotFoundError, StoreError, display_path
-from .extract import FEW_FEATURES, Extracted, Outcome, SameContent, few_features
-from .imaging.decode import FileIdentity
+from .errors import ConfigError, LookalikeError, display_path
+from .imaging.decode import FileIdentity, unchanged
 from .metrics import Metrics
 from .notify import Notifier
-from .reconcile import Cancelled, reconcile
+from .reconcile import Cancelled, Finds, reconcile
 from .reports import to_document
 from .reports.publish import publish
+from .record import Recorder
 from .reports.text import counted
+from .schedule import BackgroundPass, Schedule
+from .statedir import open_context, state_lock
 from .store import SearchContext
-from .store.changes import Change, Fail, Move, Put, Remove, Touch
+from .store.changes import Change, Move, Remove
 from .store.writer import Writer
 from .watch.folders import Folders
 from .watch.observe import Dirty, Moved, Rescan, Watcher
+from .watch.roots import Roots
 from .watch.settle import Settler
 from .workers import ExtractWorkers, Job
 
@@ -68,122 +68,12 @@ TICK_SECONDS = 0.25
 # and mtime before and after and still hold a mix of old and new bytes. A file modified this
 # close to its read is not trusted (borg's rule): it settles and is read again.
 SETTLED_AGE_SECONDS = 1.0
-HOUSEKEEPING_SECONDS = 2.0
-# A scheduled duplicates pass waits while more files than this wait to be indexed, but never
-# longer than this many intervals after the last pass began.
-DEFERRING_BACKLOG = 1000
-MAX_DEFERRALS = 4
 FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle queue
 # Settings that live in the open context, the worker processes or the bound socket.
 RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
-STATE_LOCK_NAME = "lookalike.lock"
 
 
-class _Activity:
-    """What the pipeline did to files since the last summary line: one debug line per file
-    handled, and at most one info line per `log.summary_interval` with the counts, so a flood
-    of files stays readable in the log. Counted on the main thread and the store thread."""
-
-    KINDS = ("indexed", "updated", "moved", "removed", "failed")
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(self.KINDS, 0)
-        self._since = time.monotonic()
-
-    def count(self, kind: str, images: int = 1) -> None:
-        with self._lock:
-            self._counts[kind] += images
-
-    def summarise(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            counts, self._counts = self._counts, dict.fromkeys(self.KINDS, 0)
-            since, self._since = self._since, now
-        if any(counts.values()):
-            log.info("files in the last %.0f s: %s", now - since,
-                     ", ".join(f"{counts[kind]} {kind}" for kind in self.KINDS))
-
-
-@contextmanager
-def state_lock(state_dir: Path) -> Iterator[None]:
-    """One daemon (or rebuild) per state directory: two writers' reconciles would fight."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / STATE_LOCK_NAME
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise StoreError(str(state_dir), f"in use by lookalike process {holder}; stop it first") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-
-
-def defer_duplicates(backlog: int, since_last_pass: float, interval: float) -> bool:
-    """Whether a scheduled duplicates pass waits: a pass over a context still filling competes
-    with the workers for the cores and reports on half the files, so it waits while more than
-    DEFERRING_BACKLOG files wait to be indexed, but never past MAX_DEFERRALS intervals."""
-    return backlog > DEFERRING_BACKLOG and since_last_pass < MAX_DEFERRALS * interval
-
-
-def open_context(config: Config) -> SearchContext:
-    cap = {} if config.store_max_map_size is None else {"max_map_size": config.store_max_map_size}
-    try:
-        return SearchContext.open(config.context_dir, expect=config.extraction, **cap)
-    except NotFoundError:                   # none yet, or a creation a crash cut short
-        return SearchContext.create(config.context_dir, config.extraction, **cap)
-
-
-class _Task:
-    """A background pass (reconcile or duplicates): one at a time; a request while it runs
-    makes it run once more afterwards."""
-
-    def __init__(self, name: str, body, on_error):
-        self._name = name
-        self._body = body
-        self._on_error = on_error
-        self._thread: threading.Thread | None = None
-        self._again = False
-        self.last_started = -float("inf")
-        self.finished_once = threading.Event()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def request(self) -> None:
-        if self.running:
-            self._again = True
-            return
-        self._again = False
-        self.last_started = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"lookalike-{self._name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._body()
-        except Cancelled:
-            pass
-        except Exception:
-            log.exception("the %s pass failed; it runs again at the next interval", self._name)
-            self._on_error()
-        finally:
-            self.finished_once.set()
-
-    def poll(self) -> None:
-        if self._again and not self.running:
-            self.request()
-
-    def join(self, timeout: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
 
 
 class Service:
@@ -193,27 +83,21 @@ class Service:
         self.notifier = notifier or Notifier()
         self.folders = Folders(config.watch)
         self._intake: SimpleQueue = SimpleQueue()                   # the watcher's intents
-        self._found: Queue = Queue(FOUND_BUFFER)                    # the reconcile's
+        self._stop = threading.Event()
+        self._finds = Finds(FOUND_BUFFER, self._stop)                # the reconcile's
         self._settler = Settler(config.settle_seconds, config.settle_queue_limit)
         self._dropped = 0                                           # events refused since the last catch-up
-        self._stop = threading.Event()
         self._signals: list[int] = []
         self._checked: dict[str, tuple[FileIdentity, float]] = {}   # identity and time at hand-out
-        # Records handed to the writer and not yet committed (set here, popped on the store
-        # thread): a reconcile that walks past such a file finds the context without it.
-        self._being_stored: dict[str, FileIdentity] = {}
-        self._root_devices: dict[str, int] = {}
-        self._roots_down: set[str] = set()
-        self._roots_back: set[str] = set()               # seen up again; housekeeping re-arms their watch
-        self._reconcile = _Task("reconcile", self._reconcile_pass,
-                                self.metrics.internal_errors.labels("reconcile").inc)
-        self._duplicates = _Task("duplicates", self._duplicates_pass,
-                                 self.metrics.internal_errors.labels("duplicates").inc)
-        self._first_report_due = True
-        self._next_housekeeping = 0.0
-        self._activity = _Activity()
-        self._next_summary = time.monotonic() + config.log_summary_interval
-        self._next_ping = 0.0
+        self._recorder = Recorder(self.metrics)
+        self.roots = Roots(self.metrics)
+        self._reconcile = BackgroundPass("reconcile", self._reconcile_pass,
+                                         self.metrics.internal_errors.labels("reconcile").inc)
+        self._duplicates = BackgroundPass("duplicates", self._duplicates_pass,
+                                          self.metrics.internal_errors.labels("duplicates").inc)
+        self._schedule = Schedule(config, self.notifier.watchdog_interval)
+        self.watcher = Watcher(self.folders, self._intake, self.metrics)
+        self._stop_deadline = float("inf")                 # set when the stop begins
         self.context: SearchContext | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -223,17 +107,20 @@ class Service:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _HANDLED_SIGNALS}
         old_wakeup = signal.set_wakeup_fd(wake_write)
         try:
-            with state_lock(self.config.state_dir):
+            with state_lock(self.config.state_dir), ExitStack() as running:
                 # First: a port in use fails the start before anything is created or started.
-                self._serve_metrics(self.config.metrics_listen)
+                metrics_server = self._serve_metrics(self.config.metrics_listen)
+                running.callback(self._stopped)
+                running.callback(metrics_server.server_close)
+                running.callback(metrics_server.shutdown)
                 try:
-                    self._start()
+                    self._start(running)
                     while not self._stop.is_set():
                         wait_for([wake_read, *self.workers.waitables()], TICK_SECONDS)
                         _drain(wake_read)
                         self._step()
                 finally:
-                    self._shutdown()
+                    self._stopping()
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
@@ -247,60 +134,68 @@ class Service:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self._stop.set()
 
-    def _start(self) -> None:
+    def _start(self, running: ExitStack) -> None:
+        """Start the stages; each one started is stopped, in reverse order, when `running` closes."""
         config = self.config
-        self._started = time.monotonic()
         self.context = open_context(config)
-        self.writer = Writer(self.context, on_commit=self._committed, on_trouble=self._store_trouble)
+        running.callback(self.context.close)
+        self.writer = Writer(self.context, on_commit=self._recorder.committed,
+                             on_trouble=self._recorder.store_trouble)
         self.writer.start()
+        running.callback(self._stop_writer)
+        running.callback(self._join_passes)               # the duplicates pass writes through the writer
         self.workers = ExtractWorkers(config.workers, config.extraction)
+        running.callback(self._stop_workers)
         for folder in config.watch:
-            self._root_is_up(folder)
-        self.watcher = Watcher(self.folders, self._intake, self.metrics)
+            self.roots.is_up(folder)
         self.watcher.start()
+        running.callback(self._stop_watching)
         self._reconcile.request()
-        self._next_reconcile = time.monotonic() + config.reconcile_interval
-        self._next_duplicates = time.monotonic() + config.duplicates_interval
+        self._schedule.start(time.monotonic())
         log.info("watching %s; context %s (%s); %s",
                  ", ".join(str(f.path) for f in config.watch), config.context_dir,
                  counted(self.context.count(), "image"), counted(config.workers, "worker"))
         self.notifier.ready("started; reconciling the watched folders")
 
-    def _serve_metrics(self, listen: str) -> None:
+    def _serve_metrics(self, listen: str) -> WSGIServer:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
         try:
-            self._metrics_server, _ = start_http_server(int(port), addr=host, registry=self.metrics.registry)
+            server, _ = start_http_server(int(port), addr=host, registry=self.metrics.registry)
         except OSError as exc:
             raise LookalikeError(f"metrics.listen: cannot listen on {listen}: {exc.strerror or exc}") from None
-        bound = self._metrics_server.server_port
-        log.info("metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", bound)
+        log.info("metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", server.server_port)
         if host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("metrics.listen is %s: the metrics are reachable from other hosts", listen)
+        return server
 
-    def _shutdown(self) -> None:
+    def _stopping(self) -> None:
+        """The first step of a stop; the stages started stop after it, newest first."""
+        self._stop_deadline = time.monotonic() + self.config.stop_timeout
         self.notifier.stopping()
-        deadline = time.monotonic() + self.config.stop_timeout
         log.info("stopping")
         self._stop.set()
-        if hasattr(self, "watcher"):
-            self.watcher.stop()
-        if hasattr(self, "workers"):
-            # Let running extractions finish while there is time; what does not finish is not
-            # recorded, and the next start's reconcile finds those files again.
-            while self.workers.busy and time.monotonic() < deadline - 3:
-                wait_for(self.workers.waitables(), 0.2)
-                self._collect()
-            self.workers.stop()
-        self._reconcile.join(max(0.1, deadline - time.monotonic() - 2))
-        self._duplicates.join(max(0.1, deadline - time.monotonic() - 2))
-        if hasattr(self, "writer") and not self.writer.stop(max(0.5, deadline - time.monotonic() - 0.5)):
+
+    def _stop_watching(self) -> None:
+        self.watcher.stop()                               # the one watching now (a reload replaces it)
+
+    def _stop_workers(self) -> None:
+        # Let running extractions finish while there is time; what does not finish is not
+        # recorded, and the next start's reconcile finds those files again.
+        while self.workers.busy and time.monotonic() < self._stop_deadline - 3:
+            wait_for(self.workers.waitables(), 0.2)
+            self._collect()
+        self.workers.stop()
+
+    def _join_passes(self) -> None:
+        for background in (self._reconcile, self._duplicates):
+            background.join(max(0.1, self._stop_deadline - time.monotonic() - 2))
+
+    def _stop_writer(self) -> None:
+        if not self.writer.stop(max(0.5, self._stop_deadline - time.monotonic() - 0.5)):
             log.error("the store did not finish its last commit in time")
-        if hasattr(self, "_metrics_server"):
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-        if self.context is not None:
-            self.context.close()
+
+    def _stopped(self) -> None:
         self.notifier.close()
         log.info("stopped")
 
@@ -341,11 +236,7 @@ class Service:
         # The reconcile's finds fill half the queue at most: the other half keeps room for events,
         # so a file changed during a long walk is not left to the walk after it.
         half = max(1, self._settler.limit // 2)
-        while len(self._settler) < half:
-            try:
-                found = self._found.get_nowait()
-            except Empty:
-                break
+        while len(self._settler) < half and (found := self._finds.take()) is not None:
             self._settler.touch(found.path, found.quiet_since)
         if self._dropped and len(self._settler) <= half:
             log.warning("events dropped while the settle queue was full: %d; reconciling to find their files",
@@ -365,18 +256,6 @@ class Service:
         self._dropped += 1
         self.metrics.events_dropped.inc()
 
-    def _hand_over_found(self, intent: Dirty) -> None:
-        """The reconcile's emit: waits while the settle queue and its buffer are full, so a walk
-        that finds a flood of new files feeds them at the pipeline's pace and holds no more than
-        FOUND_BUFFER of them."""
-        while True:
-            try:
-                self._found.put(intent, timeout=0.1)
-                return
-            except Full:
-                if self._stop.is_set():
-                    raise Cancelled() from None
-
     def _dispatch(self) -> None:
         busy = set(self.workers.busy)
         # Leave the writer room for every result that may come back, so no put ever blocks.
@@ -393,7 +272,7 @@ class Service:
         try:
             st = os.stat(path) if folder is not None and folder.follow_symlinks else os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
-            if folder is None or self._root_is_up(folder):
+            if folder is None or self.roots.is_up(folder):
                 self.writer.submit(Remove(path))
             return
         except OSError as exc:
@@ -409,8 +288,7 @@ class Service:
         else:
             identity = FileIdentity.of(st)
             known, known_hash = self.context.known(path)
-            if any(seen is not None and (seen.size, seen.mtime_ns) == (identity.size, identity.mtime_ns)
-                   for seen in (known, self._being_stored.get(path))):
+            if unchanged(identity, known) or unchanged(identity, self._recorder.being_stored.get(path)):
                 self.metrics.files_unchanged.inc()
                 return
             self._checked[path] = (identity, time.time())
@@ -424,94 +302,36 @@ class Service:
             if modified and handed_out - SETTLED_AGE_SECONDS < modified <= time.time():
                 self._settler.touch(job.path)             # written while (or just before) it was read
                 continue
-            self._record(job.path, outcome, identity, replacing=job.known_hash is not None)
-
-    def _record(self, path: str, outcome: Outcome, identity: FileIdentity | None, replacing: bool) -> None:
-        if isinstance(outcome, Extracted):
-            features = outcome.features
-            self.metrics.extract_duration.observe(features.extract_seconds)
-            self.metrics.decode_duration.observe(features.decode_seconds)
-            if few_features(features.local.count):
-                log.warning("%s: %s: %d keypoints; only its identical and near-identical copies can be found",
-                            display_path(path), FEW_FEATURES, features.local.count)
-                self.metrics.files_few_features.inc()
-            self._being_stored[path] = features.identity
-            self.writer.submit(Put(features))
-            kind = "updated" if replacing else "indexed"
-            log.debug("%s %s", kind, display_path(path))
-            self._activity.count(kind)
-        elif isinstance(outcome, SameContent):
-            self.metrics.files_unchanged.inc()
-            self.writer.submit(Touch(path, outcome.identity))
-        elif outcome.reason == "missing":
-            self._settler.touch(path)                     # gone since the check: look again
-        elif outcome.reason == "changed":
-            self._settler.touch(path)                     # still being written: wait for it to settle
-        else:
-            log.warning("%s: %s: %s", display_path(path), outcome.reason, outcome.detail)
-            self._activity.count("failed")
-            self.metrics.files_failed.labels(outcome.reason).inc()
-            self.writer.submit(Fail(path, identity, outcome.reason, outcome.detail))
-
-    def _committed(self, changes, results) -> None:
-        """Counts what the writer committed (runs on the store thread)."""
-        for change, result in zip(changes, results):
-            if isinstance(change, Put):
-                # A later Put of the same path may still wait: at worst it is extracted once more.
-                self._being_stored.pop(change.features.path, None)
-                self.metrics.files_indexed.inc()
-            elif isinstance(change, Remove) and result:
-                self.metrics.files_removed.inc(result)
-                log.debug("removed %s (%s)", display_path(change.path), counted(result, "image"))
-                self._activity.count("removed", result)
-            elif isinstance(change, Move) and result:
-                self.metrics.files_moved.inc(result)
-                log.debug("moved %s -> %s (%s)", display_path(change.source), display_path(change.destination),
-                          counted(result, "image"))
-                self._activity.count("moved", result)
-
-    def _store_trouble(self, troubled: bool) -> None:
-        self.metrics.store_writable.set(0 if troubled else 1)
+            change = self._recorder.record(job.path, outcome, identity, replacing=job.known_hash is not None)
+            if change is None:
+                self._settler.touch(job.path)
+            else:
+                self.writer.submit(change)
 
     def _timers(self) -> None:
         now = time.monotonic()
+        schedule = self._schedule
         self._reconcile.poll()
         self._duplicates.poll()
-        if now >= self._next_reconcile:
-            self._next_reconcile = now + self.config.reconcile_interval
+        if schedule.reconcile.due(now):
             self._reconcile.request()
         backlog = len(self._settler)
         idle = not backlog and not self.workers.busy and not self.writer.waiting
-        first_due = self._first_report_due and idle and self._reconcile.finished_once.is_set() \
-            and not self._reconcile.running
-        since_last = now - max(self._duplicates.last_started, self._started)
-        if now >= self._next_duplicates and defer_duplicates(backlog, since_last, self.config.duplicates_interval):
-            self._next_duplicates = now + min(60.0, self.config.duplicates_interval)
-        elif now >= self._next_duplicates or first_due:
-            self._first_report_due = False
-            self._next_duplicates = now + self.config.duplicates_interval
+        first_reconcile_done = self._reconcile.finished_once.is_set() and not self._reconcile.running
+        if schedule.duplicates_due(now, backlog, idle, first_reconcile_done, self._duplicates.last_started):
             self._duplicates.request()
-        if now >= self._next_housekeeping:
-            self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+        if schedule.housekeeping.due(now):
             self._housekeeping()
-        if now >= self._next_summary:
-            self._next_summary = now + self.config.log_summary_interval
-            self._activity.summarise()
-        interval = self.notifier.watchdog_interval
-        if interval and now >= self._next_ping:
-            self._next_ping = now + interval
-            if self._healthy():
-                self.notifier.watchdog()
+        if schedule.summary.due(now):
+            self._recorder.activity.summarise()
+        if schedule.watchdog.due(now) and self._healthy():
+            self.notifier.watchdog()
 
     def _housekeeping(self) -> None:
         self.watcher.check()
         for folder in self.config.watch:
-            root = str(folder.path)
-            # Whoever saw the folder come back (this check, a reconcile, a file check) left it
-            # in _roots_back; only this thread may re-arm the watch.
-            if self._root_is_up(folder) and root in self._roots_back:
-                self._roots_back.discard(root)
-                log.warning("%s: the watched folder is back; watching and reconciling it again", root)
+            if self.roots.is_up(folder) and self.roots.take_back(folder):
+                log.warning("%s: the watched folder is back; watching and reconciling it again", folder.path)
                 self.watcher.rewatch(folder)
                 self._reconcile.request()
         queued, busy = len(self._settler), len(self.workers.busy)
@@ -528,28 +348,10 @@ class Service:
     def _healthy(self) -> bool:
         return self.writer.is_alive() and not self.writer.stuck and self.watcher.alive
 
-    def _root_is_up(self, folder: WatchedFolder) -> bool:
-        """The folder exists on the device it was first seen on. An unmounted share looks like an
-        empty folder, so without this a reconcile would delete every record under it."""
-        root = str(folder.path)
-        try:
-            st = os.stat(root)
-            up = stat.S_ISDIR(st.st_mode) and self._root_devices.setdefault(root, st.st_dev) == st.st_dev
-        except OSError:
-            up = False
-        if not up and root not in self._roots_down:
-            log.warning("%s: the watched folder is missing or unmounted; its records are kept until it is back", root)
-            self._roots_down.add(root)
-        elif up and root in self._roots_down:
-            self._roots_back.add(root)
-            self._roots_down.discard(root)
-        self.metrics.folders_unavailable.set(len(self._roots_down))
-        return up
-
     # --- background passes ---------------------------------------------------------------
 
     def _reconcile_pass(self) -> None:
-        summary = reconcile(self.folders, self.context, self._hand_over_found, self._root_is_up, self._stop)
+        summary = reconcile(self.folders, self.context, self._finds.put, self.roots.is_up, self._stop)
         self.metrics.reconcile_runs.inc()
         self.metrics.reconcile_last_success.set(time.time())
         self.metrics.reconcile_duration.observe(summary.seconds)
@@ -624,19 +426,14 @@ class Service:
             self.watcher.start()
             for gone in {f.path for f in old.watch} - {f.path for f in new.watch}:
                 self._settler.touch(str(gone), 0.0)         # its records go, unless another folder holds it
-                self._roots_down.discard(str(gone))
-                self._roots_back.discard(str(gone))
-                self._root_devices.pop(str(gone), None)
+                self.roots.forget(str(gone))
             for folder in new.watch:
-                self._root_is_up(folder)                    # a folder not there yet: the warning, the gauge
+                self.roots.is_up(folder)                    # a folder not there yet: the warning, the gauge
         # A reload is also the operator's way to ask for a rescan (events are only hints).
         self._reconcile.request()
         self._settler.settle_seconds = new.settle_seconds
         self._settler.limit = new.settle_queue_limit
-        now = time.monotonic()
-        self._next_reconcile = min(self._next_reconcile, now + new.reconcile_interval)
-        self._next_duplicates = min(self._next_duplicates, now + new.duplicates_interval)
-        self._next_summary = min(self._next_summary, now + new.log_summary_interval)
+        self._schedule.retime(time.monotonic(), new)
         logging.getLogger().setLevel(new.log_level.upper())
         self.config = new
         self.metrics.config_reload_ok.set(1)
@@ -651,40 +448,3 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-# --- logging -----------------------------------------------------------------------------
-
-_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        document = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
-                    "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
-        return json.dumps(document, ensure_ascii=False)
-
-
-class _JournalFormatter(logging.Formatter):
-    """journald adds the time and reads the priority from a `<N>` prefix (SyslogLevelPrefix)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>{text}"
-
-
-def configure_logging(level: str, fmt: str, stream=None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    elif os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # watchdog logs every overflow and rebuild itself; ours says what it means.
-    logging.getLogger("watchdog").setLevel(logging.WARNING)

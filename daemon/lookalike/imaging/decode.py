@@ -43,6 +43,13 @@ class FileIdentity:
         return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
+def unchanged(now: FileIdentity, known: FileIdentity | None) -> bool:
+    """Whether a file is taken as the one last seen (stored, or failed) without reading it:
+    the same size and mtime. The one rule for every way in: the CLI's ingest, the daemon's
+    check and the reconcile."""
+    return known is not None and (known.size, known.mtime_ns) == (now.size, now.mtime_ns)
+
+
 @dataclass(frozen=True)
 class DecodeLimits:
     max_pixels: int

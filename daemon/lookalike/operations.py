@@ -1,0 +1,330 @@
+"""The application layer: what a person or a program can ask of lookalike, as plain functions.
+
+The CLI is argument parsing and printing over these functions, and an HTTP API is to be the
+same; the daemon (service.py) shares their rules: one walker of the folders with their
+include and exclude patterns (reconcile.walk), one "is this file unchanged?" rule
+(imaging.decode.unchanged), one way to publish reports (reports.publish).
+
+Functions return JSON-ready documents where a caller shows the result as it is, and raise the
+typed errors of errors.py; none prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from . import resolve as resolve_module
+from .config import Config, WatchedFolder
+from .duplicates import find_groups
+from .errors import ImageError, NotFoundError, UsageError, display_path
+from .extract import FEW_FEATURES, ImageFeatures, extract_file, few_features
+from .imaging.decode import FileIdentity, unchanged
+from .imaging.features import LocalFeatures, detector_info
+from .logs import configure_logging
+from .match import compare
+from .reconcile import walk
+from .reports import atomic_write, load as load_report, render, to_document
+from .reports.publish import PREFIX, publish
+from .reports.text import counted, summary as report_summary
+from .search import query_candidate, similar
+from .service import Service
+from .settings import DEFAULT_KEEP_FORMATS, ExtractionSettings
+from .statedir import STATE_LOCK_NAME, open_context, state_lock
+from .store import SearchContext
+from .watch.folders import Folders
+
+OUTPUT_VERSION = 1
+STORE_BATCH = 32              # extracted images stored per write transaction
+
+Progress = Callable[[int, int], None]     # (done, total)
+
+
+# --- ingest --------------------------------------------------------------------------------
+
+def files_to_ingest(paths: Iterable[str], watched: tuple[WatchedFolder, ...] = ()) -> list[str]:
+    """Files named, and the wanted files under folders named: walked with the patterns of the
+    watched folder that holds them, or the default patterns when none does; in the order named,
+    each folder's files sorted, a file named twice listed twice."""
+    folders = Folders(watched)
+    found: list[str] = []
+    for given in paths:
+        path = os.path.abspath(given)
+        if not os.path.isdir(path):
+            found.append(path)
+            continue
+        owner = folders.folder_of(path)
+        folder = dataclasses.replace(owner, path=Path(path)) if owner else WatchedFolder(Path(path))
+        found.extend(sorted(file for file, _ in walk(folder, Folders((folder,)), threading.Event())))
+    return found
+
+
+def configured_files(config: Config) -> list[str]:
+    """The wanted files of the configured folders, as the daemon's reconcile sees them."""
+    folders = Folders(config.watch)
+    return sorted(path for folder in folders.all for path, _ in walk(folder, folders, threading.Event()))
+
+
+def ingest(context: SearchContext, files: list[str], progress: Progress | None = None) -> dict:
+    """Extract and store the files that changed since the context last saw them: the core of
+    `features add`, `scan` and `context rebuild`."""
+    summary = {"added": 0, "updated": 0, "unchanged": 0, "failed": 0, "failures": []}
+    batch: list[ImageFeatures] = []
+    with context.busy("extracting"):
+        for done, path in enumerate(files, 1):
+            stored = context.find(path)
+            identity = None
+            try:
+                identity = FileIdentity.of(os.stat(path))
+                # A file that failed before is unchanged, not failed again, until it changes:
+                # `features failed` lists it with its reason.
+                known = stored.identity if stored else getattr(context.failure(path), "identity", None)
+                if unchanged(identity, known):
+                    summary["unchanged"] += 1
+                    continue
+                features = extract_file(path, context.settings)
+            except ImageError as exc:
+                summary["failed"] += 1
+                summary["failures"].append({"path": exc.path, "reason": exc.reason, "detail": exc.detail})
+                context.record_failure(path, identity, exc.reason, exc.detail)
+            except OSError as exc:
+                summary["failed"] += 1
+                reason = "missing" if isinstance(exc, FileNotFoundError) else "unreadable"
+                summary["failures"].append({"path": path, "reason": reason, "detail": exc.strerror or str(exc)})
+            else:
+                summary["updated" if stored else "added"] += 1
+                batch.append(features)
+                if len(batch) >= STORE_BATCH:
+                    context.upsert_many(batch)
+                    batch.clear()
+            finally:
+                if progress:
+                    progress(done, len(files))
+        context.upsert_many(batch)
+    return summary
+
+
+def add_features(directory: Path, paths: Iterable[str], progress: Progress | None = None,
+                 watched: tuple[WatchedFolder, ...] = ()) -> dict:
+    """`features add`: the named files, and the wanted files under the named folders."""
+    files = files_to_ingest(paths, watched)
+    with SearchContext.open(directory) as context:
+        return ingest(context, files, progress)
+
+
+# --- features ------------------------------------------------------------------------------
+
+def extraction_settings(directory: Path | None) -> ExtractionSettings:
+    """The context's settings, or the defaults when no context is named."""
+    if directory is None:
+        return ExtractionSettings()
+    with SearchContext.open(directory) as context:
+        return context.settings
+
+
+def features_document(path: str, local: LocalFeatures, detector: str) -> dict:
+    info = detector_info(detector)
+    return {"ImageId": path, "FeaturesCount": local.count, "FeatureLengthInBits": info.bits_per_descriptor,
+            "Features": base64.b64encode(local.descriptors.tobytes()).decode("ascii")}
+
+
+def extract_features(image: str, settings: ExtractionSettings) -> dict:
+    features = extract_file(os.path.abspath(image), settings)
+    return features_document(features.path, features.local, settings.detector)
+
+
+def get_features(directory: Path, image_id: str) -> dict:
+    path = os.path.abspath(image_id)
+    with SearchContext.open(directory) as context:
+        return features_document(path, context.local_features(path), context.settings.detector)
+
+
+def update_features(directory: Path, image_id: str, image: str) -> dict:
+    """Replace a stored image's features with those of `image`."""
+    path = os.path.abspath(image_id)
+    with SearchContext.open(directory) as context:
+        context.image(path)                          # must exist: update is not add
+        features = dataclasses.replace(extract_file(os.path.abspath(image), context.settings), path=path)
+        context.upsert(features)
+        return features_document(path, features.local, context.settings.detector)
+
+
+def delete_features(directory: Path, image_id: str, folder: bool) -> dict:
+    path = os.path.abspath(image_id)
+    with SearchContext.open(directory) as context:
+        if not folder and context.find(path) is None:
+            under = context.count_under(path)
+            if under:
+                raise UsageError(f"{display_path(path)}: a folder with {counted(under, 'stored image')}; "
+                                 "add --folder to delete them all")
+        removed = context.remove_all(path)
+    if not removed:
+        raise NotFoundError(f"{display_path(path)}: not in the search context")
+    return {"deleted": path, "images": removed}
+
+
+def list_features(directory: Path) -> dict:
+    with SearchContext.open(directory) as context:
+        return {"images": [{"path": i.path, "size": i.identity.size, "mtime": i.identity.mtime_ns / 1e9,
+                            "features": i.features, "reason": FEW_FEATURES if few_features(i.features) else None}
+                           for i in context.images()]}
+
+
+def failed_features(directory: Path) -> dict:
+    with SearchContext.open(directory) as context:
+        return {"failed": [{"path": f.path, "reason": f.reason, "detail": f.detail} for f in context.failures()]}
+
+
+# --- search --------------------------------------------------------------------------------
+
+def compare_files(first_path: str, second_path: str, settings: ExtractionSettings) -> dict:
+    first = extract_file(os.path.abspath(first_path), settings)
+    second = extract_file(os.path.abspath(second_path), settings)
+    document = compare(query_candidate(first), query_candidate(second), settings.detector).to_json()
+    poor = [f.path for f in (first, second) if few_features(f.local.count)]
+    if poor:      # only a near-exact copy could match: say why a score is low
+        document.update(reason=FEW_FEATURES, few_features=poor)
+    return document
+
+
+def find_similar(directory: Path, image: str, threshold: float, max_count: int | None) -> dict:
+    with SearchContext.open(directory) as context:
+        features = extract_file(os.path.abspath(image), context.settings)
+        with context.busy("searching"):
+            hits = similar(context, features, threshold, max_count)
+    return {"version": OUTPUT_VERSION, "query": features.path, "threshold": threshold,
+            "results": [hit.to_json() for hit in hits]}
+
+
+def duplicates_document(context: SearchContext, threshold: float, progress: Progress | None = None,
+                        keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> dict:
+    with context.busy("matching"):
+        groups = find_groups(context, threshold, progress=progress, keep_formats=keep_formats)
+    return to_document(groups, threshold, str(context.directory))
+
+
+def duplicates_report(directory: Path, threshold: float, fmt: str, progress: Progress | None = None) -> str:
+    """The duplicate groups of a context, rendered in `fmt` (json, csv or html)."""
+    with SearchContext.open(directory) as context:
+        return render(duplicates_document(context, threshold, progress), fmt)
+
+
+def save(path: Path, text: str) -> None:
+    atomic_write(path, text)
+
+
+def latest_report(reports: Path) -> Path:
+    return reports / f"{PREFIX}latest.json"
+
+
+def scan(config: Config, progress: Progress | None = None) -> dict:
+    """One pass over the configured folders, then the reports published as the daemon publishes
+    them (old ones pruned to reports.keep); JSON always, since `report show` and `resolve`
+    read it."""
+    with open_context(config) as context:
+        files = configured_files(config)
+        summary = ingest(context, files, progress)
+        document = duplicates_document(context, config.duplicates_threshold, keep_formats=config.keep_formats)
+    publish(document, config.reports, tuple(dict.fromkeys(("json", *config.report_formats))), config.reports_keep)
+    groups = document["groups"]
+    return {"scanned": len(files), **{k: summary[k] for k in ("added", "updated", "unchanged", "failed")},
+            "groups": len(groups), "images_in_groups": sum(len(g["images"]) for g in groups),
+            "report": str(latest_report(config.reports)), "failures": summary["failures"]}
+
+
+def show_report(path: Path, top: int, arrow: str) -> str:
+    """A short summary of a JSON report for people: its `top` largest groups."""
+    return report_summary(load_report(path), display_path(str(path)), top, arrow)
+
+
+# --- context lifecycle ---------------------------------------------------------------------
+
+def create_context(directory: Path, settings: ExtractionSettings) -> dict:
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory}: exists and is not a folder; name a folder for the context")
+    with SearchContext.create(directory, settings) as context:
+        return context.info()
+
+
+def context_info(directory: Path) -> dict:
+    with SearchContext.open(directory) as context:
+        return context.info()
+
+
+def daemon_state_dir(directory: Path) -> Path | None:
+    """The state directory of a context whose parent holds a daemon's lock file, if it does."""
+    return directory.parent if (directory.parent / STATE_LOCK_NAME).exists() else None
+
+
+def delete_context(directory: Path, state_dir: Path | None) -> dict:
+    # A daemon keeps writing into the unlinked files and loses everything at its next start.
+    with state_lock(state_dir) if state_dir else contextlib.nullcontext():
+        SearchContext.delete(directory)
+    return {"deleted": str(directory)}
+
+
+def check_context(directory: Path) -> dict:
+    with SearchContext.open(directory) as context:
+        return {"context": str(context.directory), "ok": True, "entries": context.check()}
+
+
+def rebuild_context(config: Config, progress: Progress | None = None) -> dict:
+    """Set a damaged context aside and index the configured folders into a new one."""
+    with state_lock(config.state_dir):
+        directory = config.context_dir
+        previous = None
+        if directory.exists():
+            previous = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            directory.rename(previous)
+        with SearchContext.create(directory, config.extraction) as context:
+            summary = ingest(context, configured_files(config), progress)
+    return {"context": str(directory), "previous": str(previous) if previous else None,
+            **{k: summary[k] for k in ("added", "failed")}}
+
+
+# --- acting on a report --------------------------------------------------------------------
+
+RESOLVE_ACTIONS = resolve_module.ACTIONS
+
+
+def resolve(report: Path, action: str, quarantine: Path | None, apply: bool, config: Config | None) -> tuple[dict, bool]:
+    """A plan from a report, carried out when `apply`: the document to show, and whether any
+    file was refused."""
+    if quarantine and config:
+        for folder in config.watch:
+            if quarantine == folder.path or folder.path in quarantine.parents:
+                raise UsageError(f"--to {display_path(str(quarantine))}: inside the watched folder "
+                                 f"{display_path(str(folder.path))}; the quarantine must be outside them")
+    if quarantine and quarantine.exists() and not quarantine.is_dir():
+        raise UsageError(f"--to {display_path(str(quarantine))}: exists and is not a folder")
+    plan = resolve_module.make_plan(load_report(report), action, report,
+                                    watched=config.watch if config else None,
+                                    reference=config.keep_reference if config else ())
+    if not apply:
+        return plan.to_json(), False
+    applied = resolve_module.apply(plan, quarantine)
+    return applied.to_json(plan), bool(applied.refused)
+
+
+def resolution_text(document: dict, action: str) -> str:
+    return resolve_module.to_text(document, action)
+
+
+def undo(manifest: Path) -> resolve_module.Undone:
+    """Put the files of a quarantine manifest back where they were."""
+    return resolve_module.undo(manifest)
+
+
+# --- the daemon ----------------------------------------------------------------------------
+
+def run_daemon(config: Config) -> int:
+    # The context names every indexed file and the reports show them: for the daemon's user only.
+    os.umask(0o077)
+    configure_logging(config.log_level, config.log_format)
+    return Service(config).run()
