@@ -33,7 +33,7 @@ import scale
 from lookalike.imaging.features import fingerprint_variants, mirrored
 from lookalike.match import compare
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD
-from lookalike.store import SearchContext, index
+from lookalike.store import SearchContext, index, inspection
 from runinfo import machine, revision
 
 RESULTS = Path("bench/results/candidate_rules.json")
@@ -51,8 +51,8 @@ def best_of(orientations: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> di
 
 
 def shared_counts(context: SearchContext, local, crowded: int) -> dict[int, int]:
-    with context._read() as txn, txn.cursor(db=context._index.lsh) as cursor:
-        return best_of([index.shared_buckets(cursor, context._hasher, features.descriptors, crowded)
+    with inspection.lsh_postings(context) as cursor:
+        return best_of([index.shared_buckets(cursor, inspection.hasher(context), features.descriptors, crowded)
                         for features in (local, mirrored(local, context.settings.detector))])
 
 
@@ -110,14 +110,15 @@ def scale_rules(args) -> dict:
     out = {"images": context.count(), "queries": len(queries), "by_crowding": {}}
     for crowded in CROWDING:
         timings, postings, found = [], [], []
-        with context._read() as txn, txn.cursor(db=context._index.lsh) as cursor:
+        hasher = inspection.hasher(context)
+        with inspection.lsh_postings(context) as cursor:
             for query in queries:
                 started = time.perf_counter()
-                orientations = [index.shared_buckets(cursor, context._hasher, features.descriptors, crowded)
+                orientations = [index.shared_buckets(cursor, hasher, features.descriptors, crowded)
                                 for features in (query.local, mirrored(query.local, context.settings.detector))]
                 timings.append(time.perf_counter() - started)
                 found.append(best_of(orientations))
-                keys = index._key_bytes(index._packed_keys(context._hasher, query.local.descriptors)[0])
+                keys = index.lsh_keys(hasher, query.local.descriptors)
                 sizes = index.bucket_sizes(cursor, keys)
                 postings.append(int(sizes[sizes <= crowded].sum()))
         by_shared = {}

@@ -34,10 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import proctree
 import scale
 from lookalike.store import SearchContext
 from lookalike.store.changes import Remove
+from testhelpers import harness
 from lookalike.store.writer import BATCH
 from runinfo import machine, revision
 
@@ -49,7 +49,7 @@ GROW_STEP = 1_000
 
 
 def anon_mb() -> float:
-    return proctree.memory(os.getpid())["RssAnon"] / 2**20
+    return harness.memory(os.getpid())["RssAnon"] / 2**20
 
 
 def main() -> None:

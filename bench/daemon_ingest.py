@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,15 +28,9 @@ import time
 from pathlib import Path
 
 from lookalike.store import SearchContext
-from proctree import tree_rss
+from testhelpers import harness
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -92,15 +85,15 @@ def main() -> None:
         config.write_text(json.dumps({
             "watch": [str(folder)], "state_dir": str(scratch / "state"), "workers": args.workers,
             "settle_seconds": args.settle, "duplicates": {"interval": "1h"},
-            "metrics": {"listen": f"127.0.0.1:{free_port()}"}}))
-        daemon = subprocess.Popen([str(Path(sys.executable).with_name("lookalike")), "run", "--config", str(config)],
+            "metrics": {"listen": f"127.0.0.1:{harness.free_port()}"}}))
+        daemon = subprocess.Popen([str(harness.LOOKALIKE), "run", "--config", str(config)],
                                   stderr=subprocess.DEVNULL)
         peak = [0]
         sampling = threading.Event()
 
         def sample() -> None:
             while not sampling.wait(0.2):
-                peak[0] = max(peak[0], tree_rss(daemon.pid))
+                peak[0] = max(peak[0], harness.tree_rss(daemon.pid))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()

@@ -34,25 +34,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
-import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 from lookalike.store import SearchContext
-from proctree import descendants, memory
 from runinfo import machine, revision
+from testhelpers import harness, images
 
 BENCH = Path(__file__).resolve().parent
-LOOKALIKE = Path(sys.executable).with_name("lookalike")
 SIDE = 96
 SAMPLE_SECONDS = 1.0
 KEPT_SAMPLE = 10               # the results file keeps every 10th sample
@@ -65,27 +60,10 @@ GAUGES = ("lookalike_context_images", "lookalike_files_queued", "lookalike_files
 
 def picture(seed: int) -> bytes:
     """A 96x96 JPEG of its own: a background, 10 filled shapes, noise."""
-    rng = np.random.default_rng(seed)
-    canvas = np.empty((SIDE, SIDE, 3), np.uint8)
-    canvas[:] = rng.integers(0, 256, 3)
-    for _ in range(10):
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        x, y = (int(v) for v in rng.integers(0, SIDE, 2))
-        w, h = (int(v) for v in rng.integers(6, SIDE // 2, 2))
-        if rng.random() < 0.5:
-            cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, -1)
-        else:
-            cv2.circle(canvas, (x, y), w // 2, colour, -1)
-    noisy = np.clip(canvas.astype(np.int16) + rng.integers(-6, 7, canvas.shape), 0, 255).astype(np.uint8)
-    ok, encoded = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    ok, encoded = cv2.imencode(".jpg", images.shapes(seed, SIDE, count=10, smallest=6, noise=6),
+                               [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return encoded.tobytes()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -97,20 +75,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape(port: int) -> dict[str, float]:
-    """Every sample of the exposition, labels folded into the name (`name{k="v"}`)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
-
-
-def total(samples: dict[str, float], name: str) -> float:
-    return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
+def gauge(samples: dict[tuple[str, frozenset], float], name: str) -> float | None:
+    """An unlabelled series' value in a scrape, None before the daemon serves it."""
+    return samples.get((name, frozenset()))
 
 
 class Sampler(threading.Thread):
@@ -121,16 +88,16 @@ class Sampler(threading.Thread):
         self.pid, self.port, self.written = pid, port, written
         self.started = time.time()
         self.samples: list[dict] = []
-        self.latest: dict[str, float] = {}
+        self.latest: dict[tuple[str, frozenset], float] = {}
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
             due = time.monotonic() + SAMPLE_SECONDS
-            children = descendants(self.pid)
-            sizes = {pid: memory(pid) for pid in [self.pid, *children]}
+            children = harness.descendants(self.pid)
+            sizes = {pid: harness.memory(pid) for pid in [self.pid, *children]}
             try:
-                self.latest = scrape(self.port)
+                self.latest = harness.scrape(self.port)
             except OSError:
                 pass
             self.samples.append({
@@ -138,7 +105,7 @@ class Sampler(threading.Thread):
                 "rss_main": sizes[self.pid]["VmRSS"], "rss_tree": sum(m["VmRSS"] for m in sizes.values()),
                 "anon_main": sizes[self.pid]["RssAnon"], "file_main": sizes[self.pid]["RssFile"],
                 "anon_tree": sum(m["RssAnon"] for m in sizes.values()), "processes": len(sizes),
-                **{name: self.latest.get(name) for name in GAUGES}})
+                **{name: gauge(self.latest, name) for name in GAUGES}})
             self.stopping.wait(max(0.0, due - time.monotonic()))
 
 
@@ -177,13 +144,13 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="lookalike-flood-", dir=args.scratch))
     folder = scratch / "photos"
     folder.mkdir()
-    port = free_port()
+    port = harness.free_port()
     config = scratch / "config.yaml"
     config.write_text(json.dumps({"watch": [str(folder)], "state_dir": str(scratch / "state"),
                                   "workers": args.workers, "metrics": {"listen": f"127.0.0.1:{port}"}}))
     log = open(scratch / "daemon.log", "wb")
     environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM")}
-    daemon = subprocess.Popen([str(LOOKALIKE), "run", "--config", str(config)], stdin=subprocess.DEVNULL,
+    daemon = subprocess.Popen([str(harness.LOOKALIKE), "run", "--config", str(config)], stdin=subprocess.DEVNULL,
                               stdout=log, stderr=subprocess.STDOUT, env=environ)
     written = [0]
     sampler = None
@@ -191,7 +158,7 @@ def main() -> None:
         deadline = time.monotonic() + 60
         while True:                                       # metrics up and the first reconcile done
             try:
-                if scrape(port).get("lookalike_reconcile_runs_total", 0) >= 1:
+                if (gauge(harness.scrape(port), "lookalike_reconcile_runs_total") or 0) >= 1:
                     break
             except OSError:
                 pass
@@ -199,7 +166,7 @@ def main() -> None:
                 raise SystemExit(f"the daemon did not start; see {scratch / 'daemon.log'}")
             time.sleep(0.2)
         time.sleep(2)                                     # and its first (empty) duplicates pass
-        before = scrape(port)
+        before = harness.scrape(port)
         sampler = Sampler(daemon.pid, port, written)
         sampler.start()
         time.sleep(3)                                     # a few samples of the idle daemon
@@ -219,23 +186,23 @@ def main() -> None:
             time.sleep(1)
             if daemon.poll() is not None:
                 raise SystemExit(f"the daemon exited ({daemon.returncode}); see {scratch / 'daemon.log'}")
-            stored = int(sampler.latest.get("lookalike_context_images") or 0)
+            stored = int(gauge(sampler.latest, "lookalike_context_images") or 0)
             if stored != last_count:
                 last_change, last_count = time.monotonic(), stored
                 print(f"  {time.time() - flood_start:7.0f} s: {stored} stored, "
-                      f"{sampler.latest.get('lookalike_files_queued')} queued", flush=True)
+                      f"{gauge(sampler.latest, 'lookalike_files_queued')} queued", flush=True)
             elif time.monotonic() - last_change > STALL_SECONDS:
                 raise SystemExit(f"no progress for {STALL_SECONDS} s at {stored} of {n}; see {scratch / 'daemon.log'}")
             elif time.monotonic() - last_change > IDLE_SECONDS and all(
-                    sampler.latest.get(name) == 0 for name in PIPELINE):
+                    gauge(sampler.latest, name) == 0 for name in PIPELINE):
                 # Nothing waits anywhere, yet files are missing: lost until the next reconcile (hourly).
                 with SearchContext.open(scratch / "state" / "context") as context:
                     have = {image.path for image in context.images()}
                 lost = sorted({str(p) for p in folder.iterdir()} - have)
                 raise SystemExit(f"the pipeline is empty at {stored} of {n}: lost {lost}; see {scratch / 'daemon.log'}")
         time.sleep(2 * SAMPLE_SECONDS)                     # a sample or two of the drained daemon
-        after = scrape(port)
-        cpu = sum(cpu_seconds(pid) for pid in [daemon.pid, *descendants(daemon.pid)])
+        after = harness.scrape(port)
+        cpu = sum(cpu_seconds(pid) for pid in [daemon.pid, *harness.descendants(daemon.pid)])
         sampler.stopping.set()
         sampler.join()
 
@@ -271,7 +238,7 @@ def main() -> None:
     during = [s for s in samples if run_start <= s["t"] <= run_end + SAMPLE_SECONDS]
 
     def counted(name: str) -> float:
-        return total(after, name) - total(before, name)
+        return harness.total(after, name) - harness.total(before, name)
 
     result = {
         "machine": machine(),

@@ -33,10 +33,9 @@ from lookalike.extract import extract_file
 from lookalike.match import compare
 from lookalike.search import query_candidate
 from lookalike.settings import ExtractionSettings
-from runinfo import PROJECT, machine, revision
+from runinfo import machine, revision
+from testhelpers import images
 
-sys.path.insert(0, str(PROJECT / "tests"))
-import images  # noqa: E402  (the test image builders: the DNG writer lives there)
 
 PHOTOS = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/photos")
 DATA = Path("bench/.data/formats")

@@ -41,7 +41,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from proctree import descendants
+from testhelpers import harness
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -52,7 +52,6 @@ RUNNER = BENCH / "peers_run.py"
 # BENCHMARKS.md from this line on is kept by hand, from the results files each section names.
 HAND_KEPT = "<!-- The sections below are kept by hand; bench/peers.py writes only the ones above. -->"
 RUSAGE_RUN = BENCH / "rusage_run.py"
-LOOKALIKE = Path(sys.executable).with_name("lookalike")
 SAMPLE_SECONDS = 0.1
 TUNE_UP_TO = 24                # ImageHash thresholds tried when tuning: 0..24 bits of 64
 # findimagedupes runs a shell function VIEW for every set of duplicates; this one prints the set
@@ -78,7 +77,7 @@ def tree_memory(pid: int) -> tuple[int, int]:
     RSS counts a page shared by forked workers once in each of them; PSS splits it between them,
     so the tree's PSS is what the tree really holds.
     """
-    processes = descendants(pid)
+    processes = harness.descendants(pid)
     return (sum(_field_kib(f"/proc/{p}/status", "VmRSS:") for p in processes),
             sum(_field_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in processes))
 
@@ -209,7 +208,7 @@ def _relative(path: str, data: Path) -> str:
 def run_lookalike(data: Path, work: Path) -> dict:
     context = work / "lookalike-context"
     report = work / "lookalike-duplicates.json"
-    base = [str(LOOKALIKE), "--context", str(context)]
+    base = [str(harness.LOOKALIKE), "--context", str(context)]
     stages = {}
     for name, args, stdout in [("context create", ["context", "create"], None),
                                ("features add", ["features", "add", str(data)], work / "lookalike-add.json"),
@@ -376,7 +375,7 @@ def versions(work: Path) -> dict:
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "daemon"], capture_output=True,
                            text=True).stdout.strip()
-    lookalike = subprocess.run([str(LOOKALIKE), "--version"], capture_output=True, text=True).stdout.strip()
+    lookalike = subprocess.run([str(harness.LOOKALIKE), "--version"], capture_output=True, text=True).stdout.strip()
     return {
         "lookalike": {"version": lookalike, "commit": commit + (" (daemon/ had uncommitted changes)" if dirty else ""),
                       "python": platform.python_version(),

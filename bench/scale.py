@@ -39,8 +39,8 @@ from lookalike.imaging.decode import FileIdentity
 from lookalike.imaging.features import LocalFeatures
 from lookalike.store import SearchContext
 
-import proctree
 from runinfo import machine, revision
+from testhelpers import harness
 
 SOURCE = Path("bench/.data/peers/lookalike-context")
 WORK = Path("bench/.data/scale")
@@ -128,8 +128,8 @@ def insertion_order(records: list[ImageFeatures], total: int) -> list[tuple[str,
 
 
 def memory() -> dict:
-    """This process's resident memory in MB, split as bench/proctree.memory splits it."""
-    now = proctree.memory(os.getpid())
+    """This process's resident memory in MB, split as harness.memory splits it."""
+    now = harness.memory(os.getpid())
     return {"rss_mb": now["VmRSS"] / 2**20, "rss_anon_mb": now["RssAnon"] / 2**20, "rss_file_mb": now["RssFile"] / 2**20,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

@@ -38,6 +38,24 @@ def photo(name: str = "coffee") -> np.ndarray:
     return pixels
 
 
+def shapes(seed: int, side: int = 128, count: int = 12, smallest: int = 8, noise: int = 0) -> np.ndarray:
+    """A small picture of its own for each seed: `count` random filled shapes, corners for the
+    detector, and (`noise` > 0) uniform noise of up to that many levels on every pixel."""
+    rng = np.random.default_rng(seed)
+    canvas = np.full((side, side, 3), rng.integers(0, 256, 3), np.uint8)
+    for _ in range(count):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = (int(v) for v in rng.integers(0, side, 2))
+        w, h = (int(v) for v in rng.integers(smallest, side // 2, 2))
+        if rng.random() < 0.5:
+            cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, -1)
+        else:
+            cv2.circle(canvas, (x, y), w // 2, colour, -1)
+    if noise:
+        canvas = np.clip(canvas.astype(np.int16) + rng.integers(-noise, noise + 1, canvas.shape), 0, 255).astype(np.uint8)
+    return canvas
+
+
 def grey(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 2:
         return pixels

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 import images
+from harness import LOOKALIKE
 from lookalike import cli
 from lookalike.errors import ExitCode
 from lookalike.statedir import state_lock
 
-CONSOLE_SCRIPT = Path(sys.executable).with_name("lookalike")
 COPIES = ("astronaut", "astronaut-small", "astronaut-flip", "astronaut-crop")     # one picture
 
 
@@ -584,16 +584,16 @@ def test_config_check(photos, tmp_path, capsys):
 # --- the installed entry points ------------------------------------------------------------
 
 def test_console_script_and_module_exit_codes(stored, photos, tmp_path):
-    assert CONSOLE_SCRIPT.exists()
-    listed = subprocess.run([CONSOLE_SCRIPT, "--context", stored, "features", "list"],
+    assert LOOKALIKE.exists()
+    listed = subprocess.run([LOOKALIKE, "--context", stored, "features", "list"],
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and len(json.loads(listed.stdout)["images"]) == len(photos)
     missing = subprocess.run([sys.executable, "-m", "lookalike", "--context", stored, "features", "get",
                               tmp_path / "nope.jpg"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 3 and missing.stdout == "" and "not in the search context" in missing.stderr
-    usage = subprocess.run([CONSOLE_SCRIPT, "features", "list"], capture_output=True, text=True, timeout=60)
+    usage = subprocess.run([LOOKALIKE, "features", "list"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2
-    bad = subprocess.run([CONSOLE_SCRIPT, "config", "check", tmp_path / "missing.yaml"],
+    bad = subprocess.run([LOOKALIKE, "config", "check", tmp_path / "missing.yaml"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 78
 

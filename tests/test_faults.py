@@ -57,8 +57,8 @@ from lookalike.store import writer as writer_module
 from lookalike.store.changes import Put, Remove
 from lookalike.watch.folders import Folders
 from lookalike.watch.observe import Dirty, Watcher
-from test_daemon import QUICK, Daemon, daemons, folder, shapes  # noqa: F401 (daemons: a fixture)
-from test_reliability import unreadable_prefix
+from harness import QUICK, Daemon, folder, unreadable_prefix
+from images import shapes
 
 RETRY_SECONDS = 5.0        # store/writer.py: a failed commit is tried again this often
 CAP = 1 << 20              # 1 MiB holds about 25 of the QUICK pictures

@@ -29,7 +29,6 @@ from lookalike.reports.html import to_html
 from lookalike.search import query_candidate
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 from lookalike.store import SearchContext
-from test_daemon import daemons, folder  # noqa: F401 (a fixture)
 
 SETTINGS = ExtractionSettings()
 PICTURE = images.photo("astronaut")

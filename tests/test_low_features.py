@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 
 import images
-from harness import lookalike, lookalike_json
+from harness import folder, lookalike, lookalike_json
 from lookalike.duplicates import find_groups
 from lookalike.errors import ExitCode, StoreError
 from lookalike.extract import extract_file, few_features
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 from lookalike.store import SearchContext
-from test_daemon import daemons, folder  # noqa: F401  (the fixture)
 
 SETTINGS = ExtractionSettings()
 
@@ -126,7 +125,7 @@ def test_an_image_with_too_few_features_is_listed_and_still_finds_its_identical_
     assert groups == [{original.name, identical.name, near.name}], groups
 
 
-def test_the_daemon_logs_and_counts_an_image_with_too_few_features(daemons, tmp_path):  # noqa: F811
+def test_the_daemon_logs_and_counts_an_image_with_too_few_features(daemons, tmp_path):
     photos = folder(tmp_path)
     smooth = images.write_jpeg(photos, "smooth.jpg", blurred("rocket"))
     sharp = images.write_jpeg(photos, "coffee.jpg", images.photo("coffee"))

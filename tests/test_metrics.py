@@ -14,16 +14,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,14 +30,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from watchdog import events as watchdog_events
 
 import images
-from harness import free_port
+from harness import Daemon, folder, free_port, stop_group
 from lookalike import __version__, config
 from lookalike.errors import ImageError
 from lookalike.metrics import Metrics
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "docs" / "grafana" / "lookalike.json"
-CONSOLE_SCRIPT = Path(sys.executable).with_name("lookalike")
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
 MAX_SERIES = 200
@@ -107,12 +103,6 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def scrape(port: int) -> str:
-    status, body = get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200, status
-    return body.decode()
-
-
 def listening_tcp(pid: int) -> list[tuple[str, int]]:
     """(address, port) of every TCP socket process `pid` listens on, from /proc: the socket
     inodes among its descriptors, looked up in its network namespace's tcp and tcp6 tables."""
@@ -142,45 +132,8 @@ def listening_tcp(pid: int) -> list[tuple[str, int]]:
     return found
 
 
-def stop(process: subprocess.Popen, timeout: float) -> list[str]:
-    """SIGTERM, then SIGKILL to the whole process group (each process here starts its own
-    session). Returns "pid command" for anything the group still held after its leader exited,
-    which is killed too."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return []
-        time.sleep(0.1)
-    left = [f"{pid} {_command(pid)}" for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-            if _pgid(pid) == process.pid]
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return left
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
+def log_tail(path: Path) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-30:])
 
 
 def dashboard_expressions(dashboard: dict) -> list[str]:
@@ -322,16 +275,7 @@ def test_dashboard_shows_every_lookalike_metric():
 
 # --- system: the real daemon -----------------------------------------------------------------
 
-@dataclass
-class Daemon:
-    process: subprocess.Popen
-    port: int
-    images: int
-    log: Path
-
-
-def _log_tail(path: Path) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-30:])
+DAEMON_IMAGES = 4
 
 
 @pytest.fixture(scope="module")
@@ -339,55 +283,40 @@ def daemon(tmp_path_factory):
     """`lookalike run` on three photos and a resized copy of one, after it has indexed them all
     and written a duplicate report."""
     root = tmp_path_factory.mktemp("daemon")
-    photos = root / "photos"
-    photos.mkdir()
+    photos = folder(root)
     for name in ("astronaut", "chelsea", "coffee"):
         images.write_jpeg(photos, f"{name}.jpg", images.photo(name))
     images.write_jpeg(photos, "coffee-small.jpg", images.resized(images.photo("coffee"), 300, 200))
-    count = 4
-    port = free_port()
-    config_file = root / "config.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "watch": [str(photos)], "state_dir": str(root / "state"), "workers": 2, "settle_seconds": "0.5s",
-        "reconcile_interval": "1h", "duplicates": {"interval": "2s"}, "stop_timeout": "5s",
-        "metrics": {"listen": f"127.0.0.1:{port}"}, "log": {"level": "info"},
-    }))
-    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "lookalike"]
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM")}
-    log = root / "daemon.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([*command, "run", "--config", str(config_file)], stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                   start_new_session=True)
+    daemon = Daemon(root, [photos], workers=2, duplicates={"interval": "2s"}, log={"level": "info"})
     left = []
     try:
-        deadline = time.monotonic() + 40
-        while True:
-            assert process.poll() is None, f"the daemon exited ({process.returncode}):\n{_log_tail(log)}"
+        daemon.start()
+
+        def indexed_and_reported() -> bool:
             try:
-                text = scrape(port)
+                samples = daemon.scrape()
             except OSError:
-                text = ""
-            if (text and value(text, "lookalike_context_images") == count
-                    and value(text, "lookalike_files_indexed_total") == count
-                    and (value(text, "lookalike_duplicate_groups") or 0) >= 1):
-                break
-            assert time.monotonic() < deadline, f"not indexed in time; last scrape:\n{text}\n{_log_tail(log)}"
-            time.sleep(0.2)
-        yield Daemon(process, port, count, log)
+                return False
+            return (samples.get(("lookalike_context_images", frozenset())) == DAEMON_IMAGES
+                    and samples.get(("lookalike_files_indexed_total", frozenset())) == DAEMON_IMAGES
+                    and samples.get(("lookalike_duplicate_groups", frozenset()), 0) >= 1)
+
+        daemon.wait(indexed_and_reported, "the photos indexed and a duplicate report", timeout=40)
+        yield daemon
     finally:
-        left = stop(process, timeout=15)
-    assert not left, f"the daemon left processes behind: {left}\n{_log_tail(log)}"
+        left = stop_group(daemon.process, timeout=15)
+        daemon.close()
+    assert not left, f"the daemon left processes behind: {left}\n{daemon.log_tail()}"
 
 
 @pytest.mark.slow
 @needs_promtool
 def test_daemon_scrape_passes_promtool(daemon):
-    text = scrape(daemon.port)
+    text = daemon.exposition()
     result = promtool_check(text.encode())
     assert (result.returncode, result.stdout.decode(), result.stderr.decode()) == (0, "", "")
     assert_bounded(text)
-    assert value(text, "lookalike_context_images") == daemon.images
+    assert value(text, "lookalike_context_images") == DAEMON_IMAGES
     assert value(text, "lookalike_duplicate_images") >= 2
     assert value(text, "lookalike_duplicates_runs_total") >= 1
     assert value(text, "lookalike_files_failed_total", {"reason": "corrupt"}) == 0
@@ -447,21 +376,21 @@ def prometheus(daemon, tmp_path_factory):
     try:
         deadline = time.monotonic() + 20
         while True:
-            assert process.poll() is None, f"prometheus exited ({process.returncode}):\n{_log_tail(log)}"
+            assert process.poll() is None, f"prometheus exited ({process.returncode}):\n{log_tail(log)}"
             try:
                 if get(f"{base}/-/ready", timeout=2)[0] == 200:
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, f"prometheus not ready in time:\n{_log_tail(log)}"
+            assert time.monotonic() < deadline, f"prometheus not ready in time:\n{log_tail(log)}"
             time.sleep(0.1)
         deadline = time.monotonic() + 20
-        while one_value(base, "lookalike_context_images") != daemon.images:
+        while one_value(base, "lookalike_context_images") != DAEMON_IMAGES:
             assert time.monotonic() < deadline, query(base, "lookalike_context_images")
             time.sleep(0.25)
         yield base
     finally:
-        left = stop(process, timeout=10)
+        left = stop_group(process, timeout=10)
     assert not left, f"prometheus left processes behind: {left}"
 
 
@@ -480,7 +409,7 @@ def one_value(base: str, promql: str) -> float | None:
 @pytest.mark.slow
 @needs_prometheus
 def test_prometheus_scrapes_the_daemon(daemon, prometheus):
-    assert one_value(prometheus, "lookalike_context_images") == daemon.images
+    assert one_value(prometheus, "lookalike_context_images") == DAEMON_IMAGES
     assert one_value(prometheus, 'up{job="lookalike"}') == 1
     assert one_value(prometheus, "lookalike_duplicate_groups") >= 1
     [build] = query(prometheus, "lookalike_build_info")["result"]

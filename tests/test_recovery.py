@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import images
+from harness import lookalike
 from lookalike.errors import ExitCode
 from lookalike.statedir import state_lock
-
-LOOKALIKE = Path(sys.executable).with_name("lookalike")
-
-
-def lookalike(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LOOKALIKE), *map(str, args)], capture_output=True, text=True, timeout=120)
-
 
 @pytest.fixture
 def scanned(tmp_path) -> Path:

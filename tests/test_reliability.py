@@ -1,4 +1,4 @@
-"""Reliability and security (issue #6): the daemon against crashes, hostile files and races.
+"""Reliability and security: the daemon against crashes, hostile files and races.
 
 - The daemon SIGKILLed at random moments of a heavy ingest, 22 times in a row, with files added,
   rewritten with other pictures, renamed and deleted around every kill: afterwards the context
@@ -24,152 +24,36 @@ import functools
 import json
 import os
 import random
-import shutil
 import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
 import skimage.data
-import yaml
 from hypothesis import HealthCheck, event, given, settings as hypothesis_settings, strategies as st
-from prometheus_client.parser import text_string_to_metric_families
 
 import images
-from harness import LOOKALIKE, content_hash, descendants, free_port, lookalike, lookalike_json, rss_bytes, running
+from harness import (Daemon, content_hash, descendants, lookalike, lookalike_json, rss_bytes, running, total,
+                     unreadable_prefix)
 from lookalike.errors import ExitCode, ImageError, NotFoundError, display_path
 from lookalike.extract import Extracted, SameContent, Unreadable, examine
 from lookalike.imaging.features import detector_info
 from lookalike.service import SETTLED_AGE_SECONDS
 from lookalike.settings import ExtractionSettings
-from lookalike.store import SearchContext, codec, index
-from lookalike.store import context as context_module
+from lookalike.store import SearchContext, codec, index, inspection
 
 SETTLE = "0.3s"
-STOP_TIMEOUT = 5.0
-DEADLINE = 60.0
-POLL = 0.1
 
 
-# --- helpers --------------------------------------------------------------------------------
-
-class Daemon:
-    """One `lookalike run` process at a time on one config, its log in a file."""
-
-    def __init__(self, base: Path, watch: list[Path], state: Path, **settings):
-        self.base = base
-        self.state = state
-        self.context_dir = state / "context"
-        self.config_path = base / f"{state.name}.yaml"
-        self.log_path = base / f"{state.name}.log"
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self._log = None
-        document = {
-            "watch": [{"path": str(w)} for w in watch],
-            "state_dir": str(state),
-            "workers": 2,
-            "settle_seconds": SETTLE,
-            "reconcile_interval": "1h",
-            "duplicates": {"interval": "1h"},
-            "metrics": {"listen": f"127.0.0.1:{self.port}"},
-            "stop_timeout": f"{STOP_TIMEOUT:g}s",
-            **settings,
-        }
-        self.config_path.write_text(yaml.safe_dump(document))
-
-    def start(self, prefix: tuple[str, ...] = ()) -> "Daemon":
-        assert self.process is None or self.process.poll() is not None, "already running"
-        environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM")}
-        environ["PYTHONFAULTHANDLER"] = "1"
-        if self._log is None:
-            self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([*prefix, str(LOOKALIKE), "run", "--config", str(self.config_path)],
-                                        stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=environ)
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> list[int]:
-        """SIGKILL the daemon (not its workers: a crash leaves them behind); the workers it had."""
-        workers = descendants(self.pid)
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-        return workers
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_TIMEOUT + 5)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the daemon did not exit within {STOP_TIMEOUT + 5:g} s of SIGTERM\n{self.log_tail()}")
-
-    def close(self) -> None:
-        if self.alive():
-            workers = descendants(self.pid)
-            self.process.kill()
-            self.process.wait(10)
-            for pid in workers:
-                if running(pid):
-                    os.kill(pid, signal.SIGKILL)
-        if self._log is not None:
-            self._log.close()
-
-    def log_text(self) -> str:
-        return self.log_path.read_bytes().decode("utf-8", "replace") if self.log_path.exists() else ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "--- daemon log (tail) ---\n" + "\n".join(self.log_text().splitlines()[-lines:])
-
-    def wait(self, condition, what: str, timeout: float = DEADLINE, detail=lambda: ""):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if not self.alive():
-                pytest.fail(f"the daemon exited ({self.process.returncode}) while waiting for {what}\n"
-                            f"{detail()}\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{detail()}\n{self.log_tail()}")
-            time.sleep(POLL)
-
-    def scrape(self, timeout: float = 10) -> dict[tuple[str, frozenset], float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=timeout) as response:
-            text = response.read().decode()
-        return {(sample.name, frozenset(sample.labels.items())): sample.value
-                for family in text_string_to_metric_families(text) for sample in family.samples}
-
-    def metric(self, name: str, **labels) -> float:
-        return self.scrape().get((name, frozenset(labels.items())), 0.0)
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    made: list[Daemon] = []
-
-    def make(watch: list[Path], state: Path, **settings) -> Daemon:
-        daemon = Daemon(tmp_path, watch, state, **settings)
-        made.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in made:
-        daemon.close()
+def make_daemon(daemons, watch: list[Path], state: Path, **settings) -> Daemon:
+    """A daemon as these tests run it: two workers and a short settle time."""
+    return daemons(watch, state, workers=2, settle_seconds=SETTLE, **settings)
 
 
 # --- a pool of pictures, every pair of them clear-cut ----------------------------------------
@@ -322,18 +206,6 @@ def newest_image(context_dir: Path) -> int:
         return 0
 
 
-def raw_index(directory: Path) -> dict[str, list[tuple[bytes, bytes]]]:
-    """Every (key, value) of every sub-database, read with plain lmdb (the context is closed)."""
-    env = lmdb.open(str(directory), readonly=True, max_dbs=16, subdir=True, lock=False)
-    try:
-        with env.begin() as txn:
-            return {name: list(txn.cursor(db=env.open_db(name.encode(), txn=txn, create=False,
-                                                        dupsort=name in context_module._DUPSORT)))
-                    for name in context_module._DATABASES}
-    finally:
-        env.close()
-
-
 def assert_whole_and_consistent(context_dir: Path) -> None:
     """Every record decodes and every index entry belongs to a stored image, no more and no less."""
     with SearchContext.open(context_dir) as context:
@@ -347,9 +219,9 @@ def assert_whole_and_consistent(context_dir: Path) -> None:
             assert again == image and context.find(image.path) == image
             assert candidate.local.descriptors.shape[0] == image.features
             lsh_keys.update((key, index.NUM.pack(image.num))
-                            for key in index._lsh_keys(hasher, candidate.local.descriptors))
+                            for key in index.lsh_keys(hasher, candidate.local.descriptors))
     nums = {index.NUM.pack(image.num) for image in stored}
-    raw = raw_index(context_dir)
+    raw = inspection.database_entries(context_dir)
     for name in ("images", "features"):
         assert {key for key, _ in raw[name]} == nums, f"{name} does not match the stored images"
     assert sorted(value for _, value in raw["paths"]) == sorted(nums)
@@ -381,7 +253,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_leaves_no_half_record(daemo
     tree = Tree(tmp_path / "photos", rng)
     for _ in range(TREE_SIZE):
         tree.add()
-    daemon = daemons([tree.root], tmp_path / "state")
+    daemon = make_daemon(daemons, [tree.root], tmp_path / "state")
     kills, orphans = [], []
     for kill in range(KILLS):
         newest = newest_image(daemon.context_dir)
@@ -418,7 +290,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_leaves_no_half_record(daemo
 
     daemon.wait(settled, f"the context to hold the {len(tree.files)} files after {KILLS} kills at {kills}",
                 detail=lambda: "\n".join(problems[:20]))
-    assert daemon.stop() == 0, daemon.log_tail()
+    assert daemon.stop()[0] == 0, daemon.log_tail()
     # A killed daemon's workers notice (end of file on their pipes) and end, quietly.
     assert [pid for pid in orphans if running(pid)] == []
     assert 'workers.py", line' not in daemon.log_text(), daemon.log_tail(80)
@@ -432,7 +304,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_leaves_no_half_record(daemo
     assert_whole_and_consistent(daemon.context_dir)
 
     # The same folders indexed from scratch group the same way, and as the pictures say.
-    clean = daemons([tree.root], tmp_path / "clean")
+    clean = make_daemon(daemons, [tree.root], tmp_path / "clean")
     rebuilt = lookalike_json("--config", clean.config_path, "context", "rebuild")
     assert (rebuilt["added"], rebuilt["failed"], rebuilt["previous"]) == (len(tree.files), 0, None)
     after_crashes = duplicate_groups(daemon.config_path, tmp_path / "crashed.json")
@@ -451,14 +323,16 @@ def test_a_crash_while_the_context_is_created_does_not_stop_the_next_start(daemo
     photos.mkdir()
     picture = photos / "one.jpg"
     picture.write_bytes(variant(0, "jpg"))
-    daemon = daemons([photos], tmp_path / "state")
-    # A process that dies by SIGKILL exactly there, as a crash would.
-    target = "__init__" if cut == "before the databases" else "_write"
+    daemon = make_daemon(daemons, [photos], tmp_path / "state")
+    # A process that dies by SIGKILL exactly there, as a crash would: as the context object is
+    # made, or as the first transaction turns the settings into the record it writes.
+    target = "SearchContext.__init__" if cut == "before the databases" else "ExtractionSettings.to_dict"
     crash = (
         "import os, signal, sys\n"
+        "from lookalike.settings import ExtractionSettings\n"
         "from lookalike.store import SearchContext\n"
         "def die(*args, **kwargs): os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"SearchContext.{target} = die\n"
+        f"{target} = die\n"
         "SearchContext.create(sys.argv[1])\n"
     )
     result = subprocess.run([sys.executable, "-c", crash, str(daemon.context_dir)], capture_output=True, timeout=60)
@@ -469,31 +343,13 @@ def test_a_crash_while_the_context_is_created_does_not_stop_the_next_start(daemo
 
     daemon.start()
     daemon.wait(lambda: differences(daemon.context_dir, [picture]) == [], "the photo to be indexed")
-    assert daemon.stop() == 0
+    assert daemon.stop()[0] == 0
 
 
 # --- 2. a hostile folder ----------------------------------------------------------------------
 
 def big_folder_size() -> int:
     return int(os.environ.get("LOOKALIKE_TEST_BIG_FOLDER", "10000"))
-
-
-def unreadable_prefix() -> tuple[tuple[str, ...], str | None]:
-    """How to run the daemon so that a mode-000 file is unreadable to it, or why it cannot be.
-
-    Root reads any file (CAP_DAC_OVERRIDE). Without that capability and CAP_DAC_READ_SEARCH,
-    root is held to the permission bits like anyone, which is also how the shipped unit runs
-    it (DynamicUser, no capabilities)."""
-    if os.geteuid() != 0:
-        return (), None
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return (), "running as root without setpriv: a mode-000 file is readable to root"
-    probe = subprocess.run([setpriv, "--bounding-set", "-dac_override,-dac_read_search", "true"],
-                           capture_output=True)
-    if probe.returncode != 0:
-        return (), f"setpriv cannot drop capabilities here: {probe.stderr.decode(errors='replace').strip()}"
-    return (setpriv, "--bounding-set", "-dac_override,-dac_read_search"), None
 
 
 class Monitor(threading.Thread):
@@ -543,7 +399,7 @@ def test_a_hostile_folder_is_survived_and_every_bad_file_accounted_for(daemons, 
     outside = tmp_path / "outside"
     outside.mkdir()
     prefix, unreadable_skipped = unreadable_prefix()
-    daemon = daemons([root], tmp_path / "state")
+    daemon = make_daemon(daemons, [root], tmp_path / "state")
     daemon.start(prefix)
     daemon.wait(lambda: _answers(daemon) and daemon.metric("lookalike_reconcile_runs_total") >= 1,
                 "the metrics endpoint and the first reconcile")
@@ -643,7 +499,7 @@ def test_a_hostile_folder_is_survived_and_every_bad_file_accounted_for(daemons, 
     # size (that alone would take 2.5 GB). The daemon and each worker take ~100-120 MB here.
     assert max(monitor.max_rss.values()) < 500 * 2 ** 20, monitor.max_rss
     assert monitor.max_total_rss < 1024 * 2 ** 20, monitor.max_total_rss
-    assert daemon.stop() == 0, daemon.log_tail()
+    assert daemon.stop()[0] == 0, daemon.log_tail()
 
     # Started again, its reconcile walks the same folder (through the loops, past the FIFO) and
     # reads nothing again: a failed file is retried only when it changes.
@@ -665,15 +521,11 @@ def test_a_hostile_folder_is_survived_and_every_bad_file_accounted_for(daemons, 
     with SearchContext.open(daemon.context_dir) as context:
         assert sorted(image.path for image in context.images()) == sorted(good_paths)
         assert {f.path: f.reason for f in context.failures()} == bad_paths
-    assert daemon.stop() == 0, daemon.log_tail()
+    assert daemon.stop()[0] == 0, daemon.log_tail()
     if unreadable_skipped:
         pytest.skip(f"everything else passed ({len(bad)} bad files in {seconds:.1f} s); "
                     f"the unreadable file was left out: {unreadable_skipped}")
 
-
-def total(samples: dict, name: str) -> float:
-    """A metric summed over all its label sets."""
-    return sum(value for (sample, _), value in samples.items() if sample == name)
 
 
 def _answers(daemon: Daemon) -> bool:

@@ -343,7 +343,7 @@ def test_a_sigkill_during_apply_loses_no_file_and_undo_restores_all(tmp_path, ca
     quarantine = quarantine_base / "quarantine"
     try:
         process = subprocess.Popen([str(LOOKALIKE), "--config", str(config), "resolve", "--apply", "--json",
-                                    "--to", str(quarantine)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                    "--to", str(quarantine)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         entries = 0
         deadline = time.monotonic() + 60
         while entries < 20 and process.poll() is None and time.monotonic() < deadline:

@@ -31,7 +31,7 @@ from lookalike.errors import NotFoundError, StoreError, StoreFullError
 from lookalike.extract import ImageFeatures, extract_file
 from lookalike.imaging.features import fingerprint_variants
 from lookalike.settings import ExtractionSettings
-from lookalike.store import SearchContext, codec, index
+from lookalike.store import SearchContext, codec, index, inspection
 from lookalike.store import context as context_module
 
 SETTINGS = ExtractionSettings()
@@ -51,16 +51,8 @@ def at(features: ImageFeatures, path: str | Path) -> ImageFeatures:
 
 
 def raw_entries(directory: Path) -> dict[str, int]:
-    """Entry counts of every sub-database, read with plain lmdb (the context must be closed:
-    one process may not open an environment twice)."""
-    env = lmdb.open(str(directory), readonly=True, max_dbs=16, subdir=True)
-    try:
-        with env.begin() as txn:
-            return {name: txn.stat(env.open_db(name.encode(), txn=txn, create=False,
-                                                dupsort=name in context_module._DUPSORT))["entries"]
-                    for name in context_module._DATABASES}
-    finally:
-        env.close()
+    """Entry counts of every sub-database, as they lie on disk (the context must be closed)."""
+    return {name: len(entries) for name, entries in inspection.database_entries(directory).items()}
 
 
 def expected_index_entries(context: SearchContext) -> dict[str, int]:
@@ -68,7 +60,7 @@ def expected_index_entries(context: SearchContext) -> dict[str, int]:
     fingerprint chunks, one LSH posting per distinct bucket key."""
     hasher = index.Hasher("akaze", DESCRIPTOR_BYTES, True)
     stored = list(context.images())
-    lsh = sum(len(index._lsh_keys(hasher, context.local_features(image.path).descriptors)) for image in stored)
+    lsh = sum(len(index.lsh_keys(hasher, context.local_features(image.path).descriptors)) for image in stored)
     return {"images": len(stored), "features": len(stored), "paths": len(stored), "hashes": len(stored),
             "chunks": 4 * len(stored), "lsh": lsh}
 
@@ -253,7 +245,7 @@ def test_remove_forgets_the_image_and_its_index_entries(tmp_path, photos):
             assert context.remove(image.path)
         assert context.count() == 0
     entries = raw_entries(directory)
-    assert all(entries[name] == 0 for name in context_module._DATABASES if name != "meta"), entries
+    assert all(entries[name] == 0 for name in entries if name != "meta"), entries
 
 
 def test_same_picture_at_two_paths_keeps_both_hash_postings(tmp_path, photos):
@@ -319,7 +311,7 @@ def test_long_and_non_utf8_paths_are_stored_found_and_removed(tmp_path):
         assert context.count() == 0 and context.failures() == []
         assert context.find(long_path) is None and context.find(latin1_path) is None
     entries = raw_entries(directory)
-    assert all(entries[name] == 0 for name in context_module._DATABASES if name != "meta"), entries
+    assert all(entries[name] == 0 for name in entries if name != "meta"), entries
 
 
 def test_paths_under_pages_through_stored_and_failed_paths_below_a_folder_only(tmp_path, photos):
@@ -631,18 +623,18 @@ def test_a_look_up_that_began_before_a_removal_teaches_no_crowded_bucket():
 
 
 def test_the_buckets_read_outright_are_those_counted_first(photos, tmp_path):
-    """index._uncrowded_postings either counts each bucket and reads the uncrowded ones, or
+    """index.uncrowded_postings either counts each bucket and reads the uncrowded ones, or
     reads them all and drops the crowded: the same postings, for crowded, rare and missing keys."""
     first = photos[next(iter(photos))]
     crowd = [dataclasses.replace(first, path=str(tmp_path / f"{i}.jpg"), content_hash=i.to_bytes(16, "big"))
              for i in range(index.CROWDED_BUCKET + 1)]
     with SearchContext.create(tmp_path / "context") as context:
         context.upsert_many(crowd + [at(features, tmp_path / f"{name}.png") for name, features in photos.items()])
-        hasher = context._hasher
+        hasher = inspection.hasher(context)
         keys = sorted({key for features in photos.values()
-                       for key in index._lsh_keys(hasher, features.local.descriptors)} | {b"\x05" * 5})
-        with context._read() as txn, txn.cursor(db=context._index.lsh) as cursor:
-            counted, read = (index._uncrowded_postings(cursor, keys, index.CROWDED_BUCKET, directly)
+                       for key in index.lsh_keys(hasher, features.local.descriptors)} | {b"\x05" * 5})
+        with inspection.lsh_postings(context) as cursor:
+            counted, read = (index.uncrowded_postings(cursor, keys, index.CROWDED_BUCKET, directly)
                              for directly in (False, True))
     sizes = counted[0]
     assert (sizes > index.CROWDED_BUCKET).any() and (sizes == 0).any() and ((sizes > 0) & (sizes < 5)).any()
@@ -693,9 +685,9 @@ def test_the_copies_the_hash_and_fingerprint_find_come_before_the_descriptors_ar
                                                                                              monkeypatch):
     """`similar` verifies them meanwhile: the descriptors are most of a look-up's time."""
     looked_up = []
-    descriptor_votes = index._descriptor_votes
-    monkeypatch.setattr(index, "_descriptor_votes",
-                        lambda *args: looked_up.append(args[-1]) or descriptor_votes(*args))
+    shared_buckets = index.shared_buckets
+    monkeypatch.setattr(index, "shared_buckets",
+                        lambda *args, **kwargs: looked_up.append(kwargs["mirrored"]) or shared_buckets(*args, **kwargs))
     query = photos["coffee"]
     with SearchContext.create(tmp_path / "context") as context:
         context.upsert_many([at(features, tmp_path / f"{name}.jpg") for name, features in photos.items()]

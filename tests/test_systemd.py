@@ -12,12 +12,12 @@ import dataclasses
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from harness import LOOKALIKE
 from lookalike import config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +25,6 @@ UNIT = REPO / "systemd" / "lookalike.service"
 SERVICE_CONFIG = REPO / "config" / "lookalike.yaml"
 INSTALLED_CONFIG = Path("/etc/lookalike/config.yaml")
 INSTALLED_BINARY = "/opt/lookalike/venv/bin/lookalike"
-CONSOLE_SCRIPT = Path(sys.executable).with_name("lookalike")
 MAX_EXPOSURE = 2.5
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
@@ -63,11 +62,11 @@ def host_unit(tmp_path) -> Path:
     other line are checked as shipped. The copy keeps its name because verify reads the unit
     type and name from it.
     """
-    assert CONSOLE_SCRIPT.exists(), f"{CONSOLE_SCRIPT} is missing: install the package (pip install -e .)"
+    assert LOOKALIKE.exists(), f"{LOOKALIKE} is missing: install the package (pip install -e .)"
     text = UNIT.read_text()
     assert text.count(f"ExecStart={INSTALLED_BINARY} ") == 1
     copy = tmp_path / UNIT.name
-    copy.write_text(text.replace(f"ExecStart={INSTALLED_BINARY} ", f"ExecStart={CONSOLE_SCRIPT} "))
+    copy.write_text(text.replace(f"ExecStart={INSTALLED_BINARY} ", f"ExecStart={LOOKALIKE} "))
     return copy
 
 

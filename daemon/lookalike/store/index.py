@@ -115,7 +115,8 @@ def _key_bytes(packed: np.ndarray) -> list[bytes]:
     return packed.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 3:].copy().view("V5").ravel().tolist()
 
 
-def _lsh_keys(hasher: Hasher, descriptors: np.ndarray) -> list[bytes]:
+def lsh_keys(hasher: Hasher, descriptors: np.ndarray) -> list[bytes]:
+    """The bucket keys under which the index posts an image with these descriptors."""
     return _key_bytes(_packed_keys(hasher, descriptors)[0])
 
 
@@ -151,7 +152,7 @@ def add_fingerprint(txn, dbs: Databases, num: int, fingerprint: int) -> None:
 def add_descriptors(txn, dbs: Databases, num: int, local: LocalFeatures, hasher: Hasher) -> None:
     value = NUM.pack(num)
     with txn.cursor(db=dbs.lsh) as cursor:
-        cursor.putmulti([(key, value) for key in _lsh_keys(hasher, local.descriptors)], dupdata=True)
+        cursor.putmulti([(key, value) for key in lsh_keys(hasher, local.descriptors)], dupdata=True)
 
 
 def remove(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
@@ -160,7 +161,7 @@ def remove(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
     txn.delete(content_hash, value, db=dbs.hashes)
     for key in _chunk_keys(fingerprint):
         txn.delete(key, value + FINGERPRINT.pack(fingerprint), db=dbs.chunks)
-    for key in _lsh_keys(hasher, local.descriptors):
+    for key in lsh_keys(hasher, local.descriptors):
         txn.delete(key, value, db=dbs.lsh)
 
 
@@ -299,8 +300,8 @@ def _slot(packed: np.ndarray) -> np.ndarray:
     return ((packed >> np.uint64(32)) << np.uint64(KEY_BITS)) | (packed & np.uint64(0xFFFFFFFF))
 
 
-def _uncrowded_postings(cursor, keys: list[bytes], crowded: int,
-                        read_directly: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def uncrowded_postings(cursor, keys: list[bytes], crowded: int,
+                       read_directly: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(bucket size of each key, then _read_buckets' three arrays for the buckets holding at most
     `crowded` images), counting each bucket before reading it or reading every one outright."""
     if not read_directly:
@@ -327,7 +328,7 @@ def shared_buckets(cursor, hasher: Hasher, descriptors: np.ndarray, crowded: int
     if known is not None:
         unknown = ~known.buckets.known(packed)
         packed, descriptor_of_key = packed[unknown], descriptor_of_key[unknown]
-    sizes, nums, position, size = _uncrowded_postings(cursor, _key_bytes(packed), crowded,
+    sizes, nums, position, size = uncrowded_postings(cursor, _key_bytes(packed), crowded,
                                                       known is not None and known.buckets.read_directly)
     if known is not None:
         known.learn(packed, sizes)

@@ -124,10 +124,16 @@ class Watcher:
         self._absent.discard(str(folder.path))
 
     def _schedule(self, observer: BaseObserver, folder: WatchedFolder) -> BaseObserver:
-        observer.schedule(_Handler(self), str(folder.path), recursive=folder.recursive,
-                          event_filter=_EVENTS, follow_symlink=folder.follow_symlinks)
-        observer.daemon = True
-        observer.start()
+        try:
+            observer.schedule(_Handler(self), str(folder.path), recursive=folder.recursive,
+                              event_filter=_EVENTS, follow_symlink=folder.follow_symlinks)
+            observer.daemon = True
+            observer.start()
+        except OSError:
+            # The inotify reader starts with the first watch scheduled, before a refused or
+            # missing folder raises: stopping the observer ends it and closes its descriptor.
+            observer.stop()
+            raise
         return observer
 
     def stop(self) -> None:
