@@ -16,7 +16,7 @@ import numpy as np
 from .errors import ImageError
 from .imaging.decode import FileIdentity, LoadedFile, decode, read_file
 from .imaging.features import LocalFeatures, extract_local, fingerprint, thumbnail
-from .match import FEW_FEATURES, MIN_INLIERS
+from .match import MIN_INLIERS
 from .settings import ExtractionSettings
 
 

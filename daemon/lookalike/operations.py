@@ -24,11 +24,11 @@ from . import resolve as resolve_module
 from .config import Config, WatchedFolder
 from .duplicates import find_groups
 from .errors import ImageError, NotFoundError, UsageError, display_path
-from .extract import FEW_FEATURES, ImageFeatures, extract_file, few_features
+from .extract import ImageFeatures, extract_file, few_features
 from .imaging.decode import FileIdentity, unchanged
 from .imaging.features import LocalFeatures, detector_info
 from .logs import configure_logging
-from .match import compare
+from .match import FEW_FEATURES, compare
 from .reconcile import walk
 from .reports import atomic_write, load as load_report, render, to_document
 from .reports.publish import PREFIX, publish

@@ -13,7 +13,8 @@ import threading
 import time
 
 from .errors import display_path
-from .extract import FEW_FEATURES, Extracted, Outcome, SameContent, few_features
+from .extract import Extracted, Outcome, SameContent, few_features
+from .match import FEW_FEATURES
 from .imaging.decode import FileIdentity
 from .metrics import Metrics
 from .reports.text import counted
