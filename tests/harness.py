@@ -417,18 +417,18 @@ class Daemon:
 
     def records(self) -> dict[str, object]:
         """path -> StoredImage, read from the context while the daemon runs."""
-        try:
-            with SearchContext.open(self.context_dir) as context:
-                return {image.path: image for image in context.images()}
-        except NotFoundError:
-            return {}
+        return self._by_path(SearchContext.images)
 
     def failures(self) -> dict[str, object]:
+        """path -> the failure recorded for it."""
+        return self._by_path(SearchContext.failures)
+
+    def _by_path(self, listing) -> dict[str, object]:
         try:
             with SearchContext.open(self.context_dir) as context:
-                return {failure.path: failure for failure in context.failures()}
+                return {entry.path: entry for entry in listing(context)}
         except NotFoundError:
-            return {}
+            return {}            # not created yet
 
     def wait_records(self, expected, what: str = "", timeout: float = DEADLINE) -> dict:
         """Wait until the context holds exactly the paths `expected`; return its records."""
