@@ -112,7 +112,7 @@ def main() -> None:
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()}), Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
         "command": " ".join(["python", "bench/daemon_ingest.py", *sys.argv[1:]]),
-        "photos": f"{len(files)} files from {args.photos}, {sum(f.stat().st_size for f in files) / 1e6:.0f} MB",
+        "photos": f"{len(files)} files from the development photo set, {sum(f.stat().st_size for f in files) / 1e6:.0f} MB",
         "workers": args.workers, "settle_seconds": args.settle,
         "trickle_one_every_0.5s": trickle_result, "flood_all_at_once": flood_result,
         "peak_rss_bytes_daemon_and_workers": peak[0],

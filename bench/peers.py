@@ -3,7 +3,7 @@
     .venv/bin/python bench/peers.py                 # everything; about 10 minutes on 2 cores
     .venv/bin/python bench/peers.py --render-only   # BENCHMARKS.md again from bench/results/peers.json
 
-The dataset is bench/dataset.py's (built first if missing): the photos of ../shared/photos, one
+The dataset is bench/dataset.py's (built first if missing): the development photo set (--photos), one
 seeded transformed copy of each of the 92 distinct photos per transform kind, the labelled
 near-duplicates, and the same-scene groups as hard negatives (similar, never duplicates).
 
@@ -49,7 +49,9 @@ VENV = BENCH / ".venv"
 VENV_PYTHON = VENV / "bin" / "python"
 REQUIREMENTS = BENCH / "requirements-peers.txt"
 RUNNER = BENCH / "peers_run.py"
-# BENCHMARKS.md from this line on is kept by hand, from the results files each section names.
+# BENCHMARKS.md between these two lines is what this script writes; the rest is kept by hand, from
+# the results files each section names.
+WRITTEN_BEGIN = "<!-- The sections below, to the next such line, are written by bench/peers.py. -->"
 HAND_KEPT = "<!-- The sections below are kept by hand; bench/peers.py writes only the ones above. -->"
 RUSAGE_RUN = BENCH / "rusage_run.py"
 SAMPLE_SECONDS = 0.1
@@ -469,9 +471,10 @@ def render(result: dict, evaluation: dict | None, ingest: dict | None, data: Pat
     m, v, d, runs = result["machine"], result["versions"], result["dataset"], result["runs"]
     tuning = result["imagehash_tuning"]
     lines = [
-        "# Benchmarks",
+        "## How each benchmark is measured",
         "",
-        "The first three sections are written by `bench/peers.py` (edit the script, not them): the first from",
+        "The three sections that follow, from \"lookalike and its peers, side by side\" to \"The daemon's",
+        "ingest\", are written by `bench/peers.py` (edit the script, not them): the first from",
         "`bench/results/peers.json`, the next two from `bench/results/evaluation.json` and",
         "`bench/results/daemon_ingest.json`, which the script does not rerun. The sections after them are",
         "kept by hand from the results files they name; the script leaves them as they are.",
@@ -482,7 +485,7 @@ def render(result: dict, evaluation: dict | None, ingest: dict | None, data: Pat
         f"({m['cpu_model']}), {m['memory_bytes'] / 2**30:.1f} GiB RAM, {m['os']}, kernel {m['kernel']}.",
         "",
         f"**Dataset** (`bench/dataset.py`, seeded): {d['files']:,} files, {d['bytes'] / 1e6:.0f} MB. The photos of",
-        "`../shared/photos` (92 distinct photos, 3 labelled near-duplicate groups, 8 same-scene groups) and one",
+        "the development photo set (CALIBRATION.md, Data) (92 distinct photos, 3 labelled near-duplicate groups, 8 same-scene groups) and one",
         f"copy of each of the 92 photos per transform kind, {len(d['kinds']) - 1} kinds (CALIBRATION.md lists them). "
         f"{d['true_pairs']:,} true pairs",
         "(every two files made from one original). The distinct photos are distractors; the same-scene groups are",
@@ -760,11 +763,14 @@ def render_ingest(i: dict) -> list[str]:
 
 
 def replace_written_part(markdown: Path, written: str) -> str:
-    """`markdown` with the part this script writes replaced by `written`; the part after
-    HAND_KEPT, kept by hand, stays as it is (and is nothing in a file that has no such part)."""
+    """`markdown` with the part this script writes, between WRITTEN_BEGIN and HAND_KEPT, replaced
+    by `written`; what stands before and after those lines is kept by hand and stays as it is."""
     current = markdown.read_text() if markdown.exists() else ""
-    _, marker, kept = current.partition(HAND_KEPT)
-    return f"{written}\n{HAND_KEPT}{kept}" if marker else f"{written}\n{HAND_KEPT}\n"
+    before, begin, rest = current.partition(WRITTEN_BEGIN)
+    if not begin:
+        before, rest = "", current
+    _, marker, kept = rest.partition(HAND_KEPT)
+    return f"{before}{WRITTEN_BEGIN}\n{written}\n{HAND_KEPT}{kept if marker else chr(10)}"
 
 
 def atomic_write(path: Path, text: str) -> None:
