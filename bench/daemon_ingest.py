@@ -1,6 +1,8 @@
 """The daemon end to end: how fast files land in the context, and how long each one takes.
 
-    python bench/daemon_ingest.py [--photos ../shared/photos] [--workers 2] [--settle 2]
+    python bench/daemon_ingest.py [--photos PHOTOS] [--workers 2] [--settle 2]
+
+PHOTOS defaults to the development photo set (CALIBRATION.md, "Data").
 
 Starts a real `lookalike run` on an empty folder, then copies the real photos in twice:
   trickle  one file every 0.5 s: latency from a file's last byte to its record, as a user

@@ -1,11 +1,13 @@
-"""Build the calibration dataset from the real photos in ../shared/photos, and the held-out
-one from photographs shipped in a Debian package.
+"""Build the calibration dataset from the project's real photos, and the held-out one from
+photographs shipped in a Debian package.
 
-    python bench/dataset.py --photos ../shared/photos --out bench/.data/calibration
+    python bench/dataset.py --photos PHOTOS --out bench/.data/calibration
+
+PHOTOS defaults to the development photo set (CALIBRATION.md, "Data").
     python bench/dataset.py --held-out --out bench/.data/held-out
 
 Writes, under --out:
-  photos/       the photos (calibration: a copy of shared/photos: images/, near-duplicates/,
+  photos/       the photos (calibration: a copy of PHOTOS: images/, near-duplicates/,
                 same-scene/; held-out: the package's photographs)
   copies/KIND/  one transformed copy of every photo per transform kind
   frames/KIND/  hard negatives: different pictures in one frame (a viewer window, a meme

@@ -8,7 +8,9 @@ nearest to a fair coin that correlate with none already in the table (|r| < MAX_
 preferring bits no other table uses. It prints the tables with the bucket collision probability they reach on the
 same descriptors, next to random positions.
 
-    python bench/derive_lsh_bits.py ../shared/photos/images > daemon/lookalike/store/akaze_lsh_bits.json
+    python bench/derive_lsh_bits.py PHOTOS/images > daemon/lookalike/store/akaze_lsh_bits.json
+
+PHOTOS: the development photo set (CALIBRATION.md, "Data").
 """
 
 import json

@@ -4,7 +4,9 @@ For each photo: extract AKAZE features from the image and from its left-right mi
 keypoints that land on the same mirrored position at the same scale, and for every bit of the
 mirrored descriptor find the original bit (or its inverse) that agrees with it most often.
 
-    python bench/derive_mirror_table.py ../shared/photos/images > daemon/lookalike/imaging/akaze_mirror.json
+    python bench/derive_mirror_table.py PHOTOS/images > daemon/lookalike/imaging/akaze_mirror.json
+
+PHOTOS: the development photo set (CALIBRATION.md, "Data"), the default.
 
 The output records the agreement it reached; lookalike matches with the table, so an imperfect
 bit only adds noise to a descriptor distance, it does not break matching.

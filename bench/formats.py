@@ -1,8 +1,9 @@
 """Extraction time per file for HEIC, AVIF and camera raw next to a JPEG of the same picture.
 
-    nice -n 5 .venv/bin/python bench/formats.py [PHOTOS]      (PHOTOS: ../shared/photos)
+    nice -n 5 .venv/bin/python bench/formats.py [PHOTOS]
 
-Pictures: the PICTURES largest photos of ../shared/photos (1.8 to 8 MP; the largest are a
+PHOTOS defaults to the development photo set (CALIBRATION.md, "Data").
+Pictures: the PICTURES largest photos of that set (1.8 to 8 MP; the largest are a
 phone camera's 3264x2448 JPEGs). Each is written, from the same pixels, as
   jpeg              OpenCV, quality 90;
   heic              libheif (x265) through pillow-heif, quality 80;

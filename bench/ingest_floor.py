@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/ingest_floor.py
 
-Files: every photo of ../shared/photos/images (20 JPEGs and 72 PNGs, 0.2 to 3.9 MP), and six
-large JPEGs made from the three largest of them: scaled to 12 MP (4000x3000) and 24 MP
-(6000x4000) with film-like grain (Gaussian, sigma 4) so that they hold as much entropy-coded
-detail as a camera's file rather than the smooth gradients of an upscale; quality 92.
+Files: every photo in images/ of the development photo set (CALIBRATION.md, "Data"): 20 JPEGs
+and 72 PNGs, 0.2 to 3.9 MP; and six large JPEGs made from the three largest of them: scaled to
+12 MP (4000x3000) and 24 MP (6000x4000) with film-like grain (Gaussian, sigma 4) so that they
+hold as much entropy-coded detail as a camera's file rather than the smooth gradients of an
+upscale; quality 92.
 
 For each file, in one process on one core, interleaved and best of REPEATS:
   extract    lookalike's whole extract stage (extract_file: read, hash, decode, AKAZE,

@@ -3,9 +3,10 @@
     .venv/bin/python bench/peers.py                 # everything; about 10 minutes on 2 cores
     .venv/bin/python bench/peers.py --render-only   # BENCHMARKS.md again from bench/results/peers.json
 
-The dataset is bench/dataset.py's (built first if missing): the development photo set (--photos), one
-seeded transformed copy of each of the 92 distinct photos per transform kind, the labelled
-near-duplicates, and the same-scene groups as hard negatives (similar, never duplicates).
+The dataset is bench/dataset.py's (built first if missing): the photos of the development photo
+set (CALIBRATION.md, "Data"), one seeded transformed copy of each of the 92 distinct photos per
+transform kind, the labelled near-duplicates, and the same-scene groups as hard negatives
+(similar, never duplicates).
 
 Every tool runs as its own subprocess, one after the other, on the same folder, at its default
 settings: lookalike through its CLI (`context create`, `features add`, `duplicates`);

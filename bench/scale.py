@@ -7,15 +7,14 @@
 
 The records are synthesised, but nothing in them is invented: every descriptor, keypoint,
 fingerprint and thumbnail comes from a real photo. The source is the context of the peers
-benchmark (bench/peers.py): 1,424 images extracted from ../shared/photos and their transformed
-copies. All 1,424 real records go in unchanged, so the context holds real duplicate clusters;
-the other images are distractors, each made of 500 keypoints drawn from all the real ones at
-random (with their positions), with 5 % of the varying descriptor bits flipped (a similar
-patch, not the same one), the
-thumbnail of one real image, and a real fingerprint with 20 of its 64 bits flipped (so it is
-never within the fingerprint radius of its source). Distractors are distinct images as far as
-the index can tell, with the bit statistics of real AKAZE descriptors, which are what make LSH
-buckets crowded.
+benchmark (bench/peers.py): 1,424 images extracted from the development photo set
+(CALIBRATION.md, "Data") and their transformed copies. All 1,424 real records go in unchanged,
+so the context holds real duplicate clusters; the other images are distractors, each made of 500
+keypoints drawn from all the real ones at random (with their positions), with 5 % of the varying
+descriptor bits flipped (a similar patch, not the same one), the thumbnail of one real image,
+and a real fingerprint with 20 of its 64 bits flipped (so it is never within the fingerprint
+radius of its source). Distractors are distinct images as far as the index can tell, with the
+bit statistics of real AKAZE descriptors, which are what make LSH buckets crowded.
 
 The last 1,000 real images (whole clusters) are held back and added after the full pass, for
 the incremental pass. Seeded: the same command builds the same context.

@@ -1,7 +1,7 @@
 """One side of an A/B comparison of two revisions on the 100,000-image scale context.
 
-    git worktree add /tmp/base REV
-    PYTHONPATH=/tmp/base/daemon .venv/bin/python bench/scale_ab.py full 1024   # revision REV
+    git worktree add BASE REV                                                  # BASE: any new folder
+    PYTHONPATH=BASE/daemon .venv/bin/python bench/scale_ab.py full 1024        # revision REV
     .venv/bin/python bench/scale_ab.py full 1024                               # this checkout
     .venv/bin/python bench/scale_ab.py similar
 

@@ -1,4 +1,4 @@
-"""Faults around the daemon (the issue's list): the store's size cap, a full disk, a report folder
+"""Faults around the daemon: the store's size cap, a full disk, a report folder
 it cannot write, the inotify limits. Each is caused for real where this host allows it.
 
 - The context at its size cap (`store.max_map_size`): indexing pauses with

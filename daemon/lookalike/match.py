@@ -365,8 +365,8 @@ def _describe(matrix: np.ndarray, flipped: bool, first_image: Candidate, second_
                     * (first.width / first_image.width) * (second_image.width / second.width))
     # The common area: each frame's corners mapped into the other, clipped to it. Keypoints are
     # at pixel centres, so a frame's edges lie half a pixel outside them (and the mirror maps
-    # one frame exactly onto itself). Plain floats: with numpy's clip and det on these few
-    # values a description took 190 us, now 80 (profiled).
+    # one frame exactly onto itself). Plain floats: numpy's clip and det cost more than the
+    # arithmetic on these few values (BENCHMARKS.md, "Verifying while looking up").
     def box(points: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:
         (x0, y0), (x1, y1) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
         return ((min(max(x0, -0.5), width - 0.5) + 0.5) / width, (min(max(y0, -0.5), height - 0.5) + 0.5) / height,
@@ -487,8 +487,9 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
 
 
 def _quantile(ordered: np.ndarray, q: float) -> float:
-    """np.quantile(ordered, q) of sorted values: numpy's median and percentile cost 40 us a call
-    on a few values, and a comparison took three."""
+    """np.quantile(ordered, q) of sorted values: numpy's median and percentile spend more on
+    the call than on a few values, and a comparison took three (BENCHMARKS.md, "Verifying while
+    looking up")."""
     position = q * (len(ordered) - 1)
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
@@ -524,8 +525,9 @@ def _tile_index(height: int, width: int) -> np.ndarray:
 def _tile_correlations(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The correlation of `a` and `b` over the valid pixels of each of PHOTO_TILES x PHOTO_TILES
     tiles that are at least half valid (and not flat). Each sum over all tiles at once is two
-    small matrix products, a band of tiles by the image by a band of tiles: 2.6 times as fast as
-    picking out the valid pixels and counting them per tile, and as exact. (Summed-area tables
+    small matrix products, a band of tiles by the image by a band of tiles: faster than picking
+    out the valid pixels and counting them per tile, and as exact (BENCHMARKS.md, "Verifying
+    while looking up"). (Summed-area tables
     are faster still, but a dark tile's sums come out as differences of the whole image's.)"""
     height, width = valid.shape
     rows, cols = _tile_bands(height), _tile_bands(width)

@@ -104,7 +104,8 @@ def walk(folder: WatchedFolder, folders: Folders, stop: threading.Event) -> Iter
             continue
         # The listing is read whole, so no folder stays open while the walk waits for room in
         # the settle queue (an open folder blocks an unmount), and is used up as it goes: each
-        # entry keeps its stat once asked, which for 100,000 files in a folder is 60 MB.
+        # entry keeps its stat once asked, which adds up in a large folder (BENCHMARKS.md, "What a
+        # reconcile holds").
         listed.reverse()
         while listed:
             entry = listed.pop()

@@ -46,8 +46,8 @@ def similar(context: SearchContext, features: ImageFeatures, threshold: float, m
     # this thread, so the pool verifies them meanwhile, a thread per other core (OpenCV releases
     # the GIL while it matches). Once the look-up is done this thread verifies too, taking the
     # candidates no pool thread has started, from the back. Two pool threads beside the look-up
-    # were slower on 2 cores (p50 42 against 37 ms at 100,000 images, the two taken in turn per
-    # query): the look-up waited for the GIL between its thousands of LMDB calls.
+    # were slower on 2 cores (BENCHMARKS.md, "Verifying while looking up"): the look-up waited
+    # for the GIL between its thousands of LMDB calls.
     with ThreadPoolExecutor(max(1, (os.cpu_count() or 1) - 1)) as pool:
         jobs = [(pool.submit(verified, num), num)
                 for num in context.candidates_for(features.content_hash, features.fingerprint, features.local)]

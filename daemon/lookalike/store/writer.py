@@ -7,10 +7,9 @@ transaction; when idle each change lands at once.
 BATCH is small because LMDB keeps every page a write transaction dirtied on a free list of its
 own, in the writer's heap, until the environment closes: the largest transaction ever committed
 sets the daemon's resident memory for good. One image's index postings land on about a
-thousand pages of a 100,000-image context, so each image a batch may hold costs ~4 MB for
-good, while batching saves little there: postings of different images rarely share a page
-(BENCHMARKS.md, "Images per commit": 8 images per commit held 240 MB through 200 commits,
-64 took it to 585 MB).
+thousand pages of a 100,000-image context, so each image a batch may hold costs megabytes
+for good, while batching saves little there: postings of different images rarely share a page
+(measured: BENCHMARKS.md, "Images per commit").
 
 A commit that fails (the disk or the map cap is full, an I/O error) is retried with back-off,
 the batch kept whole; nothing is dropped and the daemon stays up.
