@@ -7,6 +7,7 @@ checkout layout and must give the defaults, so the comments in it cannot drift f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import shutil
@@ -14,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lookalike import config
 from lookalike.errors import ConfigError, ExitCode
@@ -479,6 +481,83 @@ def test_example_config_without_its_photo_folder_says_so(example):
     shutil.rmtree(example.parent.parent / "example")
     found = keyed(config.load(example).warnings)
     assert list(found) == ["watch[0].path"] and "does not exist" in found["watch[0].path"]
+
+
+# --- the configuration reference --------------------------------------------------------
+
+CONFIGURATION_DOC = REPO / "docs" / "configuration.md"
+_DOCUMENTED_VALUE = re.compile(r"^(?:`([^`]+)`|(\d+(?:\.\d+)?))$")     # `native`, `[raw]`, 500; not '150M'
+
+
+def documented_keys() -> dict[str, str]:
+    """Every key in docs/configuration.md's table -> the default it states for that key.
+
+    A row may name several keys of one section (`log.level` / `.format`, or `extraction.detector`,
+    `.max_features`, ...): a key written `.name` is in the section of the full key before it, and
+    the defaults are given in the same order with the same separator."""
+    documented = {}
+    header = None
+    for line in CONFIGURATION_DOC.read_text().splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+            continue
+        if header[:2] != ["key", "default"] or set(cells[0]) <= {"-", " "}:
+            continue
+        separator = " / " if " / " in cells[0] else ", "
+        names = re.findall(r"`([^`]+)`", cells[0])
+        defaults = cells[1].split(separator) if len(names) > 1 else [cells[1]]
+        assert len(defaults) == len(names), f"{line!r}: a default for each key"
+        section = ""
+        for name, default in zip(names, defaults):
+            if not name.startswith("."):
+                section = name.rpartition(".")[0]
+            documented[f"{section}{name}" if name.startswith(".") else name] = default
+    return documented
+
+
+def accepted_keys() -> set[str]:
+    """Every key parse accepts, by its full path (`watch[].path`, `log.level`, `workers`)."""
+    sections = {name for name in config.KEYS if name}
+    top = config.KEYS[""] - {section.removesuffix("[]") for section in sections}
+    return set(top) | {f"{section}.{key}" for section in sections for key in config.KEYS[section]}
+
+
+def test_the_configuration_reference_lists_exactly_the_accepted_keys():
+    documented = set(documented_keys())
+    assert sorted(accepted_keys() - documented) == [], "accepted by the parser, no row in docs/configuration.md"
+    assert sorted(documented - accepted_keys()) == [], "in docs/configuration.md, refused by the parser"
+
+
+def test_the_defaults_the_configuration_reference_states_are_the_defaults(tmp_path, folders):
+    """Setting a key to the default its row states changes nothing: for each plain value
+    (`native`, 500, `[raw]`); prose such as 'the core count' or '150M' is not compared."""
+    base = {"watch": [{"path": str(folders["photos"])}], "state_dir": str(folders["state"])}
+    defaults = config.parse(base, tmp_path / "c.yaml")
+    compared = []
+    for key, stated in documented_keys().items():
+        plain = _DOCUMENTED_VALUE.match(stated)
+        if not plain:
+            continue
+        value = yaml.safe_load(plain.group(1) or plain.group(2))
+        document = copy.deepcopy(base)
+        section, _, name = key.rpartition(".")
+        if section == "watch[]":
+            document["watch"][0][name] = value
+        elif section:
+            document[section] = {name: value}
+        else:
+            document[name] = value
+        try:
+            stated_config = config.parse(document, tmp_path / "c.yaml")
+        except ConfigError as exc:
+            pytest.fail(f"{key}: the stated default {stated} is refused: {exc.problems}")
+        assert stated_config == defaults, f"{key}: {stated} is not its default"
+        compared.append(key)
+    assert len(compared) >= 15, compared       # the table keeps stating most defaults as plain values
 
 
 def problems_of(path: Path) -> list[str]:

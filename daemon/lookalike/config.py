@@ -34,6 +34,21 @@ LOG_FORMATS = ("text", "json")
 REPORT_FORMATS = ("json", "csv", "html")
 DEFAULT_METRICS_PORT = 9847
 
+# Every key a config file may hold, by the section it is in ("" is the top level, "watch[]" one
+# entry of the watch list). parse accepts exactly these; docs/configuration.md is tested against them.
+KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"watch", "state_dir", "extraction", "workers", "settle_seconds", "settle_queue_limit",
+                   "reconcile_interval", "duplicates", "keep", "reports", "metrics", "log", "stop_timeout", "store"}),
+    "watch[]": frozenset({"path", "recursive", "include", "exclude", "follow_symlinks", "mode", "poll_interval"}),
+    "extraction": frozenset({"detector", "max_features", "working_size", "max_pixels", "max_file_bytes"}),
+    "duplicates": frozenset({"interval", "threshold"}),
+    "keep": frozenset({"formats", "reference"}),
+    "reports": frozenset({"dir", "formats", "keep"}),
+    "metrics": frozenset({"listen"}),
+    "log": frozenset({"level", "format", "summary_interval"}),
+    "store": frozenset({"max_map_size"}),
+}
+
 
 @dataclass(frozen=True)
 class WatchedFolder:
@@ -98,7 +113,7 @@ class _Reader:
     def warning(self, key: str, message: str) -> None:
         self.warnings.append(f"{key}: {message}")
 
-    def mapping(self, value, key: str, allowed: set[str]) -> dict:
+    def mapping(self, value, key: str, allowed: frozenset[str]) -> dict:
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -189,8 +204,7 @@ def _listen(value: str) -> str | None:
 
 
 def _watch_folder(reader: _Reader, entry, key: str) -> WatchedFolder | None:
-    section = reader.mapping(entry, key, {"path", "recursive", "include", "exclude", "follow_symlinks",
-                                          "mode", "poll_interval"})
+    section = reader.mapping(entry, key, KEYS["watch[]"])
     if "path" not in section:
         reader.problem(key, "needs a path")
         return None
@@ -274,9 +288,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
     reader = _Reader(source)
     for line, what in sorted(repeated):
         reader.problem(f"line {line}", what)
-    top = reader.mapping(document, "", {"watch", "state_dir", "extraction", "workers", "settle_seconds",
-                                         "settle_queue_limit", "reconcile_interval", "duplicates", "keep", "reports",
-                                         "metrics", "log", "stop_timeout", "store"})
+    top = reader.mapping(document, "", KEYS[""])
     if document is None or not isinstance(document, dict):
         reader.problems[:0] = ["(top level): must be a mapping with at least 'watch' and 'state_dir'"] if document is None else []
 
@@ -306,8 +318,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
         state_dir = reader.path(top["state_dir"], "state_dir")
 
     extraction = ExtractionSettings()
-    section = reader.mapping(top.get("extraction"), "extraction",
-                             {"detector", "max_features", "working_size", "max_pixels", "max_file_bytes"})
+    section = reader.mapping(top.get("extraction"), "extraction", KEYS["extraction"])
     if section:
         values = {}
         for name in ("max_features", "working_size", "max_pixels", "max_file_bytes"):
@@ -318,12 +329,12 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
         except ValueError as exc:
             reader.problem("extraction", str(exc))
 
-    duplicates = reader.mapping(top.get("duplicates"), "duplicates", {"interval", "threshold"})
-    keep = reader.mapping(top.get("keep"), "keep", {"formats", "reference"})
-    reports = reader.mapping(top.get("reports"), "reports", {"dir", "formats", "keep"})
-    metrics = reader.mapping(top.get("metrics"), "metrics", {"listen"})
-    log = reader.mapping(top.get("log"), "log", {"level", "format", "summary_interval"})
-    store = reader.mapping(top.get("store"), "store", {"max_map_size"})
+    duplicates = reader.mapping(top.get("duplicates"), "duplicates", KEYS["duplicates"])
+    keep = reader.mapping(top.get("keep"), "keep", KEYS["keep"])
+    reports = reader.mapping(top.get("reports"), "reports", KEYS["reports"])
+    metrics = reader.mapping(top.get("metrics"), "metrics", KEYS["metrics"])
+    log = reader.mapping(top.get("log"), "log", KEYS["log"])
+    store = reader.mapping(top.get("store"), "store", KEYS["store"])
 
     formats = reader.typed(reports, "formats", "reports.formats", list, list(Config.report_formats), describe="a list")
     if any(f not in REPORT_FORMATS for f in formats):
