@@ -48,7 +48,7 @@ from ..imaging.decode import FileIdentity
 from ..imaging.features import EXTRACTION_VERSION, LocalFeatures, detector_info
 from ..match import Candidate
 from ..settings import ExtractionSettings
-from . import codec, index
+from . import codec, index, migrations
 from .changes import Change, Fail, Linked, Move, Put, Relink, Remove, Touch
 
 SCHEMA_VERSION = 1
@@ -56,7 +56,6 @@ STATUSES = ("idle", "extracting", "matching", "searching")
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_MAP_SIZE = 1 << 40
 _DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "chunks", "lsh", "pending", "pairs")
-_RETIRED_DATABASES = (b"fingerprints",)      # image number -> fingerprint, until index.CHUNKS_VERSION 2
 _DUPSORT = ("hashes", "chunks", "lsh")
 
 
@@ -243,11 +242,7 @@ class SearchContext:
                                  + "; ".join(differences) + "); use another state directory or delete this context")
         env.reader_check()
         context = cls(directory, env, settings, max_map_size)
-        if index_version != index.VERSION:
-            context._reindex("lsh", "features", b"index", index.VERSION, context._index_descriptors)
-        if chunks_version != index.CHUNKS_VERSION:
-            context._reindex("chunks", "images", b"chunks", index.CHUNKS_VERSION, context._index_fingerprint)
-            context._drop_retired()
+        migrations.upgrade(context, index_version, chunks_version)
         return context
 
     @staticmethod
@@ -584,41 +579,11 @@ class SearchContext:
             self._update_image_doc(txn, index.NUM.unpack(value)[0], path=new_path)
         return len(images)
 
-    def _reindex(self, db: str, source: str, version_key: bytes, version: int, add) -> None:
-        """Rebuild one part of the candidate index from the records of `source`, calling
-        `add(txn, image number, record)` for each: an older lookalike wrote it otherwise (other
-        bucket keys, postings without the fingerprint).
-
-        A page of images per transaction, so a large context never needs one huge write; the
-        new version is recorded last, so a rebuild cut short starts again at the next open."""
-        def clear(txn):
-            self._crowded.shrinking()
-            txn.drop(self._dbs[db], delete=False)
-        self._apply(clear)
-        for page in self._pages(source, 512):
-            def add_page(txn, page=page):
-                for key, record in page:
-                    add(txn, index.NUM.unpack(key)[0], record)
-            self._apply(add_page)
-
-        def done(txn):
-            txn.put(version_key, str(version).encode(), db=self._dbs["meta"])
-        self._apply(done)
-
     def _index_descriptors(self, txn, num: int, record: bytes) -> None:
         index.add_descriptors(txn, self._index, num, _features_record(record)[0], self._hasher)
 
     def _index_fingerprint(self, txn, num: int, record: bytes) -> None:
         index.add_fingerprint(txn, self._index, num, StoredImage.from_record(num, codec.unpack(record)[0]).fingerprint)
-
-    def _drop_retired(self) -> None:
-        def drop(txn):
-            for name in _RETIRED_DATABASES:
-                try:
-                    txn.drop(self._env.open_db(name, txn=txn, create=False), delete=True)
-                except lmdb.NotFoundError:
-                    pass
-        self._apply(drop)
 
     @contextmanager
     def busy(self, status: str) -> Iterator[None]:
