@@ -40,10 +40,10 @@ import numpy as np
 from .. import __version__
 from ..errors import NotFoundError, StoreError, StoreFullError, display_path
 from ..extract import ImageFeatures
-from ..imaging.decode import FileIdentity
 from ..imaging.features import EXTRACTION_VERSION, LocalFeatures, detector_info
 from ..match import Candidate
 from ..settings import ExtractionSettings
+from ..types import FileIdentity
 from . import codec, graph, index, migrations
 from .changes import Change, Fail, Linked, Move, Put, Relink, Remove, Touch
 
