@@ -22,10 +22,10 @@ import tracemalloc
 from pathlib import Path
 
 from lookalike.config import WatchedFolder
-from lookalike.imaging.decode import FileIdentity
 from lookalike.reconcile import reconcile
 from lookalike.store import SearchContext
 from lookalike.store.changes import Fail
+from lookalike.types import FileIdentity
 from lookalike.watch.folders import Folders
 from runinfo import machine, revision
 

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.extract import ImageFeatures
-from lookalike.imaging.decode import FileIdentity
 from lookalike.imaging.features import LocalFeatures
 from lookalike.store import SearchContext
+from lookalike.types import FileIdentity
 
 from runinfo import machine, revision
 from testhelpers import harness

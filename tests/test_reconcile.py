@@ -14,10 +14,10 @@ import images
 from lookalike.config import WatchedFolder
 from lookalike.extract import extract_file
 from lookalike import reconcile as reconcile_module
-from lookalike.imaging.decode import FileIdentity
-from lookalike.reconcile import Cancelled, reconcile, walk
+from lookalike.reconcile import reconcile, walk
 from lookalike.settings import ExtractionSettings
 from lookalike.store import SearchContext
+from lookalike.types import Cancelled, FileIdentity
 from lookalike.watch.folders import Folders
 from lookalike.watch.observe import Dirty
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ImageError
-from .imaging.decode import FileIdentity, LoadedFile, decode, read_file
+from .imaging.decode import LoadedFile, decode, read_file
 from .imaging.features import LocalFeatures, extract_local, fingerprint, thumbnail
 from .match import MIN_INLIERS
 from .settings import ExtractionSettings
+from .types import FileIdentity
 
 
 @dataclass(frozen=True)

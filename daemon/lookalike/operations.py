@@ -25,7 +25,7 @@ from .config import Config, WatchedFolder
 from .duplicates import find_groups
 from .errors import ImageError, NotFoundError, UsageError, display_path
 from .extract import ImageFeatures, extract_file, few_features
-from .imaging.decode import FileIdentity, unchanged
+from .imaging.decode import unchanged
 from .imaging.features import LocalFeatures, detector_info
 from .logs import configure_logging
 from .match import FEW_FEATURES, compare
@@ -38,6 +38,7 @@ from .service import Service
 from .settings import DEFAULT_KEEP_FORMATS, ExtractionSettings
 from .statedir import STATE_LOCK_NAME, open_context, state_lock
 from .store import SearchContext
+from .types import FileIdentity
 from .watch.folders import Folders
 
 OUTPUT_VERSION = 1

@@ -26,8 +26,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import WatchedFolder
-from .imaging.decode import FileIdentity, unchanged
+from .imaging.decode import unchanged
 from .store import SearchContext
+from .types import Cancelled, FileIdentity
 from .watch.folders import Folders
 from .watch.observe import Dirty, Intent
 from .watch.settle import monotonic_since
@@ -49,10 +50,6 @@ class Summary:
     @property
     def discrepancies(self) -> int:
         return self.new + self.changed + self.missing
-
-
-class Cancelled(Exception):
-    pass
 
 
 class Finds:

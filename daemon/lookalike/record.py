@@ -15,10 +15,10 @@ import time
 from .errors import display_path
 from .extract import Extracted, Outcome, SameContent, few_features
 from .match import FEW_FEATURES
-from .imaging.decode import FileIdentity
 from .metrics import Metrics
 from .reports.text import counted
 from .store.changes import Change, Fail, Move, Put, Remove, Touch
+from .types import FileIdentity
 
 log = logging.getLogger("lookalike")
 

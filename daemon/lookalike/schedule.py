@@ -12,7 +12,7 @@ import time
 from typing import Callable
 
 from .config import Config
-from .reconcile import Cancelled
+from .types import Cancelled
 
 log = logging.getLogger("lookalike")
 

@@ -42,10 +42,10 @@ from . import config as config_module
 from .config import Config
 from .duplicates import PassStats, find_groups
 from .errors import ConfigError, LookalikeError, display_path
-from .imaging.decode import FileIdentity, unchanged
+from .imaging.decode import unchanged
 from .metrics import Metrics
 from .notify import Notifier
-from .reconcile import Cancelled, Finds, reconcile
+from .reconcile import Finds, reconcile
 from .reports import to_document
 from .reports.publish import publish
 from .record import Recorder
@@ -55,6 +55,7 @@ from .statedir import open_context, state_lock
 from .store import SearchContext
 from .store.changes import Change, Move, Remove
 from .store.writer import Writer
+from .types import Cancelled, FileIdentity
 from .watch.folders import Folders
 from .watch.observe import Dirty, Moved, Rescan, Watcher
 from .watch.roots import Roots

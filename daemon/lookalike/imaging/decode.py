@@ -25,22 +25,8 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError
+from ..types import FileIdentity
 from . import codecs, formats
-
-
-@dataclass(frozen=True)
-class FileIdentity:
-    """What the reconcile compares to decide whether a file changed without reading it."""
-
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    inode: int
-    device: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> "FileIdentity":
-        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
 def unchanged(now: FileIdentity, known: FileIdentity | None) -> bool:

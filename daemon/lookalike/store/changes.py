@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..extract import ImageFeatures
-from ..imaging.decode import FileIdentity
+from ..types import FileIdentity
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,7 @@ Sub-databases:
   pairs         first + second image number -> the comparison first -> second (JSON), and
                 second + first -> b"" so that either image finds the pair by a prefix scan
 
-The duplicate graph lives here, so a pass is incremental across restarts: a new image is
-queued in `pending` in the transaction that stores it; a pass matches the queued images and
-records the pairs it verified. An image number names content that never changes, so a pair
-stays true until one of its images goes; then the images of its group are queued again,
-since the pair may have been what held the group together.
+`pending` and `pairs` hold the duplicate graph (graph.py).
 
 Every change to an image (record, features, path, index entries) is one write transaction, so
 a crash leaves either the old image or the new one, never half of either. The map starts small
@@ -44,11 +40,11 @@ import numpy as np
 from .. import __version__
 from ..errors import NotFoundError, StoreError, StoreFullError, display_path
 from ..extract import ImageFeatures
-from ..imaging.decode import FileIdentity
 from ..imaging.features import EXTRACTION_VERSION, LocalFeatures, detector_info
 from ..match import Candidate
 from ..settings import ExtractionSettings
-from . import codec, index
+from ..types import FileIdentity
+from . import codec, graph, index, migrations
 from .changes import Change, Fail, Linked, Move, Put, Relink, Remove, Touch
 
 SCHEMA_VERSION = 1
@@ -56,7 +52,6 @@ STATUSES = ("idle", "extracting", "matching", "searching")
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_MAP_SIZE = 1 << 40
 _DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "chunks", "lsh", "pending", "pairs")
-_RETIRED_DATABASES = (b"fingerprints",)      # image number -> fingerprint, until index.CHUNKS_VERSION 2
 _DUPSORT = ("hashes", "chunks", "lsh")
 
 
@@ -167,6 +162,8 @@ class SearchContext:
         info = detector_info(settings.detector)
         self._hasher = index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
         self._crowded = index.CrowdedBuckets()
+        self._graph = graph.DuplicateGraph(self._dbs["meta"], self._dbs["images"], self._dbs["pending"],
+                                           self._dbs["pairs"])
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -243,11 +240,7 @@ class SearchContext:
                                  + "; ".join(differences) + "); use another state directory or delete this context")
         env.reader_check()
         context = cls(directory, env, settings, max_map_size)
-        if index_version != index.VERSION:
-            context._reindex("lsh", "features", b"index", index.VERSION, context._index_descriptors)
-        if chunks_version != index.CHUNKS_VERSION:
-            context._reindex("chunks", "images", b"chunks", index.CHUNKS_VERSION, context._index_fingerprint)
-            context._drop_retired()
+        migrations.upgrade(context, index_version, chunks_version)
         return context
 
     @staticmethod
@@ -344,9 +337,9 @@ class SearchContext:
         if isinstance(item, Move):
             return self._move(txn, item.source, item.destination)
         if isinstance(item, Relink):
-            return self._relink(txn, item.threshold)
+            return self._graph.relink(txn, item.threshold)
         if isinstance(item, Linked):
-            return self._linked(txn, item)
+            return self._graph.linked(txn, item)
         raise TypeError(f"not a store change: {item!r}")
 
     def upsert(self, features: ImageFeatures) -> int:
@@ -394,7 +387,7 @@ class SearchContext:
         txn.put(key, value, db=self._dbs["paths"])
         txn.delete(key, db=self._dbs["failed"])
         index.add(txn, self._index, num, features.content_hash, features.fingerprint, features.local, self._hasher)
-        self._queue(txn, [num])
+        self._graph.queue(txn, [num])
         return num
 
     def _drop_image(self, txn, num: int) -> None:
@@ -406,98 +399,34 @@ class SearchContext:
         txn.delete(value, db=self._dbs["images"])
         txn.delete(value, db=self._dbs["features"])
         txn.delete(path_key(image.path), db=self._dbs["paths"])
-        txn.delete(value, db=self._dbs["pending"])
-        group = self._paired_with(txn, num)
-        for other in group - {num}:
-            pair, reverse = value + index.NUM.pack(other), index.NUM.pack(other) + value
-            txn.delete(pair, db=self._dbs["pairs"])
-            txn.delete(reverse, db=self._dbs["pairs"])
-        self._queue(txn, sorted(group - {num}))
+        self._graph.forget(txn, num)
 
     # --- the duplicate graph ---------------------------------------------------------------
-
-    def _queue(self, txn, nums: list[int]) -> None:
-        """Queue images for the next duplicates pass, under a stamp no earlier queueing had."""
-        meta = self._dbs["meta"]
-        stamp = int(txn.get(b"pending_stamp", db=meta) or b"0") + 1
-        txn.put(b"pending_stamp", str(stamp).encode(), db=meta)
-        for num in nums:
-            txn.put(index.NUM.pack(num), index.NUM.pack(stamp % (1 << 32)), db=self._dbs["pending"])
-
-    def _paired_with(self, txn, num: int) -> set[int]:
-        """`num` and every image reachable from it through recorded pairs."""
-        seen, frontier = {num}, [num]
-        with txn.cursor(db=self._dbs["pairs"]) as cursor:
-            while frontier:
-                prefix = index.NUM.pack(frontier.pop())
-                if not cursor.set_range(prefix):
-                    continue
-                for key in cursor.iternext(values=False):
-                    if not key.startswith(prefix):
-                        break
-                    other = index.NUM.unpack(key[4:])[0]
-                    if other not in seen:
-                        seen.add(other)
-                        frontier.append(other)
-        return seen
-
-    def _relink(self, txn, threshold: float) -> int:
-        txn.drop(self._dbs["pairs"], delete=False)
-        with txn.cursor(db=self._dbs["images"]) as cursor:
-            nums = [index.NUM.unpack(key)[0] for key in cursor.iternext(values=False)]
-        self._queue(txn, nums)
-        txn.put(b"links_threshold", repr(float(threshold)).encode(), db=self._dbs["meta"])
-        return len(nums)
-
-    def _linked(self, txn, linked: Linked) -> int:
-        if self._links_threshold(txn) != linked.threshold:
-            return 0
-        images, pending, pairs = self._dbs["images"], self._dbs["pending"], self._dbs["pairs"]
-        stored = 0
-        for first, second, result in linked.pairs:
-            a, b = index.NUM.pack(first), index.NUM.pack(second)
-            if txn.get(a, db=images) is None or txn.get(b, db=images) is None:
-                continue
-            txn.put(a + b, result, db=pairs)
-            if txn.get(b + a, db=pairs) is None:
-                txn.put(b + a, b"", db=pairs)
-            stored += 1
-        for num, stamp in linked.checked:
-            key = index.NUM.pack(num)
-            if txn.get(key, db=pending) == index.NUM.pack(stamp):
-                txn.delete(key, db=pending)
-        return stored
-
-    def _links_threshold(self, txn) -> float | None:
-        value = txn.get(b"links_threshold", db=self._dbs["meta"])
-        return None if value is None else float(value)
 
     def links_threshold(self) -> float | None:
         """The threshold the recorded pairs were linked at (None before the first pass)."""
         with self._read() as txn:
-            return self._links_threshold(txn)
+            return self._graph.links_threshold(txn)
 
     def pending(self, page: int = 256) -> Iterator[list[tuple[int, int]]]:
         """The queued images as pages of (image number, stamp); images queued while this runs
         may or may not be listed."""
         for entries in self._pages("pending", page):
-            yield [(index.NUM.unpack(key)[0], index.NUM.unpack(value)[0]) for key, value in entries]
+            yield graph.pending_entries(entries)
 
     def pending_count(self) -> int:
         with self._read() as txn:
-            return txn.stat(self._dbs["pending"])["entries"]
+            return self._graph.pending_count(txn)
 
     def pairs(self) -> Iterator[tuple[int, int, bytes]]:
         """Every recorded comparison as (first, second, result)."""
         for entries in self._pages("pairs", 4096):
-            yield from ((index.NUM.unpack(key[:4])[0], index.NUM.unpack(key[4:])[0], value)
-                        for key, value in entries if value)
+            yield from graph.pair_entries(entries)
 
     def pair(self, first: int, second: int) -> bytes | None:
         """The recorded comparison first -> second, if any (b"" is never returned)."""
         with self._read() as txn:
-            value = txn.get(index.NUM.pack(first) + index.NUM.pack(second), db=self._dbs["pairs"])
-        return value or None
+            return self._graph.pair(txn, first, second)
 
     def _touch(self, txn, path: str, identity: FileIdentity) -> bool:
         num = self._num(txn, path)
@@ -584,41 +513,11 @@ class SearchContext:
             self._update_image_doc(txn, index.NUM.unpack(value)[0], path=new_path)
         return len(images)
 
-    def _reindex(self, db: str, source: str, version_key: bytes, version: int, add) -> None:
-        """Rebuild one part of the candidate index from the records of `source`, calling
-        `add(txn, image number, record)` for each: an older lookalike wrote it otherwise (other
-        bucket keys, postings without the fingerprint).
-
-        A page of images per transaction, so a large context never needs one huge write; the
-        new version is recorded last, so a rebuild cut short starts again at the next open."""
-        def clear(txn):
-            self._crowded.shrinking()
-            txn.drop(self._dbs[db], delete=False)
-        self._apply(clear)
-        for page in self._pages(source, 512):
-            def add_page(txn, page=page):
-                for key, record in page:
-                    add(txn, index.NUM.unpack(key)[0], record)
-            self._apply(add_page)
-
-        def done(txn):
-            txn.put(version_key, str(version).encode(), db=self._dbs["meta"])
-        self._apply(done)
-
     def _index_descriptors(self, txn, num: int, record: bytes) -> None:
         index.add_descriptors(txn, self._index, num, _features_record(record)[0], self._hasher)
 
     def _index_fingerprint(self, txn, num: int, record: bytes) -> None:
         index.add_fingerprint(txn, self._index, num, StoredImage.from_record(num, codec.unpack(record)[0]).fingerprint)
-
-    def _drop_retired(self) -> None:
-        def drop(txn):
-            for name in _RETIRED_DATABASES:
-                try:
-                    txn.drop(self._env.open_db(name, txn=txn, create=False), delete=True)
-                except lmdb.NotFoundError:
-                    pass
-        self._apply(drop)
 
     @contextmanager
     def busy(self, status: str) -> Iterator[None]:
