@@ -4,6 +4,7 @@ the pytest configuration in pyproject.toml)."""
 
 from __future__ import annotations
 
+import multiprocessing.resource_tracker
 import os
 import signal
 import threading
@@ -48,6 +49,14 @@ def no_leaked_threads():
         thread.join(max(0.0, deadline - time.monotonic()))
     leaked = [thread for thread in started if thread.is_alive()]
     assert not leaked, f"the test left threads running: {sorted(thread.name for thread in leaked)}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def resource_tracker():
+    """multiprocessing's resource tracker, started before any test: the first spawned worker in
+    this process starts it and it stays for the life of the process, so it is not the leak of
+    whichever test happens to spawn first (the HTML report spawns its thumbnail workers)."""
+    multiprocessing.resource_tracker.ensure_running()
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -415,3 +416,70 @@ def test_the_policy_stops_script_even_if_an_escape_is_missed(tmp_path, monkeypat
     [title] = re.findall(r"<title>(.*?)</title>", dumped.stdout)
     assert title.startswith("lookalike:") and "pwned" not in title
     assert "violates the following Content Security Policy directive" in dumped.stderr
+
+
+# --- a decoder that crashes or hangs costs one thumbnail, never the page ---------------------
+
+# Loaded at start-up by every Python process given its folder on PYTHONPATH: the decoder dies by
+# SIGSEGV (as a native decoder does on a hostile file) or never returns, for files so named.
+FAULTY_DECODER = """
+import os, signal, time
+from lookalike.imaging import decode
+
+_colour_thumbnail = decode.colour_thumbnail
+
+def colour_thumbnail(path, *args, **kwargs):
+    name = os.path.basename(os.fsdecode(path))
+    if name.startswith("decoder-crash"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if name.startswith("decoder-hang"):
+        time.sleep(600)
+    return _colour_thumbnail(path, *args, **kwargs)
+
+decode.colour_thumbnail = colour_thumbnail
+"""
+
+# The process writing the page, with the faulty decoder loaded too: it must outlive it and
+# leave no worker behind.
+WRITER = """
+import json, multiprocessing, sys
+from lookalike.reports.html import to_html
+document = json.load(open(sys.argv[1]))
+page = to_html(document, thumbnail_timeout=float(sys.argv[3]))
+open(sys.argv[2], "w").write(page)
+print(len(multiprocessing.active_children()))
+"""
+
+
+def write_page_with_faulty_decoder(tmp_path: Path, document: dict, timeout: float) -> str:
+    injected = tmp_path / "faulty-decoder"
+    injected.mkdir()
+    (injected / "sitecustomize.py").write_text(FAULTY_DECODER)
+    source, page_path = tmp_path / "report.json", tmp_path / "report.html"
+    source.write_text(json.dumps(document))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(injected), os.environ.get("PYTHONPATH")]))}
+    written = subprocess.run([sys.executable, "-c", WRITER, str(source), str(page_path), str(timeout)],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stderr
+    assert written.stdout.strip() == "0"                 # no worker left behind
+    return page_path.read_text()
+
+
+@pytest.mark.parametrize("fault, timeout, shown", [
+    ("crash", 60.0, "No thumbnail no thumbnail: the decoder crashed: the decoder process died (signal 11)"),
+    ("hang", 2.0, "No thumbnail no thumbnail: timed out: no result after 2 s; the decoder was stopped"),
+])
+def test_a_decoder_that_crashes_or_hangs_costs_only_that_thumbnail(tmp_path, pair, fault, timeout, shown):
+    keeper, copy = pair
+    faulty = images.write_jpeg(tmp_path, f"decoder-{fault}.jpg", images.photo("coffee"))
+    other = images.write_jpeg(tmp_path, "coffee.jpg", images.photo("coffee"))
+    markup = write_page_with_faulty_decoder(tmp_path, document(
+        [entry(keeper, 512, 512, keeper=True), entry(copy, 256, 256, 99.1)],
+        [entry(other, 600, 400, keeper=True), entry(faulty, 600, 400, 98.0)]), timeout)
+    intact, struck = group_sections(markup)
+    assert len(intact.find("img")) == 2 and not intact.find("div", "placeholder")
+    # In the struck group the other file still has its picture; the faulty one's card says why.
+    [picture] = struck.find("img")
+    assert picture["alt"] == other.name and decoded(picture["src"]).shape[2] == 3
+    assert len(struck.find("div", "placeholder")) == 1
+    assert shown in struck.text and str(faulty) in struck.text

@@ -1,10 +1,11 @@
-"""Worker processes for the extract stage: one job each, so a crash names its file.
+"""Worker processes for native decoding: one job each, so a crash names its file.
 
 Decoding is CPU-bound and runs native code that can crash or run away on hostile files, so it
 runs in child processes started with `spawn`: a fresh interpreter that never inherits the
 parent's LMDB environment (LMDB forbids using an environment across fork()). Each worker holds
 at most one job. When a worker dies or overruns its time limit, the file it held is reported as
-`crashed` or `timeout`, the worker is replaced, and every other file goes on.
+`crashed` or `timeout`, the worker is replaced, and every other file goes on. `Workers` runs any
+picklable job function this way (the HTML report's thumbnails too); `ExtractWorkers` runs `examine`.
 
 The parent waits on the workers' pipes and process sentinels together with its own wake-up fd
 (see `wait`), so results, deaths and signals all wake the same loop.
@@ -16,7 +17,9 @@ import logging
 import multiprocessing
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 
 from .extract import Outcome, Unreadable, examine
@@ -33,7 +36,11 @@ class Job:
     known_hash: bytes | None      # the stored content hash: equal bytes skip extraction
 
 
-def _serve(conn: Connection, settings: ExtractionSettings) -> None:
+def _examine(settings: ExtractionSettings, job: Job) -> Outcome:
+    return examine(job.path, settings, job.known_hash)
+
+
+def _serve(conn: Connection, handle: Callable) -> None:
     # Ctrl-C and systemd's stop signal reach the whole process group; the parent decides
     # when workers end (it closes their pipes), so a stop never kills a job half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -47,31 +54,37 @@ def _serve(conn: Connection, settings: ExtractionSettings) -> None:
             return
         if job is None:
             return
-        outcome = examine(job.path, settings, job.known_hash)
+        result = handle(job)
         try:
-            conn.send(outcome)
+            conn.send(result)
         except (BrokenPipeError, ConnectionResetError):
             return
 
 
 class _Worker:
-    def __init__(self, context, settings: ExtractionSettings):
+    def __init__(self, context, handle: Callable, kind: str):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, settings), name="lookalike-extract",
-                                       daemon=True)
+        self.process = context.Process(target=_serve, args=(child, handle), name=f"lookalike-{kind}", daemon=True)
         self.process.start()
         child.close()
-        self.job: Job | None = None
+        self.job = None
         self.started = 0.0
 
 
-class ExtractWorkers:
-    def __init__(self, count: int, settings: ExtractionSettings, job_timeout: float = 300.0):
+class Workers:
+    """`count` spawned processes, each running `handle(job)` for one job at a time.
+
+    `handle` must be picklable (a module-level function, or a `partial` of one): it is sent to
+    each new process. `lost(job, reason, detail)` makes the result of a job whose process died
+    (`crashed`) or overran `job_timeout` (`timeout`). Jobs need a `path`, for `busy`; `kind`
+names the workers in process names and the log."""
+
+    def __init__(self, count: int, handle: Callable, lost: Callable, job_timeout: float, kind: str):
         self._context = multiprocessing.get_context(START_METHOD)
         assert self._context.get_start_method() != "fork"
-        self._settings = settings
+        self._handle, self._lost, self._kind = handle, lost, kind
         self._timeout = job_timeout
-        self._workers = [_Worker(self._context, settings) for _ in range(count)]
+        self._workers = [_Worker(self._context, handle, kind) for _ in range(count)]
 
     @property
     def free(self) -> int:
@@ -81,7 +94,7 @@ class ExtractWorkers:
     def busy(self) -> list[str]:
         return [w.job.path for w in self._workers if w.job is not None]
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job) -> None:
         worker = next(w for w in self._workers if w.job is None)
         worker.job, worker.started = job, time.monotonic()
         worker.conn.send(job)
@@ -89,7 +102,7 @@ class ExtractWorkers:
     def waitables(self) -> list:
         return [w.conn for w in self._workers if w.job] + [w.process.sentinel for w in self._workers]
 
-    def collect(self) -> list[tuple[Job, Outcome]]:
+    def collect(self) -> list[tuple]:
         """Results ready now, and a `crashed`/`timeout` outcome for each worker lost meanwhile."""
         done = []
         for i, worker in enumerate(self._workers):
@@ -106,12 +119,13 @@ class ExtractWorkers:
                 if job is not None:
                     detail = (f"the decoder process died (signal {-code})" if code and code < 0
                               else f"the decoder process exited with status {code}")
-                    done.append((job, Unreadable(job.path, "crashed", detail)))
-                log.warning("extract worker %d ended (exit status %s); starting another", worker.process.pid, code)
+                    done.append((job, self._lost(job, "crashed", detail)))
+                log.warning("%s worker %d ended (exit status %s); starting another", self._kind,
+                            worker.process.pid, code)
                 self._replace(i)
             elif job is not None and time.monotonic() - worker.started > self._timeout:
-                done.append((job, Unreadable(job.path, "timeout",
-                                             f"no result after {self._timeout:.0f} s; the decoder was stopped")))
+                done.append((job, self._lost(job, "timeout",
+                                             f"no result after {self._timeout:g} s; the decoder was stopped")))
                 self._replace(i)
         return done
 
@@ -121,7 +135,7 @@ class ExtractWorkers:
             old.process.kill()
         old.process.join(1)
         old.conn.close()
-        self._workers[i] = _Worker(self._context, self._settings)
+        self._workers[i] = _Worker(self._context, self._handle, self._kind)
 
     def stop(self) -> None:
         """End every worker: idle ones are asked to exit, busy ones are killed (their files are
@@ -140,3 +154,12 @@ class ExtractWorkers:
                 worker.process.kill()
                 worker.process.join(1)
             worker.conn.close()
+
+
+class ExtractWorkers(Workers):
+    """The extract stage's workers: `examine` on each `Job`, a lost one recorded `Unreadable`."""
+
+    def __init__(self, count: int, settings: ExtractionSettings, job_timeout: float = 300.0):
+        super().__init__(count, partial(_examine, settings),
+                         lambda job, reason, detail: Unreadable(job.path, reason, detail),
+                         job_timeout, kind="extract")

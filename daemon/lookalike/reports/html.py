@@ -8,9 +8,12 @@ escaping up: even a missed escape could not run anything.
 
 Thumbnails are made from the files as they are when the page is rendered (read with
 `read_file`, decoded by `colour_thumbnail`: same size caps, same EXIF orientation as the
-features). A file that has gone or no longer decodes gets a placeholder saying why; one that
-changed since the report is flagged. Only the first groups get thumbnails and only a bounded
-number are listed at all, so a report of a large library still opens; the page says so.
+features). The decoders are native code, so, as in extraction, they run in spawned worker
+processes (`workers.Workers`) with a time limit per file: a decoder that crashes or hangs on a
+hostile file costs that file's thumbnail, never the process writing the page. A file that has
+gone, no longer decodes, crashed its decoder or ran out of time gets a placeholder saying why;
+one that changed since the report is flagged. Only the first groups get thumbnails and only a
+bounded number are listed at all, so a report of a large library still opens; the page says so.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import base64
 import html
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import wait
 from pathlib import PurePosixPath
 
 import cv2
@@ -28,12 +32,14 @@ import cv2
 from ..errors import ImageError, display_path
 from ..imaging.decode import DecodeLimits, colour_thumbnail, read_file
 from ..settings import ExtractionSettings
+from ..workers import Workers
 from .text import generated_seconds, human_size, iso_time, local_time, plural, threshold_text, totals
 
 THUMBNAIL_GROUPS = 500       # groups shown with thumbnails
 LISTED_GROUPS = 5000         # groups listed at all (past THUMBNAIL_GROUPS, as text only)
 THUMBNAIL_PIXELS = 200       # longest side
 THUMBNAIL_QUALITY = 80
+THUMBNAIL_SECONDS = 60.0     # per file: far beyond any sound file's decode, short enough to wait for
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
@@ -67,18 +73,57 @@ def make_thumbnail(image: dict, limits: DecodeLimits, longest: int = THUMBNAIL_P
     return Thumbnail(uri, pixels.shape[1], pixels.shape[0], changed=changed)
 
 
+@dataclass(frozen=True)
+class _ThumbnailJob:
+    index: int                    # the entry's place in the page
+    image: dict
+
+    @property
+    def path(self):
+        return self.image["path"]
+
+
+def _thumbnail_job(limits: DecodeLimits, job: _ThumbnailJob) -> Thumbnail:
+    return make_thumbnail(job.image, limits)
+
+
+def _lost_thumbnail(job: _ThumbnailJob, reason: str, detail: str) -> Thumbnail:
+    what = "the decoder crashed" if reason == "crashed" else "timed out"
+    return Thumbnail(problem=f"no thumbnail: {what}: {detail}")
+
+
+def make_thumbnails(entries: list[dict], limits: DecodeLimits, workers: int | None = None,
+                    timeout: float = THUMBNAIL_SECONDS) -> list[Thumbnail]:
+    """`make_thumbnail` of each entry, in spawned worker processes, in order."""
+    if not entries:
+        return []
+    thumbnails: list[Thumbnail | None] = [None] * len(entries)
+    waiting = [_ThumbnailJob(index, image) for index, image in reversed(list(enumerate(entries)))]
+    pool = Workers(min(workers or os.cpu_count() or 1, len(entries)), partial(_thumbnail_job, limits),
+                   _lost_thumbnail, timeout, kind="thumbnail")
+    try:
+        while waiting or pool.busy:
+            while waiting and pool.free:
+                pool.submit(waiting.pop())
+            # Wakes on a result or a death; the timeout bounds how late an overrun is noticed.
+            wait(pool.waitables(), min(1.0, timeout / 4))
+            for job, thumbnail in pool.collect():
+                thumbnails[job.index] = thumbnail
+    finally:
+        pool.stop()
+    return thumbnails
+
+
 def to_html(document: dict, limits: DecodeLimits | None = None, thumbnail_groups: int = THUMBNAIL_GROUPS,
-            listed_groups: int = LISTED_GROUPS, workers: int | None = None, now: float | None = None) -> str:
+            listed_groups: int = LISTED_GROUPS, workers: int | None = None, now: float | None = None,
+            thumbnail_timeout: float = THUMBNAIL_SECONDS) -> str:
     """The page for a report document (reports.to_document's shape, version 1)."""
     limits = limits or ExtractionSettings().limits
     groups = document["groups"]
     with_pictures = groups[:thumbnail_groups]
     as_text = groups[len(with_pictures):max(listed_groups, len(with_pictures))]
-    # Decoding dominates; OpenCV releases the GIL, so threads decode in parallel.
     entries = [image for group in with_pictures for image in group["images"]]
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        thumbnails = list(pool.map(lambda image: make_thumbnail(image, limits), entries))
-    pictures = iter(thumbnails)
+    pictures = iter(make_thumbnails(entries, limits, workers, thumbnail_timeout))
 
     parts = [_head(document), _summary(document, len(with_pictures), len(as_text), now)]
     parts.append("<main>")
