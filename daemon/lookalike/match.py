@@ -265,7 +265,7 @@ def _near_exact(first: Candidate, second: Candidate) -> Match:
     transform = Transform(matrix, False, 0.0, second.width / first.width, whole, whole)
     if (first.width, first.height) != (second.width, second.height):
         kinds = ("resized",)
-    elif drift == 0.0 and np.array_equal(first.local.descriptors, second.local.descriptors):
+    elif _same_pixels(first, second):
         kinds = ("same_pixels",)
     else:
         kinds = ("recompressed",)
@@ -403,12 +403,18 @@ RECOLOURED_ABOVE = 8.0        # median grey-level difference of the aligned thum
 EDITED_BELOW = 0.8            # 25th percentile of the tiles' structure correlation
 
 
-def _kinds(first: Candidate, second: Candidate, transform: Transform, evidence: Evidence,
-           tone: float) -> tuple[str, ...]:
-    if ((first.width, first.height) == (second.width, second.height)
+def _same_pixels(first: Candidate, second: Candidate) -> bool:
+    """The same picture in other bytes, as far as the store can tell without the pixels: the
+    same size, thumbnail, keypoints and descriptors."""
+    return ((first.width, first.height) == (second.width, second.height)
             and np.array_equal(first.thumbnail, second.thumbnail)
             and np.array_equal(first.local.keypoints, second.local.keypoints)
-            and np.array_equal(first.local.descriptors, second.local.descriptors)):
+            and np.array_equal(first.local.descriptors, second.local.descriptors))
+
+
+def _kinds(first: Candidate, second: Candidate, transform: Transform, evidence: Evidence,
+           tone: float) -> tuple[str, ...]:
+    if _same_pixels(first, second):
         return ("same_pixels",)
     rotation = abs((transform.rotation_degrees + 180.0) % 360.0 - 180.0)
     found = [kind for kind, present in (
