@@ -33,6 +33,7 @@ from pathlib import Path
 from .config import WatchedFolder
 from .errors import ManifestError, NotFoundError, Refused, ReportError, display_path
 from .imaging.decode import content_hasher
+from .watch.folders import Folders
 
 PLAN_VERSION = 1
 MANIFEST_VERSION = 1
@@ -103,11 +104,6 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _watched(path: str, folders: tuple[WatchedFolder, ...]) -> bool:
-    return any(_under(path, str(f.path)) if f.recursive else os.path.dirname(path) == str(f.path)
-               for f in folders)
-
-
 def make_plan(document: dict, action: str, source: Path, watched: tuple[WatchedFolder, ...] | None = None,
               reference: tuple[Path, ...] = ()) -> Plan:
     """The plan for a report `document` (read from `source`): `watched` None means no config was
@@ -153,7 +149,7 @@ def _why_acted_on(image: Recorded, keeper: Recorded | None, keeper_problem: str 
     for folder in reference:
         if _under(image.path, str(folder)):
             raise Refused(image.path, f"in the reference folder {display_path(str(folder))}")
-    if watched is not None and not _watched(image.path, watched):
+    if watched is not None and Folders(watched).folder_of(image.path) is None:
         raise Refused(image.path, "outside the watched folders")
     if keeper_problem:
         raise Refused(image.path, keeper_problem)
@@ -309,10 +305,13 @@ def _copy_verified(source: str, target: str, found: os.stat_result, content_hash
             os.close(fd)
             os.close(out)
         os.utime(temporary, ns=(found.st_atime_ns, found.st_mtime_ns))
-        with open(temporary, "rb") as back:
+        back = os.open(temporary, os.O_RDONLY)
+        try:
             read_back = content_hasher()
-            for chunk in iter(lambda: back.read(_CHUNK), b""):
+            for chunk in _chunks(back):
                 read_back.update(chunk)
+        finally:
+            os.close(back)
         if written.hexdigest() != content_hash or read_back.hexdigest() != content_hash:
             raise Refused(source, "the copy did not read back as the file's bytes")
         if os.path.lexists(target):
