@@ -99,10 +99,9 @@ JpegDecoder = Callable[[formats.Header, bytes], np.ndarray]
 
 
 def decode_raw(path: str | bytes, data: bytes, max_pixels: int, colour: bool, wanted: int,
-               decode_jpeg: JpegDecoder, prefer_preview: bool = True) -> Decoded:
+               decode_jpeg: JpegDecoder) -> Decoded:
     """A camera raw file: its embedded preview when it has one of at least `wanted` pixels on the
-    longest side (or the raw image's size, if smaller), else the raw image demosaiced.
-    `prefer_preview=False` always demosaics (to compare the two)."""
+    longest side (or the raw image's size, if smaller), else the raw image demosaiced."""
     rawpy = _module("rawpy", "rawpy", path, "camera raw")
     try:
         raw = rawpy.imread(io.BytesIO(data))
@@ -120,7 +119,7 @@ def decode_raw(path: str | bytes, data: bytes, max_pixels: int, colour: bool, wa
         turned = bool(sizes.flip & 4)
         width, height = (sizes.height, sizes.width) if turned else (sizes.width, sizes.height)
         enough = min(wanted, max(width, height))
-        preview = _preview(path, raw, rawpy, max_pixels, colour, enough, decode_jpeg) if prefer_preview else None
+        preview = _preview(path, raw, rawpy, max_pixels, colour, enough, decode_jpeg)
         if preview is not None:
             orient = _ORIENT.get(_FLIP_ORIENTATION.get(sizes.flip, 1))
             return Decoded(orient(preview) if orient else preview, width, height)
