@@ -31,7 +31,7 @@ from .logs import configure_logging
 from .match import FEW_FEATURES, compare
 from .reconcile import walk
 from .reports import atomic_write, load as load_report, render, to_document
-from .reports.publish import PREFIX, publish
+from .reports.publish import latest_path, publish
 from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
 from .service import Service
@@ -221,7 +221,7 @@ def save(path: Path, text: str) -> None:
 
 
 def latest_report(reports: Path) -> Path:
-    return reports / f"{PREFIX}latest.json"
+    return latest_path(reports, "json")
 
 
 def scan(config: Config, progress: Progress | None = None) -> dict:

@@ -15,6 +15,11 @@ from . import atomic_write, render
 PREFIX = "duplicates-"
 
 
+def latest_path(directory: Path, fmt: str) -> Path:
+    """The stable copy of the newest report in `fmt`."""
+    return directory / f"{PREFIX}latest.{fmt}"
+
+
 def publish(document: dict, directory: Path, formats: tuple[str, ...], keep: int) -> list[Path]:
     stamp = document["generated"].replace("-", "").replace(":", "")
     directory.mkdir(parents=True, exist_ok=True)
@@ -23,9 +28,10 @@ def publish(document: dict, directory: Path, formats: tuple[str, ...], keep: int
         text = render(document, fmt)
         stamped = directory / f"{PREFIX}{stamp}.{fmt}"
         atomic_write(stamped, text)
-        atomic_write(directory / f"{PREFIX}latest.{fmt}", text)
+        latest = latest_path(directory, fmt)
+        atomic_write(latest, text)
         written.append(stamped)
-        history = sorted(p for p in directory.glob(f"{PREFIX}*.{fmt}") if p.name != f"{PREFIX}latest.{fmt}")
+        history = sorted(p for p in directory.glob(f"{PREFIX}*.{fmt}") if p != latest)
         for old in history[:-keep]:
             old.unlink(missing_ok=True)
     return written
