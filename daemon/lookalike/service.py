@@ -24,7 +24,6 @@ follows an extraction is always applied after it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -38,7 +37,6 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
-from . import config as config_module
 from .config import Config
 from .duplicates import PassStats, find_groups
 from .errors import ConfigError, LookalikeError, display_path
@@ -49,6 +47,7 @@ from .reconcile import Finds, reconcile
 from .reports import to_document
 from .reports.publish import publish
 from .record import Recorder
+from .reload import reread
 from .reports.text import counted
 from .schedule import BackgroundPass, Schedule
 from .statedir import open_context, state_lock
@@ -70,8 +69,6 @@ TICK_SECONDS = 0.25
 # close to its read is not trusted (borg's rule): it settles and is read again.
 SETTLED_AGE_SECONDS = 1.0
 FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle queue
-# Settings that live in the open context, the worker processes or the bound socket.
-RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
 
@@ -408,26 +405,22 @@ class Service:
     def reload(self) -> bool:
         """Re-read the config file; apply it whole, or keep the running one and say why."""
         self.notifier.reloading()
-        old = self.config
         try:
-            new = config_module.load(old.source)
+            reloaded = reread(self.config)
         except ConfigError as exc:
             log.error("reload rejected; still running with the previous configuration.\n%s", exc.message)
             self.metrics.config_reload_ok.set(0)
             self.notifier.ready("reload rejected: invalid configuration")
             return False
-        kept = {name: getattr(old, name) for name in RESTART_ONLY if getattr(new, name) != getattr(old, name)}
-        for name in kept:
-            log.warning("%s changed: it takes effect after a restart; keeping the running value", name)
-        new = dataclasses.replace(new, **kept)
-        if new.watch != old.watch:
+        new = reloaded.config
+        if reloaded.watch_changed:
             self.watcher.stop()
             self.folders = Folders(new.watch)
             self.watcher = Watcher(self.folders, self._intake, self.metrics)
             self.watcher.start()
-            for gone in {f.path for f in old.watch} - {f.path for f in new.watch}:
-                self._settler.touch(str(gone), 0.0)         # its records go, unless another folder holds it
-                self.roots.forget(str(gone))
+            for gone in reloaded.folders_gone:
+                self._settler.touch(gone, 0.0)              # its records go, unless another folder holds it
+                self.roots.forget(gone)
             for folder in new.watch:
                 self.roots.is_up(folder)                    # a folder not there yet: the warning, the gauge
         # A reload is also the operator's way to ask for a rescan (events are only hints).
