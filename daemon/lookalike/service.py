@@ -38,13 +38,13 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import start_http_server
 
 from .config import Config
-from .duplicates import PassStats, find_groups
+from .duplicates import PassStats
+from .duplicates_pass import report_document
 from .errors import ConfigError, LookalikeError, display_path
 from .imaging.decode import unchanged
 from .metrics import Metrics
 from .notify import Notifier
 from .reconcile import Finds, reconcile
-from .reports import to_document
 from .reports.publish import publish
 from .record import Recorder
 from .reload import reread
@@ -376,11 +376,10 @@ class Service:
                     raise Cancelled()
 
         try:
-            groups = find_groups(self.context, config.duplicates_threshold, apply, progress, stats,
-                                 config.keep_formats)
+            document = report_document(self.context, config.duplicates_threshold, config.keep_formats,
+                                       apply, progress, stats)
         finally:
             self.metrics.pairs_verified.inc(stats.verified)
-        document = to_document(groups, config.duplicates_threshold, str(self.context.directory))
         try:
             written = publish(document, config.reports, config.report_formats, config.reports_keep)
         except (OSError, LookalikeError) as exc:
