@@ -207,6 +207,17 @@ def test_a_damaged_list_is_an_error_naming_it_and_no_report_ignores_it(library, 
     assert code == ExitCode.STORE and f"{stored}: written by a newer lookalike" in err
 
 
+def test_a_rebuild_keeps_the_marks_and_a_delete_removes_them(library, capsys):
+    files = library.files
+    library.scan(capsys)
+    marked = library.ignore(capsys, files["astronaut"], files["small"])["added"]
+    rebuilt = run_json(capsys, "--config", library.config, "context", "rebuild")
+    assert [p["id"] for p in library.ignore(capsys, "--list")["pairs"]] == [p["id"] for p in marked]
+    assert all(str(files["small"]) not in group for group in groups_of(library.scan(capsys)))
+    run_json(capsys, "--config", library.config, "context", "delete")
+    assert not Path(rebuilt["context"]).exists()
+
+
 @pytest.mark.slow
 def test_with_the_daemon_a_pair_stays_apart_after_a_rename_and_a_restart(daemons, tmp_path):
     files = write_library(tmp_path / "photos")

@@ -280,11 +280,14 @@ def rebuild_context(config: Config, progress: Progress | None = None) -> dict:
     """Set a damaged context aside and index the configured folders into a new one."""
     with state_lock(config.state_dir):
         directory = config.context_dir
+        # They name contents, which the new context finds again in the same folders.
+        marks = ignored.read(directory)
         previous = None
         if directory.exists():
             previous = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             directory.rename(previous)
         with SearchContext.create(directory, config.extraction) as context:
+            ignored.add(directory, marks.pairs)
             summary = ingest(context, configured_files(config), progress)
     return {"context": str(directory), "previous": str(previous) if previous else None,
             **{k: summary[k] for k in ("added", "failed")}}
