@@ -257,3 +257,13 @@ def test_with_the_daemon_a_pair_stays_apart_after_a_rename_and_a_restart(daemons
 
     daemon.cli("ignore", "--json", "--remove", renamed, files["astronaut"])
     assert frozenset({str(files["astronaut"]), str(files["medium"]), str(renamed)}) in groups_of(next_report())
+
+    # A list it cannot read stops the pass, not the daemon, and no report undoes the marks.
+    stored = daemon.context_dir / "ignored.json"
+    stored.write_text("{")
+    published = latest.read_bytes()
+    failed = daemon.metric("lookalike_internal_errors_total", 0.0, stage="duplicates")
+    daemon.send(signal.SIGUSR1)
+    daemon.wait_metric("lookalike_internal_errors_total", lambda v: v > failed, "the pass to fail", stage="duplicates")
+    assert f"{stored}: not a list of pairs marked not a duplicate" in daemon.log_text()
+    assert daemon.alive() and latest.read_bytes() == published
