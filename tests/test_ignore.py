@@ -11,25 +11,16 @@ import json
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 
 import images
-from lookalike import cli
 from lookalike.errors import ExitCode
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = cli.main([str(a) if isinstance(a, int) else os.fspath(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys, *args, expect: int = ExitCode.OK) -> dict:
-    code, out, err = run(capsys, *args)
-    assert code == expect, f"exit {code}, stderr: {err}"
-    return json.loads(out)
+from lookalike.store import ignored
+from lookalike.store.ignored import IgnoredPair
+from test_cli import run, run_json
 
 
 def write_library(photos: Path) -> dict[str, Path]:
@@ -138,7 +129,7 @@ def test_ignoring_a_group_marks_each_copy_against_its_keeper_only(library, capsy
     group_id = next(g["id"] for g in report["groups"] if str(files["astronaut"]) in
                     (i["path"] for i in g["images"]))
     assert keeper_of(report, files["astronaut"]) == str(files["astronaut"])
-    marked = library.ignore(capsys, "--group", group_id)
+    marked = library.ignore(capsys, "--group", str(group_id))
     assert sorted(sorted(p["paths"]) for p in marked["added"]) == sorted(
         sorted([str(files["astronaut"]), str(files[copy])]) for copy in ("medium", "small"))
 
@@ -147,7 +138,7 @@ def test_ignoring_a_group_marks_each_copy_against_its_keeper_only(library, capsy
     assert all(str(files["astronaut"]) not in group for group in groups_of(after))
     assert frozenset({str(files["chelsea"]), str(files["chelsea_small"])}) in groups_of(after)
     # The report named explicitly: the same marks, already stored.
-    again = library.ignore(capsys, "--group", group_id, "--report", library.base / "before.json")
+    again = library.ignore(capsys, "--group", str(group_id), "--report", library.base / "before.json")
     assert not again["added"] and {p["id"] for p in again["already"]} == {p["id"] for p in marked["added"]}
 
 
@@ -173,7 +164,7 @@ def test_bad_requests_are_refused_naming_the_file_or_group(library, capsys, tmp_
     assert code == ExitCode.USAGE and f"{files['small']}: changed since it was indexed" in err
 
     groups = len(json.loads(library.report.read_text())["groups"])
-    code, err = library.fails(capsys, "--group", groups + 1)
+    code, err = library.fails(capsys, "--group", str(groups + 1))
     assert code == ExitCode.NOT_FOUND and f"group {groups + 1}: not in {library.report}" in err
     code, err = library.fails(capsys, "--remove", "0123456789")
     assert code == ExitCode.NOT_FOUND and "0123456789: no pair marked" in err
@@ -216,6 +207,27 @@ def test_a_rebuild_keeps_the_marks_and_a_delete_removes_them(library, capsys):
     assert all(str(files["small"]) not in group for group in groups_of(library.scan(capsys)))
     run_json(capsys, "--config", library.config, "context", "delete")
     assert not Path(rebuilt["context"]).exists()
+
+
+def test_marks_made_at_once_are_all_kept(tmp_path):
+    """Each writer reads, adds and replaces the file under the lock: none loses another's mark."""
+    writers, marks = 8, 10
+    start = threading.Barrier(writers)
+
+    def mark(writer: int) -> None:
+        start.wait()
+        for n in range(marks):
+            ignored.add(tmp_path, [IgnoredPair.of((bytes([writer, n, 0]), f"/a{writer}-{n}"),
+                                                  (bytes([writer, n, 1]), f"/b{writer}-{n}"))])
+
+    threads = [threading.Thread(target=mark, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = ignored.read(tmp_path)
+    assert len(stored.pairs) == writers * marks
+    assert stored.apart(bytes([3, 4, 1]), bytes([3, 4, 0])) and not stored.apart(bytes([3, 4, 0]), bytes([3, 5, 1]))
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ from .imaging.features import LocalFeatures, detector_info
 from .logs import configure_logging
 from .match import FEW_FEATURES, compare
 from .reconcile import walk
-from .reports import atomic_write, load as load_report, render, to_document
+from .files import atomic_write
+from .reports import load as load_report, render, to_document
 from .reports.publish import latest_path, publish
 from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
@@ -378,8 +379,8 @@ def ignore_group(directory: Path, report: Path, group_id: int) -> dict:
     keeper, which is what the report claimed of it. What the copies are of each other the report
     did not say, so they are not marked: two of them may form a group of their own."""
     document = load_report(report)
-    with SearchContext.open(directory) as context:
-        directory = context.directory
+    with SearchContext.open(directory):         # there is a context to mark in
+        pass
     if os.path.realpath(document.get("context", "")) != os.path.realpath(directory):
         raise UsageError(f"{display_path(str(report))}: a report of the context {document.get('context')}, "
                          f"not of {directory}")

@@ -9,8 +9,8 @@ called and wherever they move; it stops applying to a file whose bytes change. D
 not kept in LMDB because the daemon is the environment's one writer and `ignore` must work
 while it runs: a writer takes the lock, reads the file, and replaces it atomically (temporary
 file, fsync, rename), so a reader (a duplicates pass, at its start) needs no lock and sees the
-old list or the new one, never half of either. Reading is cached by the file's identity, so a
-pass over an unchanged list costs one stat.
+old list or the new one, never half of either. A pass's read is cached by the file's identity
+(inode, size, mtime, ctime), so an unchanged list costs one stat.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import StoreError
+from ..files import atomic_write
 
 FILE_NAME = "ignored.json"
 LOCK_NAME = "ignored.lock"
@@ -93,7 +93,8 @@ NONE = Ignored()
 
 
 def read(directory: Path) -> Ignored:
-    """The decisions stored in the context folder `directory` (none when there is no file)."""
+    """The decisions stored in the context folder `directory` (none when there is no file),
+    parsed again only when the file was replaced since the last read."""
     path = Path(directory) / FILE_NAME
     try:
         st = os.stat(path)
@@ -101,30 +102,35 @@ def read(directory: Path) -> Ignored:
         return NONE
     except OSError as exc:
         raise StoreError(str(path), f"cannot read the pairs marked not a duplicate: {exc.strerror or exc}") from None
-    # The writer replaces the file, so a new list is a new inode: the cache cannot serve a stale one.
-    return _parsed(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    return _cached(str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=8)
-def _parsed(path: str, inode: int, size: int, mtime_ns: int) -> Ignored:
+def _cached(path: str, *identity: int) -> Ignored:
+    return _load(Path(path))
+
+
+def _load(path: Path) -> Ignored:
     try:
-        document = json.loads(Path(path).read_bytes())
+        document = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return NONE
     except OSError as exc:
-        raise StoreError(path, f"cannot read the pairs marked not a duplicate: {exc.strerror or exc}") from None
+        raise StoreError(str(path), f"cannot read the pairs marked not a duplicate: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise StoreError(path, f"not a list of pairs marked not a duplicate (not JSON: {exc}); "
-                               "fix or delete it (deleting it forgets every such mark)") from None
+        raise StoreError(str(path), f"not a list of pairs marked not a duplicate (not JSON: {exc}); "
+                                    "fix or delete it (deleting it forgets every such mark)") from None
     version = document.get("version") if isinstance(document, dict) else None
     if isinstance(version, int) and version > VERSION:
-        raise StoreError(path, f"written by a newer lookalike (version {version}; this one reads {VERSION}); "
-                               "upgrade lookalike")
+        raise StoreError(str(path), f"written by a newer lookalike (version {version}; this one reads {VERSION}); "
+                                    "upgrade lookalike")
     try:
         if version != VERSION:
             raise ValueError(f"version {version!r}")
         return Ignored(tuple(IgnoredPair.from_json(doc) for doc in document["pairs"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise StoreError(path, f"not a list of pairs marked not a duplicate ({exc}); "
-                               "fix or delete it (deleting it forgets every such mark)") from None
+        raise StoreError(str(path), f"not a list of pairs marked not a duplicate ({exc}); "
+                                    "fix or delete it (deleting it forgets every such mark)") from None
 
 
 @contextmanager
@@ -135,33 +141,17 @@ def _changing(directory: Path) -> Iterator[list[IgnoredPair]]:
     try:
         with open(directory / LOCK_NAME, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            stored = list(read(directory).pairs)
+            # Not the cached list: two replacements within one timestamp tick could reuse an
+            # inode and size, and a writer that started from a stale list would lose marks.
+            stored = list(_load(directory / FILE_NAME).pairs)
             pairs = list(stored)
             yield pairs
             if pairs != stored:
-                _write(directory, pairs)
+                atomic_write(directory / FILE_NAME, json.dumps(
+                    {"version": VERSION, "pairs": [pair.to_json() for pair in pairs]}, indent=1) + "\n")
     except OSError as exc:
         raise StoreError(str(directory / FILE_NAME),
                          f"cannot write the pairs marked not a duplicate: {exc.strerror or exc}") from None
-
-
-def _write(directory: Path, pairs: list[IgnoredPair]) -> None:
-    text = json.dumps({"version": VERSION, "pairs": [pair.to_json() for pair in pairs]}, indent=1) + "\n"
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{FILE_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, directory / FILE_NAME)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)             # the rename itself survives a power cut
-    finally:
-        os.close(folder)
 
 
 def add(directory: Path, wanted: Iterable[IgnoredPair]) -> tuple[list[IgnoredPair], list[IgnoredPair]]:
