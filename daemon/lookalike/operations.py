@@ -288,7 +288,8 @@ def rebuild_context(config: Config, progress: Progress | None = None) -> dict:
             previous = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             directory.rename(previous)
         with SearchContext.create(directory, config.extraction) as context:
-            ignored.add(directory, marks.pairs)
+            if marks.pairs:
+                ignored.add(directory, marks.pairs)
             summary = ingest(context, configured_files(config), progress)
     return {"context": str(directory), "previous": str(previous) if previous else None,
             **{k: summary[k] for k in ("added", "failed")}}
@@ -391,16 +392,20 @@ def ignore_group(directory: Path, report: Path, group_id: int) -> dict:
         raise NotFoundError(f"group {group_id}: not in {display_path(str(report))} (it has {has})")
     if any("content_hash" not in image for image in group["images"]):
         raise ReportError(report, "written before reports carried content hashes; use a newer report")
-    keeper = next(image for image in group["images"] if image["keeper"])
+    keeper = next((image for image in group["images"] if image.get("keeper")), None)
     wanted, skipped = [], []
-    for image in group["images"]:
-        if image is keeper:
-            continue
-        if image["content_hash"] == keeper["content_hash"]:
-            skipped.append({"path": image["path"], "reason": "the same bytes as the keeper"})
-            continue
-        wanted.append(IgnoredPair.of((bytes.fromhex(keeper["content_hash"]), keeper["path"]),
-                                     (bytes.fromhex(image["content_hash"]), image["path"])))
+    try:
+        for image in group["images"]:
+            if image is keeper:
+                continue
+            if image["content_hash"] == keeper["content_hash"]:
+                skipped.append({"path": image["path"], "reason": "the same bytes as the keeper"})
+                continue
+            wanted.append(IgnoredPair.of((bytes.fromhex(keeper["content_hash"]), keeper["path"]),
+                                         (bytes.fromhex(image["content_hash"]), image["path"])))
+    except (KeyError, TypeError, ValueError):
+        raise ReportError(report, f"group {group_id}: not a keeper and copies with their paths and content "
+                                  "hashes") from None
     added, already = ignored.add(directory, wanted)
     return {"version": OUTPUT_VERSION, "added": [p.to_json() for p in added],
             "already": [p.to_json() for p in already], "skipped": skipped}
