@@ -129,7 +129,7 @@ def _chunk_probes(fingerprints: np.ndarray) -> list[bytes]:
     return np.unique(probes).astype(">u4").view(np.uint8).reshape(-1, 4)[:, 1:].copy().view("V3").ravel().tolist()
 
 
-def _postings(cursor, key: bytes) -> list[int]:
+def postings(cursor, key: bytes) -> list[int]:
     """The image numbers under one key (content hashes: no crowding limit applies)."""
     if not cursor.set_key(key):
         return []
@@ -355,6 +355,11 @@ class CandidateIndex:
         self.crowded.shrinking()
         txn.drop(db, delete=False)
 
+    def with_content(self, txn, content_hash: bytes) -> list[int]:
+        """The images whose bytes have this content hash."""
+        with txn.cursor(db=self.hashes) as cursor:
+            return postings(cursor, content_hash)
+
     def candidates(self, txn, content_hash: bytes, fingerprint: int, local: LocalFeatures,
                    known: CrowdedView) -> Iterator[int]:
         """Image numbers worth verifying, most promising first, the image's mirror image's too
@@ -362,10 +367,7 @@ class CandidateIndex:
         distance, then the images the local descriptors vote for. The copies come as soon as
         they are known, so a caller can verify them while the descriptors, most of a look-up's
         time, are looked up. `known` (crowded.view()) must be taken before `txn` began."""
-        found: dict[int, float] = {}
-        with txn.cursor(db=self.hashes) as cursor:
-            for num in _postings(cursor, content_hash):
-                found[num] = float("inf")
+        found = dict.fromkeys(self.with_content(txn, content_hash), float("inf"))
 
         variants = np.unique(np.array(list(fingerprint_variants(fingerprint).values()), np.uint64))
         with txn.cursor(db=self.chunks) as cursor:
