@@ -279,6 +279,7 @@ class Daemon:
         self.config_path = base / "lookalike.yaml"
         self.log_path = base / "daemon.log"
         self.port = free_port()
+        self.api_port = free_port()
         self.notices = Notices()
         self.process: subprocess.Popen | None = None
         self._since = 0                     # notices before this index belong to earlier runs
@@ -297,6 +298,7 @@ class Daemon:
             "duplicates": {"interval": "1h"},
             "reports": {"keep": 3},
             "metrics": {"listen": f"127.0.0.1:{self.port}"},
+            "api": {"listen": f"127.0.0.1:{self.api_port}"},
             "stop_timeout": f"{STOP_TIMEOUT:g}s",
         }
         document.update(settings)
