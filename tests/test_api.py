@@ -418,3 +418,15 @@ def test_the_curl_flows_of_the_docs_run_as_written(served, tmp_path):
         assert result.returncode == 0, f"{flow}\n{result.stderr}"
         for line in filter(None, result.stdout.splitlines()):
             json.loads(line)                           # every answer is JSON
+
+
+@pytest.mark.slow
+def test_an_api_address_in_use_stops_the_start_with_its_key(daemons, tmp_path):
+    photos = small_photo_folder(tmp_path)
+    daemon = daemons([photos])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", daemon.api_port))
+        taken.listen()
+        daemon.start()
+        assert daemon.process.wait(60) == ExitCode.FAILED
+    assert f"api.listen: cannot listen on 127.0.0.1:{daemon.api_port}" in daemon.log_text()
