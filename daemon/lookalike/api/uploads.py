@@ -2,7 +2,7 @@
 
 An upload is a stranger's bytes handed to native decoders, which can crash or run away on a
 hostile file: decoding one in the daemon's own process would let it take the daemon down. So
-uploads go to spawned workers (workers.Workers) of their own, apart from the folders' workers
+uploads go to spawned workers (workers.UploadWorkers) of their own, apart from the folders' workers
 so that queries never hold back ingest; a worker that dies or overruns `api.request_timeout`
 answers `crashed` or `timeout` for its upload and is replaced.
 
@@ -18,32 +18,16 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
-from functools import partial
 from multiprocessing.connection import wait as wait_for
 
 from ..errors import ImageError, LookalikeError
-from ..extract import ImageFeatures, Unreadable, extract_data
+from ..extract import ImageFeatures, Unreadable
 from ..settings import ExtractionSettings
-from ..workers import Workers
+from ..workers import Upload, UploadWorkers
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5            # how often an overrun is looked for while nothing else happens
-
-
-@dataclass(frozen=True)
-class Upload:
-    path: str                 # the name the upload goes by (Workers names a job by its path)
-    data: bytes
-    serial: int
-
-
-def _examine_upload(settings: ExtractionSettings, upload: Upload) -> ImageFeatures | Unreadable:
-    try:
-        return extract_data(upload.path, upload.data, settings)
-    except ImageError as exc:
-        return Unreadable(upload.path, exc.reason, exc.detail)
 
 
 class Stopping(LookalikeError):
@@ -52,9 +36,7 @@ class Stopping(LookalikeError):
 
 class UploadExtractor:
     def __init__(self, processes: int, settings: ExtractionSettings, timeout: float):
-        self._workers = Workers(processes, partial(_examine_upload, settings),
-                                lambda upload, reason, detail: Unreadable(upload.path, reason, detail),
-                                timeout, kind="upload")
+        self._workers = UploadWorkers(processes, settings, timeout)
         self._serials = itertools.count()
         self._lock = threading.Lock()
         self._queued: deque[tuple[Upload, Future]] = deque()
@@ -80,7 +62,7 @@ class UploadExtractor:
         outcome = future.result()
         if isinstance(outcome, Unreadable):
             raise ImageError(outcome.path, outcome.reason, outcome.detail)
-        return outcome
+        return outcome.features
 
     def _run(self) -> None:
         waiting: dict[int, Future] = {}
