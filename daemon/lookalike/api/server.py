@@ -33,6 +33,10 @@ LOOP_SECONDS = 0.5            # how soon a stop is seen by the event loop
 SPARE_THREADS = 2
 CONNECTION_LIMIT = 100        # waitress's default: open connections, idle keep-alives included
 
+# waitress warns of every request that waits for a thread: under load, a line per request. The
+# API's own cap is the signal that matters (503, counted in lookalike_api_requests_total).
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
 
 class ApiServer:
     def __init__(self, settings: ApiSettings, context: SearchContext, reports: Path, metrics: Metrics,
