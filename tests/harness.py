@@ -7,6 +7,7 @@ that something did *not* happen, wait past the point where it would have."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -52,6 +53,15 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def occupied(port: int):
+    """A listener on 127.0.0.1:`port` for the length of the block, as another program's would be."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        yield
 
 
 def descendants(pid: int) -> list[int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import images
-from harness import Daemon, folder, lookalike, stop_group
+from harness import Daemon, folder, lookalike, occupied, stop_group
 from lookalike.api.app import REASONS, ROUTES, UNMATCHED
 from lookalike.api.openapi import DOCUMENT
 from lookalike.errors import ExitCode
@@ -424,9 +424,7 @@ def test_the_curl_flows_of_the_docs_run_as_written(served, tmp_path):
 def test_an_api_address_in_use_stops_the_start_with_its_key(daemons, tmp_path):
     photos = small_photo_folder(tmp_path)
     daemon = daemons([photos])
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", daemon.api_port))
-        taken.listen()
+    with occupied(daemon.api_port):
         daemon.start()
         assert daemon.process.wait(60) == ExitCode.FAILED
     assert f"api.listen: cannot listen on 127.0.0.1:{daemon.api_port}" in daemon.log_text()
