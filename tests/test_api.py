@@ -118,6 +118,7 @@ def served(tmp_path_factory):
     assert not left, f"the daemon left processes behind: {left}"
 
 
+@pytest.mark.slow
 def test_status_is_context_info_and_the_queues(served):
     daemon, photos, _ = served
     answer = call(daemon.api_port, "GET", "/v1/status")
@@ -131,6 +132,7 @@ def test_status_is_context_info_and_the_queues(served):
     assert all(isinstance(v, int) and v >= 0 for v in document["queues"].values())
 
 
+@pytest.mark.slow
 def test_similar_to_an_upload_is_what_the_cli_says(served):
     daemon, photos, queries = served
     query = queries / "coffee-query.jpg"
@@ -149,6 +151,7 @@ def test_similar_to_an_upload_is_what_the_cli_says(served):
     assert parted.json() == {**expected, "query": "coffee-query.jpg", "results": expected["results"][:1]}
 
 
+@pytest.mark.slow
 def test_similar_to_a_stored_image(served):
     daemon, photos, _ = served
     stored = photos / "coffee-small.jpg"
@@ -159,6 +162,7 @@ def test_similar_to_a_stored_image(served):
     assert [hit["path"] for hit in document["results"]] == [str(photos / "coffee.jpg")]
 
 
+@pytest.mark.slow
 def test_extract_and_features_are_the_seeds_image2features(served):
     daemon, photos, queries = served
     query = queries / "chelsea-query.jpg"
@@ -174,6 +178,7 @@ def test_extract_and_features_are_the_seeds_image2features(served):
     assert answer.json() == daemon.cli("features", "get", stored)
 
 
+@pytest.mark.slow
 def test_compare_two_uploads_is_the_compare_json(served):
     daemon, photos, queries = served
     first, second = photos / "coffee.jpg", queries / "coffee-query.jpg"
@@ -184,6 +189,7 @@ def test_compare_two_uploads_is_the_compare_json(served):
     assert answer.json()["similarity"] > 50
 
 
+@pytest.mark.slow
 def test_duplicates_is_the_latest_report(served):
     daemon, _, _ = served
     answer = call(daemon.api_port, "GET", "/v1/duplicates")
@@ -194,6 +200,7 @@ def test_duplicates_is_the_latest_report(served):
     assert len(document["groups"]) == 1
 
 
+@pytest.mark.slow
 def test_the_openapi_document_is_served(served):
     daemon, _, _ = served
     answer = call(daemon.api_port, "GET", "/v1/openapi.json")
@@ -208,6 +215,7 @@ def test_the_openapi_document_describes_exactly_the_routes():
     assert DOCUMENT["openapi"].startswith("3.")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, path, body, headers, status, reason", [
     ("POST", "/v1/similar", "truncated", {}, 422, "truncated"),
     ("POST", "/v1/similar", b"", {}, 422, "empty"),
@@ -240,6 +248,7 @@ def test_bad_input_is_a_4xx_with_a_reason_and_the_daemon_goes_on(served, method,
     assert daemon.alive()
 
 
+@pytest.mark.slow
 def test_a_body_over_the_cap_is_413_and_the_daemon_goes_on(served):
     daemon, _, _ = served
     with socket.create_connection(("127.0.0.1", daemon.api_port), timeout=30) as client:
@@ -251,6 +260,7 @@ def test_a_body_over_the_cap_is_413_and_the_daemon_goes_on(served):
     assert call(daemon.api_port, "POST", "/v1/extract", images.jpeg_bytes(images.photo("rocket"))).status == 200
 
 
+@pytest.mark.slow
 def test_a_client_that_stops_sending_is_dropped_and_others_are_answered(served):
     daemon, _, _ = served
     with socket.create_connection(("127.0.0.1", daemon.api_port), timeout=30) as slow:
@@ -263,6 +273,7 @@ def test_a_client_that_stops_sending_is_dropped_and_others_are_answered(served):
     assert call(daemon.api_port, "GET", "/v1/status").status == 200
 
 
+@pytest.mark.slow
 def test_requests_are_counted_by_route_and_code(served):
     daemon, _, _ = served
     before = daemon.metric("lookalike_api_requests_total", 0.0, route="/v1/status", code="200")
