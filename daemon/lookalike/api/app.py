@@ -63,7 +63,7 @@ class Api:
 
     def __init__(self, context: SearchContext, reports: Path, uploads: UploadExtractor,
                  queues: Callable[[], dict[str, int]], metrics: Metrics, token: str | None,
-                 max_concurrent: int, max_upload_bytes: int, routes: tuple[Route, ...] | None = None):
+                 max_concurrent: int, max_upload_bytes: int):
         self.context = context
         self.reports = reports
         self.uploads = uploads
@@ -72,8 +72,7 @@ class Api:
         self._token = token.encode() if token else None
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self.max_upload_bytes = max_upload_bytes
-        self.url_map = Map([Rule(route.path, methods=[route.method], endpoint=route)
-                            for route in (routes or ROUTES)])
+        self.url_map = Map([Rule(route.path, methods=[route.method], endpoint=route) for route in ROUTES])
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -88,9 +87,8 @@ class Api:
                 raise ApiError(404, "not_found", f"{request.method} {request.path}: no such route "
                                                  "(the routes: GET /v1/openapi.json)") from None
             except MethodNotAllowed as exc:
-                raise ApiError(405, "method_not_allowed",
-                               f"{request.path} answers {', '.join(exc.valid_methods or ())}",
-                               {"Allow": ", ".join(exc.valid_methods or ())}) from None
+                allowed = ", ".join(exc.valid_methods or ())
+                raise ApiError(405, "method_not_allowed", f"{request.path} answers {allowed}", {"Allow": allowed}) from None
             route = rule.rule
             if not self._slots.acquire(blocking=False):
                 raise ApiError(503, "busy", "every request slot is taken (api.max_concurrent); retry shortly",
