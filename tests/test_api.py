@@ -80,6 +80,11 @@ def multipart(parts: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, dict]:
     return b"".join(chunks), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
+def ok(answer: Answer) -> dict:
+    assert answer.status == 200, answer
+    return answer.json()
+
+
 def assert_error(answer: Answer, status: int, reason: str) -> dict:
     assert answer.status == status, answer
     document = answer.json()
@@ -121,9 +126,7 @@ def served(tmp_path_factory):
 @pytest.mark.slow
 def test_status_is_context_info_and_the_queues(served):
     daemon, photos, _ = served
-    answer = call(daemon.api_port, "GET", "/v1/status")
-    assert answer.status == 200, answer
-    document = answer.json()
+    document = ok(call(daemon.api_port, "GET", "/v1/status"))
     info = daemon.cli("context", "info")
     assert {k: document[k] for k in ("context", "settings", "images", "failed", "schema")} == \
            {k: info[k] for k in ("context", "settings", "images", "failed", "schema")}
@@ -155,9 +158,7 @@ def test_similar_to_an_upload_is_what_the_cli_says(served):
 def test_similar_to_a_stored_image(served):
     daemon, photos, _ = served
     stored = photos / "coffee-small.jpg"
-    answer = call(daemon.api_port, "GET", f"/v1/similar?path={stored}&threshold=30")
-    assert answer.status == 200, answer
-    document = answer.json()
+    document = ok(call(daemon.api_port, "GET", f"/v1/similar?path={stored}&threshold=30"))
     assert document["query"] == str(stored)
     assert [hit["path"] for hit in document["results"]] == [str(photos / "coffee.jpg")]
 
@@ -192,9 +193,7 @@ def test_compare_two_uploads_is_the_compare_json(served):
 @pytest.mark.slow
 def test_duplicates_is_the_latest_report(served):
     daemon, _, _ = served
-    answer = call(daemon.api_port, "GET", "/v1/duplicates")
-    assert answer.status == 200, answer
-    document = answer.json()
+    document = ok(call(daemon.api_port, "GET", "/v1/duplicates"))
     # the report is rewritten every second: compare with the copy written at the same pass
     assert document == json.loads((daemon.reports / f"duplicates-{document['generated'].replace('-', '').replace(':', '')}.json").read_text())
     assert len(document["groups"]) == 1
