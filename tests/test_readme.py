@@ -3,8 +3,8 @@ each taken from the README's text, on a copy of the checkout's config/ with the 
 
 Each command must exit 0 and print, or do, what the README says. Set-up (the virtualenv, pip)
 is not run here: CI runs the README's first two commands as written. The one change to the
-example config is its metrics port, since several test runs may share a machine; the README's
-metrics address is checked against the example config instead.
+example config is its ports (metrics, API), since several test runs may share a machine; the
+README's addresses are checked against the example config and the defaults instead.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness import DEADLINE, LOOKALIKE, exposition, free_port, scrape, stop_group, total
+from lookalike.config import ApiSettings
 from lookalike.store import SearchContext
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +60,9 @@ def checkout(tmp_path) -> Path:
     config = root / CONFIG
     listen = re.search(r'^  listen: "([^"]+)"', config.read_text(), re.M).group(1)
     assert f"<http://{listen}/metrics>" in README, "the README's metrics address is not the example config's"
-    config.write_text(config.read_text().replace(listen, f"127.0.0.1:{free_port()}"))
+    assert "\napi:" not in config.read_text(), "the example config sets the API's address: check it like the metrics'"
+    config.write_text(config.read_text().replace(listen, f"127.0.0.1:{free_port()}")
+                      + f"api:\n  listen: 127.0.0.1:{free_port()}\n")
     made = subprocess.run([sys.executable, "config/make_example_photos.py"], cwd=root, capture_output=True,
                           text=True, timeout=120)
     assert made.returncode == 0, made.stderr
@@ -112,6 +115,13 @@ def test_the_example_daemon_does_what_the_readme_says(checkout):
         show = re.search(r"`\.venv/bin/(lookalike --config \S+ report show)`", README).group(1)
         summary = shell(checkout, show).stdout
         assert re.search(rf"^Groups: +{groups.split()[1]}$", summary, re.M), summary
+        # The tour's curl line: `similar`, asked of the running daemon over HTTP (the copy's port).
+        ask = re.search(r"`(curl [^`]*http://([^/`]+)/v1/similar)`", section("A quick tour"))
+        assert ask and ask.group(2) == ApiSettings().listen, "the README's API address is not the default"
+        api = re.search(r"^api:\n  listen: (\S+)$", config, re.M).group(1)
+        asked = shell(checkout, ask.group(1).replace("IMAGE", f"{PHOTOS}/chelsea.jpg").replace(ask.group(2), api))
+        found = [Path(r["path"]).name for r in json.loads(asked.stdout)["results"]]
+        assert sorted(found[:2]) == ["chelsea-small.jpg", "chelsea.jpg"], found      # an upload finds its own file too
         # "Metrics are on <http://127.0.0.1:9847/metrics>" (here on the copy's port)
         assert f"lookalike_duplicate_groups {groups.split()[1]}.0" in exposition(port)
         # "`kill -USR1` on its PID writes a fresh report at once"

@@ -36,7 +36,6 @@ from .reports import load as load_report, render
 from .reports.publish import latest_path, publish
 from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
-from .service import Service
 from .settings import DEFAULT_KEEP_FORMATS, ExtractionSettings
 from .statedir import STATE_LOCK_NAME, open_context, state_lock
 from .store import SearchContext, StoredImage, ignored
@@ -143,10 +142,14 @@ def extract_features(image: str, settings: ExtractionSettings) -> dict:
     return features_document(features.path, features.local, settings.detector)
 
 
-def get_features(directory: Path, image_id: str) -> dict:
+def stored_features_document(context: SearchContext, image_id: str) -> dict:
     path = os.path.abspath(image_id)
+    return features_document(path, context.local_features(path), context.settings.detector)
+
+
+def get_features(directory: Path, image_id: str) -> dict:
     with SearchContext.open(directory) as context:
-        return features_document(path, context.local_features(path), context.settings.detector)
+        return stored_features_document(context, image_id)
 
 
 def update_features(directory: Path, image_id: str, image: str) -> dict:
@@ -188,9 +191,12 @@ def failed_features(directory: Path) -> dict:
 # --- search --------------------------------------------------------------------------------
 
 def compare_files(first_path: str, second_path: str, settings: ExtractionSettings) -> dict:
-    first = extract_file(os.path.abspath(first_path), settings)
-    second = extract_file(os.path.abspath(second_path), settings)
-    document = compare(query_candidate(first), query_candidate(second), settings.detector).to_json()
+    return compare_features(extract_file(os.path.abspath(first_path), settings),
+                            extract_file(os.path.abspath(second_path), settings), settings.detector)
+
+
+def compare_features(first: ImageFeatures, second: ImageFeatures, detector: str) -> dict:
+    document = compare(query_candidate(first), query_candidate(second), detector).to_json()
     poor = [f.path for f in (first, second) if few_features(f.local.count)]
     if poor:      # only a near-exact copy could match: say why a score is low
         document.update(reason=FEW_FEATURES, few_features=poor)
@@ -201,9 +207,23 @@ def find_similar(directory: Path, image: str, threshold: float, max_count: int |
     with SearchContext.open(directory) as context:
         features = extract_file(os.path.abspath(image), context.settings)
         with context.busy("searching"):
-            hits = similar(context, features, threshold, max_count)
+            return similar_document(context, features, threshold, max_count)
+
+
+def similar_document(context: SearchContext, features: ImageFeatures, threshold: float, max_count: int | None) -> dict:
+    """`similar`'s answer. Reads only, so the daemon's API runs it on the context it holds open
+    beside its writer (`find_similar` adds the status `context info` shows, which is a write)."""
+    hits = similar(context, features, threshold, max_count)
     return {"version": OUTPUT_VERSION, "query": features.path, "threshold": threshold,
             "results": [hit.to_json() for hit in hits]}
+
+
+def stored_features(context: SearchContext, path: str) -> ImageFeatures:
+    """A stored image's features, as the query of a search: its file is not read again."""
+    image = context.image(path)
+    _, stored = context.candidate(image.num)
+    return ImageFeatures(image.path, image.identity, image.content_hash, image.format, image.width, image.height,
+                         stored.local, image.fingerprint, stored.thumbnail, decode_seconds=0.0, extract_seconds=0.0)
 
 
 def duplicates_document(context: SearchContext, threshold: float, progress: Progress | None = None,
@@ -225,6 +245,15 @@ def save(path: Path, text: str) -> None:
 
 def latest_report(reports: Path) -> Path:
     return latest_path(reports, "json")
+
+
+def latest_duplicates(reports: Path) -> dict:
+    """The latest JSON report, as written."""
+    path = latest_report(reports)
+    if not path.exists():
+        raise NotFoundError(f"{display_path(str(path))}: no duplicates report yet; the daemon writes one after "
+                            "its first pass")
+    return load_report(path)
 
 
 def scan(config: Config, progress: Progress | None = None) -> dict:
@@ -259,6 +288,11 @@ def create_context(directory: Path, settings: ExtractionSettings) -> dict:
 def context_info(directory: Path) -> dict:
     with SearchContext.open(directory) as context:
         return context.info()
+
+
+def daemon_status(context: SearchContext, queues: dict[str, int]) -> dict:
+    """What `context info` says of the daemon's open context, and the lengths of its queues."""
+    return {**context.info(), "queues": queues}
 
 
 def daemon_state_dir(directory: Path) -> Path | None:
@@ -469,4 +503,5 @@ def run_daemon(config: Config) -> int:
     # The context names every indexed file and the reports show them: for the daemon's user only.
     os.umask(0o077)
     configure_logging(config.log_level, config.log_format)
+    from .service import Service          # here: the daemon serves the API, which is built on this module
     return Service(config).run()

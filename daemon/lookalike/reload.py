@@ -2,7 +2,7 @@
 which wait for a restart.
 
 The file is read and validated whole first, so an invalid one changes nothing. Settings that
-live in the open context, the worker processes or the bound socket keep their running value,
+live in the open context, the worker processes or the bound sockets keep their running value,
 with a warning; the service applies the rest (watched folders, settle and schedule timings,
 log level, reports, thresholds).
 """
@@ -18,7 +18,7 @@ from .config import Config
 
 log = logging.getLogger("lookalike")
 
-RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
+RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size", "api")
 
 
 @dataclass(frozen=True)
