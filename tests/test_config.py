@@ -140,9 +140,10 @@ def test_a_reload_keeps_the_restart_only_settings_and_takes_the_rest(tmp_path, f
     path = write(tmp_path, f"watch: [{folders['photos']}, {folders['more']}]\nstate_dir: {folders['state']}\n")
     running = config.load(path)
     path.write_text(f"watch: [{folders['photos']}]\nstate_dir: {folders['state']}\nworkers: 7\n"
-                    f"settle_seconds: 9\nmetrics:\n  listen: 127.0.0.1:9999\n")
+                    f"settle_seconds: 9\nmetrics:\n  listen: 127.0.0.1:9999\napi:\n  listen: 127.0.0.1:9998\n")
     reloaded = reload.reread(running)
     assert (reloaded.config.workers, reloaded.config.metrics_listen) == (running.workers, running.metrics_listen)
+    assert reloaded.config.api == running.api
     assert reloaded.config.settle_seconds == 9.0 and reloaded.config.watch == (config.WatchedFolder(folders["photos"]),)
     assert reloaded.watch_changed and reloaded.folders_gone == {str(folders["more"])}
     path.write_text("watch: [unclosed\n")
