@@ -198,6 +198,17 @@ def test_tile_correlations_are_each_tiles_own_correlation():
     assert np.allclose(sorted(match._tile_correlations(a, b, valid)), sorted(expected), atol=1e-9)
 
 
+def test_every_per_tile_measure_uses_one_grid():
+    """The correlations, the textured tiles and the tiles the inliers are on once divided a side
+    whose length is no multiple of PHOTO_TILES differently, so a tile's texture and its
+    correlation could be measured on different pixels."""
+    for height, width in ((119, 157), (120, 160), (7, 13)):
+        index = match._tile_index(height, width)
+        rows, cols = match._tile_bands(height), match._tile_bands(width)
+        assert (rows[index // match.PHOTO_TILES, np.arange(height)[:, None]] == 1).all(), (height, width)
+        assert (cols[index % match.PHOTO_TILES, np.arange(width)[None, :]] == 1).all(), (height, width)
+
+
 def test_a_fit_confined_to_one_small_patch_is_no_match(monkeypatch):
     """Two pictures that share only a caption or a date stamp in one font: the glyphs' corners
     agree on one small patch while the chance matches are strewn over the frame (three such

@@ -480,11 +480,11 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     # over its textured tiles, an overlay's strokes aside.
     textured = _textured_tiles(warped, target, valid)
     height, width = valid.shape
-    cells = np.floor((inliers - (cols[0], rows[0])) * (PHOTO_TILES / width, PHOTO_TILES / height)).astype(np.intp)
-    cells = cells[((cells >= 0) & (cells < PHOTO_TILES)).all(axis=1)]
-    if textured.sum() >= MIN_TEXTURED_TILES and len(cells):
+    pixels = np.floor(inliers - (cols[0] - 0.5, rows[0] - 0.5)).astype(np.intp)    # the pixel each inlier is in
+    pixels = pixels[(pixels >= 0).all(axis=1) & (pixels[:, 0] < width) & (pixels[:, 1] < height)]
+    if textured.sum() >= MIN_TEXTURED_TILES and len(pixels):
         # The inliers' share on the textured tiles against those tiles' share of the area.
-        on_content = textured[cells[:, 1], cells[:, 0]].mean()
+        on_content = textured.ravel()[_tile_index(height, width)[pixels[:, 1], pixels[:, 0]]].mean()
         content_inliers = float(min(1.0, on_content * textured.size / textured.sum()))
     else:
         content_inliers = 1.0       # no textured content to speak of: the fit is all there is
@@ -521,9 +521,7 @@ def _textured_tiles(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarr
 @functools.lru_cache(maxsize=4096)
 def _tile_index(height: int, width: int) -> np.ndarray:
     """height x width: the number of the tile each pixel is in (row-major)."""
-    rows = np.arange(height) * PHOTO_TILES // height
-    cols = np.arange(width) * PHOTO_TILES // width
-    index = rows[:, None] * PHOTO_TILES + cols[None, :]
+    index = _tile_band(height)[:, None] * PHOTO_TILES + _tile_band(width)[None, :]
     index.flags.writeable = False        # shared by every comparison
     return index
 
@@ -551,8 +549,17 @@ def _tile_correlations(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.nd
 @functools.lru_cache(maxsize=None)
 def _tile_bands(length: int) -> np.ndarray:
     """PHOTO_TILES x length: row k is 1 over the pixels of the k-th band of tiles."""
-    edges = np.arange(PHOTO_TILES + 1) * length // PHOTO_TILES
-    band = np.searchsorted(edges[1:-1], np.arange(length), side="right")
-    bands = (band[None, :] == np.arange(PHOTO_TILES)[:, None]).astype(np.float64)
+    bands = (_tile_band(length)[None, :] == np.arange(PHOTO_TILES)[:, None]).astype(np.float64)
     bands.flags.writeable = False        # shared by every comparison
     return bands
+
+
+@functools.lru_cache(maxsize=None)
+def _tile_band(length: int) -> np.ndarray:
+    """The band of tiles each of `length` pixels is in: band k starts at pixel
+    k * length // PHOTO_TILES. The one tile grid of every per-tile measure (the correlations,
+    the textured tiles, the tiles the inliers are on), so that they all speak of the same tiles."""
+    edges = np.arange(1, PHOTO_TILES) * length // PHOTO_TILES
+    band = np.searchsorted(edges, np.arange(length), side="right")
+    band.flags.writeable = False         # shared by every comparison
+    return band
