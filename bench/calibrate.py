@@ -18,8 +18,8 @@ times, because they decide whether a copy is in its group. No hard negative may 
 duplicate threshold: each one scoring HARD_NEGATIVE_CEILING or more has its weight doubled and
 the model is fitted again, until none does; one of them is the corner of the evidence where
 every measure is at its best but no inlier is on the content (OFF_CONTENT). A measure that comes
-out with the wrong sign is dropped and the rest fitted again. The output is pasted into match.py (MODEL_*)
-and recorded in CALIBRATION.md. The held-out set (bench/dataset.py --held-out) is never fitted.
+out with the wrong sign is dropped and the rest fitted again. The output is pasted into
+match.py (MODEL_*) and recorded in CALIBRATION.md. The held-out set (bench/dataset.py --held-out) is never fitted.
 
 Also measured, not fitted: every two captioned copies of different pictures ("caption" pairs:
 the captions share a font, not a picture). They check match.MIN_INLIER_SPREAD: every pair is
