@@ -43,11 +43,12 @@ def _progress(done: int, total: int) -> None:
 
 # --- where the context is ------------------------------------------------------------------
 
-def _context_dir(args) -> Path:
+def _context_dir(args, config: config_module.Config | None = None) -> Path:
+    """--context, or the context of the config: `config` when the caller has loaded it already."""
     if args.context:
         return Path(args.context).absolute()
     if args.config:
-        return config_module.load(args.config).context_dir
+        return (config or config_module.load(args.config)).context_dir
     raise UsageError("name the search context with --context DIR or --config FILE")
 
 
@@ -82,9 +83,10 @@ def cmd_context_info(args) -> int:
 
 
 def cmd_context_delete(args) -> int:
-    directory = _context_dir(args)
+    config = config_module.load(args.config) if args.config else None
+    directory = _context_dir(args, config)
     # The state directory whose lock a running daemon holds, if the context is in one.
-    state_dir = config_module.load(args.config).state_dir if args.config else operations.daemon_state_dir(directory)
+    state_dir = config.state_dir if config else operations.daemon_state_dir(directory)
     _print_json(operations.delete_context(directory, state_dir))
     return ExitCode.OK
 
@@ -105,8 +107,8 @@ def cmd_context_rebuild(args) -> int:
 
 def cmd_features_add(args) -> int:
     # Folders under a configured one are walked with its patterns, as the daemon walks them.
-    watched = config_module.load(args.config).watch if args.config else ()
-    summary = operations.add_features(_context_dir(args), args.paths, _progress, watched)
+    config = config_module.load(args.config) if args.config else None
+    summary = operations.add_features(_context_dir(args, config), args.paths, _progress, config.watch if config else ())
     _print_json(summary)
     _warn_failures(summary["failures"])
     return ExitCode.FAILED if summary["failed"] else ExitCode.OK

@@ -3,7 +3,8 @@
 The CLI is argument parsing and printing over these functions, and an HTTP API is to be the
 same; the daemon (service.py) shares their rules: one walker of the folders with their
 include and exclude patterns (reconcile.walk), one "is this file unchanged?" rule
-(imaging.decode.unchanged), one way to publish reports (reports.publish).
+(imaging.decode.unchanged), one duplicates pass (duplicates_pass.report_document), one way to
+publish reports (reports.publish).
 
 Functions return JSON-ready documents where a caller shows the result as it is, and raise the
 typed errors of errors.py; none prints.
@@ -22,7 +23,7 @@ from typing import Callable, Iterable
 
 from . import resolve as resolve_module
 from .config import Config, WatchedFolder
-from .duplicates import find_groups
+from .duplicates_pass import report_document
 from .errors import ImageError, NotFoundError, ReportError, UsageError, display_path
 from .extract import ImageFeatures, extract_file, few_features
 from .imaging.decode import unchanged
@@ -31,7 +32,7 @@ from .logs import configure_logging
 from .match import FEW_FEATURES, compare
 from .reconcile import walk
 from .files import atomic_write
-from .reports import load as load_report, render, to_document
+from .reports import load as load_report, render
 from .reports.publish import latest_path, publish
 from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
@@ -227,9 +228,9 @@ def stored_features(context: SearchContext, path: str) -> ImageFeatures:
 
 def duplicates_document(context: SearchContext, threshold: float, progress: Progress | None = None,
                         keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> dict:
+    """A duplicates pass over a context this process writes to, shown as "matching" meanwhile."""
     with context.busy("matching"):
-        groups = find_groups(context, threshold, progress=progress, keep_formats=keep_formats)
-    return to_document(groups, threshold, str(context.directory))
+        return report_document(context, threshold, keep_formats, progress=progress)
 
 
 def duplicates_report(directory: Path, threshold: float, fmt: str, progress: Progress | None = None) -> str:

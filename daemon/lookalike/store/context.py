@@ -159,10 +159,10 @@ class SearchContext:
         self._max_map_size = max_map_size
         self._dbs = {name: env.open_db(name.encode(), dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
                      for name in _DATABASES}
-        self._index = index.Databases(self._dbs["hashes"], self._dbs["chunks"], self._dbs["lsh"])
         info = detector_info(settings.detector)
-        self._hasher = index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
-        self._crowded = index.CrowdedBuckets()
+        self._index = index.CandidateIndex(
+            self._dbs["hashes"], self._dbs["chunks"], self._dbs["lsh"],
+            index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary))
         self._graph = graph.DuplicateGraph(self._dbs["meta"], self._dbs["images"], self._dbs["pending"],
                                            self._dbs["pairs"])
 
@@ -302,7 +302,7 @@ class SearchContext:
             try:
                 with self._write() as txn:
                     result = change(txn)
-                self._crowded.after_commit()
+                self._index.crowded.after_commit()
                 return result
             except lmdb.MapFullError:
                 current = self._env.info()["map_size"]
@@ -387,7 +387,7 @@ class SearchContext:
              "thumbnail": features.thumbnail}), db=self._dbs["features"])
         txn.put(key, value, db=self._dbs["paths"])
         txn.delete(key, db=self._dbs["failed"])
-        index.add(txn, self._index, num, features.content_hash, features.fingerprint, features.local, self._hasher)
+        self._index.add(txn, num, features.content_hash, features.fingerprint, features.local)
         self._graph.queue(txn, [num])
         return num
 
@@ -395,8 +395,7 @@ class SearchContext:
         value = index.NUM.pack(num)
         image = StoredImage.from_record(num, codec.unpack(txn.get(value, db=self._dbs["images"]))[0])
         local = self._local(txn, num)
-        self._crowded.shrinking()
-        index.remove(txn, self._index, num, image.content_hash, image.fingerprint, local, self._hasher)
+        self._index.remove(txn, num, image.content_hash, image.fingerprint, local)
         txn.delete(value, db=self._dbs["images"])
         txn.delete(value, db=self._dbs["features"])
         txn.delete(path_key(image.path), db=self._dbs["paths"])
@@ -515,10 +514,10 @@ class SearchContext:
         return len(images)
 
     def _index_descriptors(self, txn, num: int, record: bytes) -> None:
-        index.add_descriptors(txn, self._index, num, _features_record(record)[0], self._hasher)
+        self._index.add_descriptors(txn, num, _features_record(record)[0])
 
     def _index_fingerprint(self, txn, num: int, record: bytes) -> None:
-        index.add_fingerprint(txn, self._index, num, StoredImage.from_record(num, codec.unpack(record)[0]).fingerprint)
+        self._index.add_fingerprint(txn, num, StoredImage.from_record(num, codec.unpack(record)[0]).fingerprint)
 
     @contextmanager
     def busy(self, status: str) -> Iterator[None]:
@@ -650,17 +649,17 @@ class SearchContext:
                 yield long_paths
 
     def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> Iterator[int]:
-        """Image numbers worth verifying against these features, as index.candidates finds them.
+        """Image numbers worth verifying against these features, as the candidate index finds them.
         Its read transaction is open until the iteration ends, and holds back a map resize
         (_ResizeGate): iterate it through without waiting on other readers."""
-        known = self._crowded.view()
+        known = self._index.crowded.view()
         with self._read() as txn:
-            yield from index.candidates(txn, self._index, content_hash, fingerprint, local, self._hasher, known)
+            yield from self._index.candidates(txn, content_hash, fingerprint, local, known)
 
     def paths_with_content(self, content_hash: bytes) -> list[str]:
         """The paths of the stored images whose bytes have this content hash."""
-        with self._read() as txn, txn.cursor(db=self._dbs["hashes"]) as cursor:
-            return sorted(self._image(txn, num).path for num in index.postings(cursor, content_hash))
+        with self._read() as txn:
+            return sorted(self._image(txn, num).path for num in self._index.with_content(txn, content_hash))
 
     def count(self) -> int:
         with self._read() as txn:

@@ -37,8 +37,7 @@ def reindex(context: SearchContext, db: str, source: str, version_key: bytes, ve
     A page of images per transaction, so a large context never needs one huge write; the
     new version is recorded last, so a rebuild cut short starts again at the next open."""
     def clear(txn):
-        context._crowded.shrinking()
-        txn.drop(context._dbs[db], delete=False)
+        context._index.clear(txn, context._dbs[db])
     context._apply(clear)
     for page in context._pages(source, 512):
         def add_page(txn, page=page):
