@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, config as config_module, operations
+from .service import run_daemon
 from .errors import ExitCode, LookalikeError, UsageError, display_path
 from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 
@@ -281,7 +282,7 @@ def cmd_run(args) -> int:
     """The daemon: watch the configured folders until SIGTERM (see service.py)."""
     if not args.config:
         raise UsageError("run needs --config FILE")
-    return operations.run_daemon(config_module.load(args.config))
+    return run_daemon(config_module.load(args.config))
 
 
 def _config_warnings(config: config_module.Config) -> None:

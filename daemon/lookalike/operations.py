@@ -1,7 +1,7 @@
 """The application layer: what a person or a program can ask of lookalike, as plain functions.
 
-The CLI is argument parsing and printing over these functions, and an HTTP API is to be the
-same; the daemon (service.py) shares their rules: one walker of the folders with their
+The CLI is argument parsing and printing over these functions, and the daemon's HTTP API
+(api/) is the same; the daemon (service.py), which the CLI's `run` starts, shares their rules: one walker of the folders with their
 include and exclude patterns (reconcile.walk), one "is this file unchanged?" rule
 (imaging.decode.unchanged), one duplicates pass (duplicates_pass.report_document), one way to
 publish reports (reports.publish).
@@ -28,7 +28,6 @@ from .errors import ImageError, NotFoundError, ReportError, UsageError, display_
 from .extract import ImageFeatures, extract_file, few_features
 from .imaging.decode import unchanged
 from .imaging.features import LocalFeatures, detector_info
-from .logs import configure_logging
 from .match import FEW_FEATURES, compare
 from .reconcile import walk
 from .files import atomic_write
@@ -495,13 +494,3 @@ def ignored_text(document: dict) -> str:
     elif document.get("added") or document.get("removed"):
         lines.append("the next duplicates pass (the daemon's, `scan` or `duplicates`) makes the groups anew")
     return "\n".join(lines) + "\n"
-
-
-# --- the daemon ----------------------------------------------------------------------------
-
-def run_daemon(config: Config) -> int:
-    # The context names every indexed file and the reports show them: for the daemon's user only.
-    os.umask(0o077)
-    configure_logging(config.log_level, config.log_format)
-    from .service import Service          # here: the daemon serves the API, which is built on this module
-    return Service(config).run()

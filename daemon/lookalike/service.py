@@ -45,6 +45,7 @@ from .duplicates import PassStats
 from .duplicates_pass import report_document
 from .errors import ConfigError, LookalikeError, display_path
 from .imaging.decode import unchanged
+from .logs import configure_logging
 from .metrics import Metrics
 from .notify import Notifier
 from .reconcile import Finds, reconcile
@@ -451,3 +452,12 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def run_daemon(config: Config) -> int:
+    """The daemon's entry: `lookalike run`. It lives here, not in the application layer, because
+    the daemon serves the API, which is built on that layer."""
+    # The context names every indexed file and the reports show them: for the daemon's user only.
+    os.umask(0o077)
+    configure_logging(config.log_level, config.log_format)
+    return Service(config).run()
