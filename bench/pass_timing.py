@@ -23,6 +23,7 @@ from lookalike.extract import extract_file
 from lookalike.search import similar
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 from lookalike.store import SearchContext
+from lookalike.match import SCORING
 from lookalike.store.changes import Relink
 
 QUERY_KINDS = ("crop_half", "border", "text_overlay", "resize")
@@ -42,7 +43,7 @@ def prepare(data: Path, photos: int, out: Path) -> None:
 
 def full_pass(directory: Path) -> None:
     with SearchContext.open(directory / "context") as context:
-        context.commit([Relink(DEFAULT_DUPLICATE_THRESHOLD)])
+        context.commit([Relink(DEFAULT_DUPLICATE_THRESHOLD, SCORING)])
         groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
     print(len(groups), "groups")
 

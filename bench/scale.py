@@ -200,6 +200,7 @@ def passes(args) -> None:
     first removes the held-back images it added."""
     from lookalike.duplicates import PassStats, find_groups
     from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD as threshold
+    from lookalike.match import SCORING
     from lookalike.store.changes import Relink, Remove
     records = held_back_last(real_records(args.source))
     held = records[-HELD_BACK:]
@@ -208,8 +209,8 @@ def passes(args) -> None:
         context.commit([Remove(r.path) for r in held])
     if context.count() != args.images - HELD_BACK:
         sys.exit(f"{args.work / 'context'}: holds {context.count()} images, not {args.images - HELD_BACK}; run build again")
-    context.commit([Relink(threshold + 0.001)])      # another threshold queues every image again
-    context.commit([Relink(threshold)])
+    context.commit([Relink(threshold + 0.001, SCORING)])      # another threshold queues every image again
+    context.commit([Relink(threshold, SCORING)])
     results: dict = {"images_before": context.count()}
     stats = PassStats()
     started = time.perf_counter()

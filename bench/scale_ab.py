@@ -26,12 +26,13 @@ import lookalike
 import scale
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD as THRESHOLD
 from lookalike.store import SearchContext
+from lookalike.match import SCORING
 from lookalike.store.changes import Relink
 
 
 def full_pass_sample(context: SearchContext, images: int) -> dict:
-    context.commit([Relink(THRESHOLD + 0.001)])      # another threshold queues every image again
-    context.commit([Relink(THRESHOLD)])
+    context.commit([Relink(THRESHOLD + 0.001, SCORING)])      # another threshold queues every image again
+    context.commit([Relink(THRESHOLD, SCORING)])
     matched, seconds = scale.time_full_pass_sample(context, images)
     return {"matched": matched, "ms_per_image": round(1000 * seconds / matched, 2)}
 

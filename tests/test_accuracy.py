@@ -479,6 +479,23 @@ def test_removing_an_image_queues_its_group_again_and_the_group_holds_without_it
     assert grouping(after) == expected
 
 
+def test_pairs_scored_by_another_model_are_scored_again(corpus, tmp_path):
+    """A refit changes scores: a context's recorded pairs must not keep the old model's groups."""
+    from lookalike.match import SCORING
+    from lookalike.store.changes import Linked, Relink
+    with SearchContext.create(tmp_path / "context") as context:
+        context.upsert_many(corpus.all)
+        find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
+        context.commit([Relink(DEFAULT_DUPLICATE_THRESHOLD, "an-older-model")])
+        context.commit([Linked(DEFAULT_DUPLICATE_THRESHOLD, tuple(next(context.pending())), ())])
+        assert context.pending_count() == 0        # as if that model's pass had finished
+        stats = PassStats()
+        groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, stats=stats)
+        assert stats.matched == len(corpus.all)
+        assert context.links_basis() == (DEFAULT_DUPLICATE_THRESHOLD, SCORING)
+    assert grouping(groups) == grouping(corpus.groups)
+
+
 def test_another_threshold_matches_everything_again(corpus, tmp_path):
     with SearchContext.create(tmp_path / "context") as context:
         context.upsert_many(corpus.all)
@@ -486,7 +503,7 @@ def test_another_threshold_matches_everything_again(corpus, tmp_path):
         stats = PassStats()
         find_groups(context, 99.0, stats=stats)
         assert stats.matched == len(corpus.all)
-        assert context.links_threshold() == 99.0
+        assert context.links_basis()[0] == 99.0
         back = PassStats()
         groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, stats=back)
     assert back.matched == len(corpus.all)

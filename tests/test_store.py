@@ -519,11 +519,12 @@ def test_writer_killed_at_random_moments_leaves_only_whole_records(tmp_path):
 # --- the duplicate graph: queue stamps and pairs of images that went ----------------------
 
 def test_a_pass_result_for_an_image_queued_again_meanwhile_leaves_it_queued(photos, tmp_path):
+    from lookalike.match import SCORING
     from lookalike.store.changes import Linked, Relink
     names = list(photos)
     with SearchContext.create(tmp_path / "context") as context:
         nums = context.upsert_many([at(photos[n], tmp_path / f"{n}.jpg") for n in names[:3]])
-        context.commit([Relink(50.0)])
+        context.commit([Relink(50.0, SCORING)])
         page = next(context.pending())
         assert [num for num, _ in page] == nums
         context.commit([Linked(50.0, (), ((nums[0], nums[1], b'{"similarity": 90, "transform": null}'),))])

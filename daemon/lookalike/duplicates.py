@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .errors import NotFoundError
-from .match import Candidate, Match, compare
+from .match import SCORING, Candidate, Match, compare
 from .settings import DEFAULT_KEEP_FORMATS
 from .store import SearchContext, StoredImage, ignored as ignored_pairs
 from .store.changes import Change, Linked, Relink
@@ -142,8 +142,8 @@ def match_pending(context: SearchContext, threshold: float, apply: Callable[[Cha
     than one (BENCHMARKS.md, "Crowded buckets remembered"). The group links are kept by this
     thread alone."""
     apply = apply or _direct(context)
-    if context.links_threshold() != threshold:
-        apply(Relink(threshold))
+    if context.links_basis() != (threshold, SCORING):
+        apply(Relink(threshold, SCORING))
     detector = context.settings.detector
     links = _links(context, threshold)
     stats = stats if stats is not None else PassStats()

@@ -21,6 +21,7 @@ second extraction is needed. The result carries its evidence: transform, flip, c
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,12 @@ SPREAD_GRID = 12
 MODEL_FEATURES = ("residual", "photo_low", "content_inliers", "photo_median", "inlier_span", "affinity")
 MODEL_WEIGHTS = (-4.113, 9.197, 13.187, 1.07, 2.707, 36.374)
 MODEL_BIAS = -50.181
+
+# What names the scores a context has recorded: pairs scored by another model are scored again
+# (duplicates.match_pending), or a refit would leave the old model's groups standing. Raise
+# EVIDENCE_VERSION when a change to how the evidence is measured changes scores without a refit.
+EVIDENCE_VERSION = 1
+SCORING = hashlib.sha256(repr((EVIDENCE_VERSION, MODEL_FEATURES, MODEL_WEIGHTS, MODEL_BIAS)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

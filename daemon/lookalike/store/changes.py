@@ -55,9 +55,11 @@ class Move:
 @dataclass(frozen=True)
 class Relink:
     """Forget every verified pair and queue every image for matching again: the duplicate
-    threshold changed, and which pairs link images depends on it."""
+    threshold or the scoring (match.SCORING) changed, and which pairs link images depends on
+    both."""
 
     threshold: float
+    scoring: str
 
 
 @dataclass(frozen=True)

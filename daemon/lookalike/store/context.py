@@ -338,7 +338,7 @@ class SearchContext:
         if isinstance(item, Move):
             return self._move(txn, item.source, item.destination)
         if isinstance(item, Relink):
-            return self._graph.relink(txn, item.threshold)
+            return self._graph.relink(txn, item.threshold, item.scoring)
         if isinstance(item, Linked):
             return self._graph.linked(txn, item)
         raise TypeError(f"not a store change: {item!r}")
@@ -403,10 +403,11 @@ class SearchContext:
 
     # --- the duplicate graph ---------------------------------------------------------------
 
-    def links_threshold(self) -> float | None:
-        """The threshold the recorded pairs were linked at (None before the first pass)."""
+    def links_basis(self) -> tuple[float | None, str | None]:
+        """The threshold and the scoring the recorded pairs were linked with (None before the
+        first pass)."""
         with self._read() as txn:
-            return self._graph.links_threshold(txn)
+            return self._graph.links_threshold(txn), self._graph.links_scoring(txn)
 
     def pending(self, page: int = 256) -> Iterator[list[tuple[int, int]]]:
         """The queued images as pages of (image number, stamp); images queued while this runs

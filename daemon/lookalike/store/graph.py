@@ -20,7 +20,7 @@ from .changes import Linked
 
 @dataclass(frozen=True)
 class DuplicateGraph:
-    meta: object              # pending_stamp, links_threshold
+    meta: object              # pending_stamp, links_threshold, links_scoring
     images: object            # image number -> record: whether an image is still stored
     pending: object           # image number -> stamp
     pairs: object             # first + second -> result (JSON); second + first -> b""
@@ -60,13 +60,15 @@ class DuplicateGraph:
                         frontier.append(other)
         return seen
 
-    def relink(self, txn, threshold: float) -> int:
-        """Forget every pair and queue every image, to be linked again at `threshold`."""
+    def relink(self, txn, threshold: float, scoring: str) -> int:
+        """Forget every pair and queue every image, to be linked again at `threshold`, scored
+        by `scoring`."""
         txn.drop(self.pairs, delete=False)
         with txn.cursor(db=self.images) as cursor:
             nums = [index.NUM.unpack(key)[0] for key in cursor.iternext(values=False)]
         self.queue(txn, nums)
         txn.put(b"links_threshold", repr(float(threshold)).encode(), db=self.meta)
+        txn.put(b"links_scoring", scoring.encode(), db=self.meta)
         return len(nums)
 
     def linked(self, txn, linked: Linked) -> int:
@@ -92,6 +94,10 @@ class DuplicateGraph:
     def links_threshold(self, txn) -> float | None:
         value = txn.get(b"links_threshold", db=self.meta)
         return None if value is None else float(value)
+
+    def links_scoring(self, txn) -> str | None:
+        value = txn.get(b"links_scoring", db=self.meta)
+        return None if value is None else value.decode()
 
     def pending_count(self, txn) -> int:
         return txn.stat(self.pending)["entries"]
