@@ -428,6 +428,43 @@ def _kinds(first: Candidate, second: Candidate, transform: Transform, evidence: 
     return tuple(found) or ("recompressed",)
 
 
+# Canvas: what a copy adds around a picture (a border, a caption band, a letterbox, a viewer's
+# or app's chrome) is panels of a few grey levels with strokes on them, and unlike the picture
+# it frames. What lies around a crop in its original is more of the picture: even where it is
+# as flat (space, a retina's black surround, the moon) its grey levels are the picture's. The
+# part of a thumbnail outside the common area is canvas when its CANVAS_LEVELS most common
+# grey levels (FLAT_LEVELS wide) hold CANVAS_SHARE of its pixels, and its histogram (LIKENESS_BIN
+# levels a bin) shares less than CANVAS_LIKENESS with the common area's. EDGE_MARGIN thumbnail
+# pixels along the common area's edge, which blend both, count for neither.
+CANVAS_LEVELS = 3
+CANVAS_SHARE = 0.7
+CANVAS_LIKENESS = 0.5
+LIKENESS_BIN = 8
+EDGE_MARGIN = 2
+
+
+def outside_is_canvas(thumbnail: np.ndarray, common_area: tuple[float, float, float, float]) -> bool:
+    """Whether the part of the image (its grey thumbnail) outside `common_area` (fractions
+    x0, y0, x1, y1, as Transform.crop_first/crop_second) is canvas rather than more picture;
+    False when there is no such part to speak of."""
+    height, width = thumbnail.shape[:2]
+    x0, y0 = int(common_area[0] * width), int(common_area[1] * height)
+    x1, y1 = math.ceil(common_area[2] * width), math.ceil(common_area[3] * height)
+    near = np.zeros((height, width), bool)
+    near[max(0, y0 - EDGE_MARGIN):y1 + EDGE_MARGIN, max(0, x0 - EDGE_MARGIN):x1 + EDGE_MARGIN] = True
+    outside = thumbnail[~near].astype(np.intp)
+    common = thumbnail[y0 + EDGE_MARGIN:y1 - EDGE_MARGIN, x0 + EDGE_MARGIN:x1 - EDGE_MARGIN].astype(np.intp)
+    if outside.size == 0 or common.size == 0:
+        return False
+    levels = np.bincount(outside.ravel() // FLAT_LEVELS)
+    if float(np.sort(levels)[-CANVAS_LEVELS:].sum()) < CANVAS_SHARE * outside.size:
+        return False
+    bins = 256 // LIKENESS_BIN
+    around = np.bincount(outside.ravel() // LIKENESS_BIN, minlength=bins) / outside.size
+    framed = np.bincount(common.ravel() // LIKENESS_BIN, minlength=bins) / common.size
+    return float(np.minimum(around, framed).sum()) < CANVAS_LIKENESS
+
+
 def _to_thumbnail(working_width: int, thumbnail: np.ndarray) -> np.ndarray:
     """Affine map from working-image pixel coordinates to thumbnail pixel coordinates."""
     s = thumbnail.shape[1] / working_width

@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 from . import resolve as resolve_module
 from .config import Config, WatchedFolder
 from .duplicates import find_groups
+from .keeper import KeepRules
 from .errors import ImageError, NotFoundError, UsageError, display_path
 from .extract import ImageFeatures, extract_file, few_features
 from .imaging.decode import unchanged
@@ -35,7 +36,7 @@ from .reports.publish import latest_path, publish
 from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
 from .service import Service
-from .settings import DEFAULT_KEEP_FORMATS, ExtractionSettings
+from .settings import ExtractionSettings
 from .statedir import STATE_LOCK_NAME, open_context, state_lock
 from .store import SearchContext
 from .types import FileIdentity
@@ -204,9 +205,9 @@ def find_similar(directory: Path, image: str, threshold: float, max_count: int |
 
 
 def duplicates_document(context: SearchContext, threshold: float, progress: Progress | None = None,
-                        keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> dict:
+                        rules: KeepRules = KeepRules()) -> dict:
     with context.busy("matching"):
-        groups = find_groups(context, threshold, progress=progress, keep_formats=keep_formats)
+        groups = find_groups(context, threshold, progress=progress, rules=rules)
     return to_document(groups, threshold, str(context.directory))
 
 
@@ -231,7 +232,7 @@ def scan(config: Config, progress: Progress | None = None) -> dict:
     with open_context(config) as context:
         files = configured_files(config)
         summary = ingest(context, files, progress)
-        document = duplicates_document(context, config.duplicates_threshold, keep_formats=config.keep_formats)
+        document = duplicates_document(context, config.duplicates_threshold, rules=config.keep_rules)
     publish(document, config.reports, tuple(dict.fromkeys(("json", *config.report_formats))), config.reports_keep)
     groups = document["groups"]
     return {"scanned": len(files), **{k: summary[k] for k in ("added", "updated", "unchanged", "failed")},

@@ -380,7 +380,7 @@ class Service:
 
         try:
             groups = find_groups(self.context, config.duplicates_threshold, apply, progress, stats,
-                                 config.keep_formats)
+                                 config.keep_rules)
         finally:
             self.metrics.pairs_verified.inc(stats.verified)
         document = to_document(groups, config.duplicates_threshold, str(self.context.directory))

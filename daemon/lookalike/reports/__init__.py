@@ -31,6 +31,7 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
         "groups": [{
             "id": number,
             "reclaimable_bytes": group.reclaimable_bytes,
+            "keeper_reason": group.keeper_reason,
             "images": [{
                 "path": m.image.path,
                 "similarity": round(m.similarity, 1),
@@ -47,7 +48,7 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
     }
 
 
-CSV_COLUMNS = ("group", "path", "similarity", "keeper", "width", "height", "size", "mtime", "kinds")
+CSV_COLUMNS = ("group", "path", "similarity", "keeper", "width", "height", "size", "mtime", "kinds", "keeper_reason")
 
 
 def _escaped(path: str) -> str:
@@ -64,7 +65,8 @@ def to_csv(document: dict) -> str:
         for image in group["images"]:
             writer.writerow([group["id"], _escaped(image["path"]), image["similarity"],
                              "yes" if image["keeper"] else "no", image["width"], image["height"], image["size"],
-                             f"{image['mtime']:.3f}", " ".join(image.get("kinds", []))])
+                             f"{image['mtime']:.3f}", " ".join(image.get("kinds", [])),
+                             group.get("keeper_reason", "") if image["keeper"] else ""])
     return out.getvalue()
 
 
