@@ -252,7 +252,7 @@ def photo_folder(tmp_path_factory) -> Path:
     """Two pictures with copies (one copy under the hostile name) and one picture alone."""
     folder = tmp_path_factory.mktemp("photos")
     astronaut, coffee = images.photo("astronaut"), images.photo("coffee")
-    images.write_jpeg(folder, "astronaut.jpg", astronaut)
+    images.camera_jpeg(folder, "astronaut.jpg", astronaut)      # the original: the copies have no EXIF
     images.write_jpeg(folder, "astronaut-small.jpg", images.resized(astronaut, 256, 256), 80)
     images.write_jpeg(folder, HOSTILE, np.ascontiguousarray(astronaut[:, ::-1]), 85)
     images.write_jpeg(folder, "coffee.jpg", coffee)

@@ -73,7 +73,7 @@ class KeepRules:
     prefer: tuple[Path, ...] = ()
 
 
-def under(path: str, folder: Path) -> bool:
+def under(path: str, folder: str | Path) -> bool:
     """Whether `path` is `folder` or inside it (by name: nothing is resolved)."""
     return path == str(folder) or path.startswith(str(folder).rstrip("/") + "/")
 
