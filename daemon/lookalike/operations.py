@@ -227,13 +227,12 @@ def latest_report(reports: Path) -> Path:
 
 def scan(config: Config, progress: Progress | None = None) -> dict:
     """One pass over the configured folders, then the reports published as the daemon publishes
-    them (old ones pruned to reports.keep); JSON always, since `report show` and `resolve`
-    read it."""
+    them (reports.publish: JSON and the configured formats, old ones pruned to reports.keep)."""
     with open_context(config) as context:
         files = configured_files(config)
         summary = ingest(context, files, progress)
         document = duplicates_document(context, config.duplicates_threshold, rules=config.keep_rules)
-    publish(document, config.reports, tuple(dict.fromkeys(("json", *config.report_formats))), config.reports_keep)
+    publish(document, config)
     groups = document["groups"]
     return {"scanned": len(files), **{k: summary[k] for k in ("added", "updated", "unchanged", "failed")},
             "groups": len(groups), "images_in_groups": sum(len(g["images"]) for g in groups),

@@ -385,7 +385,7 @@ class Service:
             self.metrics.pairs_verified.inc(stats.verified)
         document = to_document(groups, config.duplicates_threshold, str(self.context.directory))
         try:
-            written = publish(document, config.reports, config.report_formats, config.reports_keep)
+            written = publish(document, config)
         except (OSError, LookalikeError) as exc:
             log.error("%s: cannot write the duplicate report: %s", config.reports,
                       getattr(exc, "strerror", None) or exc)
@@ -400,8 +400,7 @@ class Service:
         self.metrics.duplicate_images.set(images)
         log.info("duplicates: %s, %s in groups; %s matched, %s verified in %.1f s; report %s",
                  counted(len(document["groups"]), "group"), counted(images, "image"),
-                 counted(stats.matched, "image"), counted(stats.verified, "pair"), seconds,
-                 written[0] if written else "(no formats)")
+                 counted(stats.matched, "image"), counted(stats.verified, "pair"), seconds, written[0])
 
     # --- reload --------------------------------------------------------------------------
 

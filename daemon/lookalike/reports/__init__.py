@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..duplicates import Group
 from ..errors import NotFoundError, ReportError
-from .html import to_html
+from .html import Resolution, to_html
 
 REPORT_VERSION = 1
 
@@ -70,13 +70,14 @@ def to_csv(document: dict) -> str:
     return out.getvalue()
 
 
-def render(document: dict, fmt: str) -> str:
+def render(document: dict, fmt: str, resolution: Resolution | None = None) -> str:
+    """The report in `fmt`; the HTML page shows `resolution` (what `resolve` would do) if given."""
     if fmt == "json":
         return json.dumps(document, indent=1) + "\n"
     if fmt == "csv":
         return to_csv(document)
     if fmt == "html":
-        return to_html(document)
+        return to_html(document, resolution=resolution)
     raise ValueError(f"unknown report format {fmt!r}")
 
 
