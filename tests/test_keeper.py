@@ -152,3 +152,27 @@ def test_every_report_says_why_its_keeper_was_chosen(families):
     assert rows[0].split(",")[-1] == "keeper_reason"
     keeper_rows = [row for row in rows[1:] if ",yes," in row]
     assert [row.rsplit(",", 1)[1] for row in keeper_rows] == [g["keeper_reason"] for g in document["groups"]]
+
+
+def _caption_over(pixels: np.ndarray) -> np.ndarray:
+    out = pixels.copy()
+    h, w = out.shape[:2]
+    cv2.putText(out, "LAUNCH DAY", (w // 16, h * 7 // 8), cv2.FONT_HERSHEY_SIMPLEX, w / 320, (255, 255, 255),
+                max(2, w // 120), cv2.LINE_AA)
+    return out
+
+
+def test_a_caption_drawn_over_the_picture_marks_the_copy(tmp_path):
+    """An editor that keeps the EXIF: the copy with a caption over the picture has the same size,
+    metadata and frame as the original, and its path sorts first."""
+    settings = ExtractionSettings()
+    with SearchContext.create(tmp_path / "context") as context:
+        originals = []
+        for name in ("rocket", "coffee", "chelsea"):
+            pixels = _photo(name)
+            originals.append(str(images.camera_jpeg(tmp_path, f"{name}.jpg", pixels)))
+            copy = images.camera_jpeg(tmp_path, f"{name}-captioned.jpg", _caption_over(pixels))
+            context.upsert_many([extract_file(originals[-1], settings), extract_file(str(copy), settings)])
+        groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
+    assert sorted((g.keeper.path, g.keeper_reason) for g in groups) == \
+        sorted((path, "no overlay") for path in originals)

@@ -13,10 +13,14 @@ decides, and names the keeper's reason (KEEPER_REASONS):
 6. full colour over palette, 256-colour or grey;
 7. camera metadata (EXIF capture time, make or model) over none;
 8. the older capture time;
-9. the path first in order.
+9. of two copies of one frame, the one without strokes drawn over part of the picture (a
+   caption, a date stamp, a logo); weaker evidence than canvas, as a cut-away corner or a
+   re-encoded sky can look alike, so it only decides between files the facts cannot;
+10. the older file (modification time: a copy is usually made after its original);
+11. the path first in order.
 
-Rule 2 needs the comparison of the two images (its common area in each); the others are facts
-of each image. The facts of rules 6 to 8 are read from the file's header when a group is formed
+Rules 2 and 9 need the comparison of the two images (its common area in each) and their stored
+thumbnails; the others are facts of each image. The facts of rules 6 to 8 are read from the file's header when a group is formed
 (never stored: a context made by an older lookalike keeps working), and remembered by path and
 content. `duplicates.find_groups` starts from the image the facts rank first (`provisional`),
 compares it with the others, and hands the group to a member that beats it (`verdict`).
@@ -36,7 +40,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .match import CROPPED_BELOW, outside_is_canvas
+from .match import CROPPED_BELOW, ROTATED_ABOVE, outside_is_canvas, overlaid
 from .settings import DEFAULT_KEEP_FORMATS
 from .store import StoredImage
 
@@ -51,6 +55,8 @@ KEEPER_REASONS = {
     "full colour": "full colour, where the others are palette, 256-colour or grey",
     "camera metadata": "it has camera metadata (EXIF capture time, make or model); the others have none",
     "oldest capture": "the oldest EXIF capture time",
+    "no overlay": "the others have a caption, stamp or logo drawn over the picture",
+    "oldest file": "nothing in the pictures told them apart: the oldest modification time",
     "first path": "nothing else told the copies apart: the path first in order",
 }
 # Pixel counts this close are the same picture's (a re-encode, a copy turned a few degrees):
@@ -142,7 +148,8 @@ class Contender:
                 ("preferred format", self.format_rank), ("most pixels", -pixels),
                 ("full colour", not self.facts.full_colour), ("camera metadata", not self.facts.camera),
                 # "~" sorts after every digit: no capture time comes last
-                ("oldest capture", self.facts.captured or "~"), ("first path", self.image.path)]
+                ("oldest capture", self.facts.captured or "~"), ("oldest file", self.image.identity.mtime_ns),
+                ("first path", self.image.path)]
 
 
 def standing(contender: Contender) -> list:
@@ -166,6 +173,16 @@ def surround(common_area: list[float], thumbnail: Callable[[], np.ndarray | None
     return CANVAS if outside_is_canvas(pixels, tuple(common_area)) else MORE_PICTURE
 
 
+def _overlay(keeper: Contender, member: Contender, flipped: bool,
+             thumbnail: Callable[[int], np.ndarray | None]) -> int:
+    """Rule 9: which of two copies of one frame has strokes drawn over the picture (match.overlaid:
+    1 the keeper, 2 the member, 0 neither or no telling)."""
+    first, second = thumbnail(keeper.image.num), thumbnail(member.image.num)
+    if first is None or second is None:
+        return 0
+    return overlaid(first[:, ::-1] if flipped else first, second)
+
+
 def verdict(keeper: Contender, member: Contender, transform: dict | None,
             thumbnail: Callable[[int], np.ndarray | None]) -> tuple[str, bool]:
     """(the rule that tells them apart, whether `member` wins) for a comparison keeper -> member
@@ -186,6 +203,12 @@ def verdict(keeper: Contender, member: Contender, transform: dict | None,
     keeper_ranks.insert(1, ("contains the others", shown[0]))
     member_ranks.insert(1, ("contains the others", shown[1]))
     for (rule, kept), (_, other) in zip(keeper_ranks, member_ranks):
+        # rule 9, the overlay, when rules 1 to 8 tie: only then are the thumbnails compared
+        if rule == "oldest file" and transform is not None and shown == (NOTHING, NOTHING) \
+                and abs((transform["rotation_degrees"] + 180) % 360 - 180) <= ROTATED_ABOVE:
+            drawn_on = _overlay(keeper, member, transform["flipped"], thumbnail)
+            if drawn_on:
+                return "no overlay", drawn_on == 1
         if kept != other:
             return rule, other < kept
     return "first path", False

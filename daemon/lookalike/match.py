@@ -465,6 +465,45 @@ def outside_is_canvas(thumbnail: np.ndarray, common_area: tuple[float, float, fl
     return float(np.minimum(around, framed).sum()) < CANVAS_LIKENESS
 
 
+# An overlay (a caption, a date stamp, a logo drawn over the picture) changes a few tiles, and
+# adds strokes there over the picture's own: of two copies of one frame whose structure differs
+# (tile correlation below EDITED_BELOW) in at most OVERLAY_TILES of the tiles, the one with
+# OVERLAY_GAIN times the other's structure in those tiles carries the overlay. Only tiles where
+# both show the picture count: where one is nearly flat (under OVERLAY_TEXTURE of its median
+# tile's structure: a sky's re-encoding noise, a corner cut away) nothing was drawn over it.
+# A blur or a re-encode changes every tile a little, not a few a lot.
+OVERLAY_TILES = 0.5
+OVERLAY_GAIN = 1.3
+OVERLAY_TEXTURE = 0.5
+
+
+def overlaid(first: np.ndarray, second: np.ndarray) -> int:
+    """Which of two grey thumbnails of one frame (same picture, same framing; the second is
+    resized to the first) has strokes drawn over the picture that the other lacks: 1 the first,
+    2 the second, 0 neither, or no telling."""
+    height, width = first.shape[:2]
+    if (second.shape[1], second.shape[0]) != (width, height):
+        second = cv2.resize(second, (width, height), interpolation=cv2.INTER_AREA)
+    a, b = _structure(first.astype(np.float32)).ravel(), _structure(second.astype(np.float32)).ravel()
+    tile = _tile_index(height, width).ravel()
+    sums = [np.bincount(tile, weights=w, minlength=PHOTO_TILES ** 2) for w in (a, b, a * a, b * b, a * b)]
+    count = np.maximum(np.bincount(tile, minlength=PHOTO_TILES ** 2), 1)
+    sa, sb, saa, sbb, sab = (s / count for s in sums)
+    spread = np.sqrt(np.maximum(saa - sa * sa, 0) * np.maximum(sbb - sb * sb, 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        correlation = np.where(spread > 1e-6, (sab - sa * sb) / spread, 1.0)
+    textured = (sa >= OVERLAY_TEXTURE * np.median(sa)) & (sb >= OVERLAY_TEXTURE * np.median(sb))
+    differing = (correlation < EDITED_BELOW) & textured
+    if not differing.any() or differing.mean() > OVERLAY_TILES:
+        return 0
+    energy_first, energy_second = float(sums[0][differing].sum()), float(sums[1][differing].sum())
+    if energy_first > OVERLAY_GAIN * energy_second:
+        return 1
+    if energy_second > OVERLAY_GAIN * energy_first:
+        return 2
+    return 0
+
+
 def _to_thumbnail(working_width: int, thumbnail: np.ndarray) -> np.ndarray:
     """Affine map from working-image pixel coordinates to thumbnail pixel coordinates."""
     s = thumbnail.shape[1] / working_width
