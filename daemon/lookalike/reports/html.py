@@ -224,7 +224,7 @@ def _command(resolution: Resolution | None) -> str:
     moved = resolution.acted_on
     return f"""<section class="resolve">
 <h2>From this report to a clean folder</h2>
-<p>{moved:,} {plural(moved, "copy")} would be moved to a quarantine folder (each marked below), every other file
+<p>{moved:,} {"copy" if moved == 1 else "copies"} would be moved to a quarantine folder (each marked below), every other file
 left where it is. Nothing is changed until you run:</p>
 <pre><code>{_e(resolution.command)}</code></pre>
 <p>with <code>QUARANTINE_DIR</code> a folder outside the watched folders. Without <code>--apply</code> it only

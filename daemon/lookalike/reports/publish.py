@@ -36,7 +36,7 @@ def resolution(document: dict, report: Path, config: Config) -> Resolution:
     """What `resolve` would do with the report at `report` (the plan of its default action, by
     resolve's own rules, reading only the files' metadata), and the command that does it."""
     plan = resolve.make_plan(document, resolve.ACTIONS[0], report, config.watch, config.keep_reference)
-    command = shlex.join(["lookalike", "--config", config.source, "resolve", "--report", str(report),
+    command = shlex.join(["lookalike", "--config", str(Path(config.source).absolute()), "resolve", "--report", str(report),
                           "--to", "QUARANTINE_DIR", "--apply"])
     return Resolution.of(plan, command)
 
