@@ -433,14 +433,20 @@ def _kinds(first: Candidate, second: Candidate, transform: Transform, evidence: 
 # it frames. What lies around a crop in its original is more of the picture: even where it is
 # as flat (space, a retina's black surround, the moon) its grey levels are the picture's. The
 # part of a thumbnail outside the common area is canvas when its CANVAS_LEVELS most common
-# grey levels (FLAT_LEVELS wide) hold CANVAS_SHARE of its pixels, and its histogram (LIKENESS_BIN
-# levels a bin) shares less than CANVAS_LIKENESS with the common area's. EDGE_MARGIN thumbnail
-# pixels along the common area's edge, which blend both, count for neither.
+# grey levels (FLAT_LEVELS wide) hold CANVAS_SHARE of its pixels, and either its histogram
+# (LIKENESS_BIN levels a bin) shares less than CANVAS_LIKENESS with the common area's, or the
+# picture stops at the common area's edge: across it, from a strip outside to one inside, grey
+# levels step CANVAS_STEP times as far as from that strip to the next one in (a white band
+# above a pale sky is as white as the sky, but not as smooth across the edge). EDGE_MARGIN
+# thumbnail pixels along the edge, which blend both sides, count for neither; strips are
+# EDGE_STRIP pixels deep.
 CANVAS_LEVELS = 3
 CANVAS_SHARE = 0.7
 CANVAS_LIKENESS = 0.5
+CANVAS_STEP = 3.0
 LIKENESS_BIN = 8
 EDGE_MARGIN = 2
+EDGE_STRIP = 3
 
 
 def outside_is_canvas(thumbnail: np.ndarray, common_area: tuple[float, float, float, float]) -> bool:
@@ -462,7 +468,36 @@ def outside_is_canvas(thumbnail: np.ndarray, common_area: tuple[float, float, fl
     bins = 256 // LIKENESS_BIN
     around = np.bincount(outside.ravel() // LIKENESS_BIN, minlength=bins) / outside.size
     framed = np.bincount(common.ravel() // LIKENESS_BIN, minlength=bins) / common.size
-    return float(np.minimum(around, framed).sum()) < CANVAS_LIKENESS
+    return (float(np.minimum(around, framed).sum()) < CANVAS_LIKENESS
+            or _edge_step(thumbnail.astype(np.float32), x0, y0, x1, y1) >= CANVAS_STEP)
+
+
+def _edge_step(pixels: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> float:
+    """How far grey levels step across the edges of the box x0, y0, x1, y1 (pixels) that have
+    room outside, against how far they go on from there inward (outside_is_canvas); 0 when no
+    edge has room."""
+    height, width = pixels.shape[:2]
+    near, far = EDGE_MARGIN, EDGE_MARGIN + EDGE_STRIP
+    # (strip outside, strip inside, the next strip in), each averaged across its depth
+    strips = []
+    if x1 - x0 > 2 * far + EDGE_STRIP and y1 - y0 > 2 * far + EDGE_STRIP:
+        if y0 >= far:
+            strips.append([pixels[a:b, x0:x1].mean(axis=0) for a, b in
+                           ((y0 - far, y0 - near), (y0 + near, y0 + far), (y0 + far, y0 + far + EDGE_STRIP))])
+        if height - y1 >= far:
+            strips.append([pixels[a:b, x0:x1].mean(axis=0) for a, b in
+                           ((y1 + near, y1 + far), (y1 - far, y1 - near), (y1 - far - EDGE_STRIP, y1 - far))])
+        if x0 >= far:
+            strips.append([pixels[y0:y1, a:b].mean(axis=1) for a, b in
+                           ((x0 - far, x0 - near), (x0 + near, x0 + far), (x0 + far, x0 + far + EDGE_STRIP))])
+        if width - x1 >= far:
+            strips.append([pixels[y0:y1, a:b].mean(axis=1) for a, b in
+                           ((x1 + near, x1 + far), (x1 - far, x1 - near), (x1 - far - EDGE_STRIP, x1 - far))])
+    if not strips:
+        return 0.0
+    across = sum(float(np.abs(outside - inside).sum()) for outside, inside, _ in strips)
+    inward = sum(float(np.abs(inside - deeper).sum()) for _, inside, deeper in strips)
+    return across / max(inward, 1e-6)
 
 
 # An overlay (a caption, a date stamp, a logo drawn over the picture) changes a few tiles, and
