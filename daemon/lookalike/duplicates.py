@@ -16,6 +16,12 @@ would keep, and a false pair cannot chain two families together. The rest form g
 way. Those comparisons are recorded too: a group that did not change costs no comparison in the
 next pass.
 
+A pair a person marked not a duplicate (store/ignored.py, read at the start of each grouping)
+is never in one group: of the two, the one that comes later in the keeper order (the keeper,
+then the facts' order, keeper.standing) is held out of the group with the rest held out, and
+neither takes the other's group over. Groups are made anew in every pass, so a mark (or its removal)
+shows in the next report though no image changed.
+
 Memory is bounded by a page of queued images and the linked images, never by the collection.
 """
 
@@ -32,7 +38,7 @@ import numpy as np
 from .errors import NotFoundError
 from .keeper import Contender, KeepRules, group_reason, provisional, standing, verdict
 from .match import Candidate, Match, compare
-from .store import SearchContext, StoredImage
+from .store import SearchContext, StoredImage, ignored as ignored_pairs
 from .store.changes import Change, Linked, Relink
 
 PAGE = 256     # queued images per recorded step
@@ -218,6 +224,7 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     apply = apply or _direct(context)
     stats = stats if stats is not None else PassStats()
     links = match_pending(context, threshold, apply, progress, stats)
+    ignored = ignored_pairs.read(context.directory)
 
     components: dict[int, list[int]] = {}
     for num in links.parent:
@@ -228,7 +235,7 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     groups = []
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         while waiting:
-            stars = _keepers(context, threshold, waiting, thumbnail, pool, apply, stats)
+            stars = _keepers(context, threshold, waiting, thumbnail, ignored, pool, apply, stats)
             waiting = []
             for keeper, contenders, scores in stars:
                 group = Group(keeper.image, [Member(keeper.image, 100.0)])
@@ -237,8 +244,9 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
                     doc = scores.get((keeper.image.num, contender.image.num))
                     if contender is keeper or doc is None:
                         continue            # the keeper, or an image removed since the look-up
-                    if doc["similarity"] >= threshold:
-                        image = contender.image
+                    image = contender.image
+                    if doc["similarity"] >= threshold and not any(
+                            ignored.apart(image.content_hash, m.image.content_hash) for m in group.members):
                         group.members.append(Member(image, doc["similarity"], doc["transform"], tuple(doc["kinds"])))
                         decided_by.append(verdict(keeper, contender, doc["transform"], thumbnail)[0])
                     else:
@@ -267,13 +275,14 @@ def _thumbnails(context: SearchContext) -> Callable[[int], np.ndarray | None]:
 
 
 def _keepers(context: SearchContext, threshold: float, components: list[list[Contender]],
-             thumbnail: Callable[[int], np.ndarray | None], pool: ThreadPoolExecutor,
+             thumbnail: Callable[[int], np.ndarray | None], ignored: ignored_pairs.Ignored, pool: ThreadPoolExecutor,
              apply: Callable[[Change], None], stats: PassStats) -> list[tuple[Contender, list[Contender], dict]]:
     """Each component's keeper, its images and the comparisons keeper -> image. The keeper is
     first the image the facts rank first; it is compared with the rest, and a member at or
     above the threshold that the rules prefer (keeper.verdict: it contains the keeper's picture
-    without the canvas around it, say) takes the group over and is compared in turn. A member
-    is handed the group once at most, and a group at most KEEPER_HANDOVERS times."""
+    without the canvas around it, say), and that is not marked apart from it, takes the group
+    over and is compared in turn. A member is handed the group once at most, and a group at
+    most KEEPER_HANDOVERS times."""
     keepers = [provisional(contenders) for contenders in components]
     tried = [{keeper.image.num} for keeper in keepers]
     settled: dict[int, dict] = {}
@@ -288,7 +297,9 @@ def _keepers(context: SearchContext, threshold: float, components: list[list[Con
             keeper = keepers[i]
             better = [c for c in components[i] if c is not keeper and c.image.num not in tried[i]
                       and (doc := scores.get((keeper.image.num, c.image.num))) is not None
-                      and doc["similarity"] >= threshold and verdict(keeper, c, doc["transform"], thumbnail)[1]]
+                      and doc["similarity"] >= threshold
+                      and not ignored.apart(keeper.image.content_hash, c.image.content_hash)
+                      and verdict(keeper, c, doc["transform"], thumbnail)[1]]
             if better and handover < KEEPER_HANDOVERS:
                 keepers[i] = provisional(better)
                 tried[i].add(keepers[i].image.num)

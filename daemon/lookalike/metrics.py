@@ -107,8 +107,14 @@ class Metrics:
         self.internal_errors = Counter("lookalike_internal_errors_total",
                                        "Unexpected errors caught and survived, by stage", ["stage"],
                                        registry=registry)
-        for stage in ("watch", "service", "reconcile", "duplicates"):
+        for stage in ("watch", "service", "reconcile", "duplicates", "api"):
             self.internal_errors.labels(stage)
+        self.api_requests = Counter("lookalike_api_requests_total",
+                                    "HTTP API requests answered, by route (\"unmatched\" for none) and status code",
+                                    ["route", "code"], registry=registry)
+        self.api_duration = Histogram("lookalike_api_request_duration_seconds",
+                                      "Time to answer an HTTP API request, by route", ["route"],
+                                      buckets=_SECONDS, registry=registry)
         self.config_reload_ok = Gauge("lookalike_config_last_reload_successful",
                                       "1 when the last configuration reload succeeded", registry=registry)
         self.config_reload_ok.set(1)

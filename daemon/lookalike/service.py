@@ -14,6 +14,8 @@ Who runs what:
                      (watch/roots.py), hands its finds over as the settle queue makes room
                      (it waits meanwhile)
   duplicates thread  one pass at a time: verify candidates, group, publish reports (reads only)
+  api threads        api/: answer HTTP queries from the open context (reads only); uploads are
+                     decoded in worker processes of their own
   store thread       store/writer.py: the only writer of the LMDB environment
   worker processes   workers.py (spawned, never forked): read, decode, extract
 
@@ -39,6 +41,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import start_http_server
 
 from . import config as config_module
+from .api import ApiServer
 from .config import Config
 from .duplicates import PassStats, find_groups
 from .errors import ConfigError, LookalikeError, display_path
@@ -71,7 +74,7 @@ TICK_SECONDS = 0.25
 SETTLED_AGE_SECONDS = 1.0
 FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle queue
 # Settings that live in the open context, the worker processes or the bound socket.
-RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
+RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size", "api")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
 
@@ -151,12 +154,19 @@ class Service:
             self.roots.is_up(folder)
         self.watcher.start()
         running.callback(self._stop_watching)
+        if config.api.enabled:
+            api = ApiServer(config.api, self.context, config.reports, self.metrics, self._queues, config.source)
+            running.callback(api.stop)
         self._reconcile.request()
         self._schedule.start(time.monotonic())
         log.info("watching %s; context %s (%s); %s",
                  ", ".join(str(f.path) for f in config.watch), config.context_dir,
                  counted(self.context.count(), "image"), counted(config.workers, "worker"))
         self.notifier.ready("started; reconciling the watched folders")
+
+    def _queues(self) -> dict[str, int]:
+        """The queues' lengths now, for the API's status (read from its threads: each is one len())."""
+        return {"settling": len(self._settler), "extracting": len(self.workers.busy), "storing": self.writer.waiting}
 
     def _serve_metrics(self, listen: str) -> WSGIServer:
         host, _, port = listen.rpartition(":")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .. import resolve
 from ..config import Config
-from . import atomic_write, render
+from ..files import atomic_write
+from . import render
 from .html import Resolution
 
 PREFIX = "duplicates-"

@@ -13,7 +13,8 @@ Sub-databases:
   pairs         first + second image number -> the comparison first -> second (JSON), and
                 second + first -> b"" so that either image finds the pair by a prefix scan
 
-`pending` and `pairs` hold the duplicate graph (graph.py).
+`pending` and `pairs` hold the duplicate graph (graph.py). Beside the environment, ignored.json
+holds the pairs a person marked not a duplicate (ignored.py): `delete` removes it too.
 
 Every change to an image (record, features, path, index entries) is one write transaction, so
 a crash leaves either the old image or the new one, never half of either. The map starts small
@@ -44,7 +45,7 @@ from ..imaging.features import EXTRACTION_VERSION, LocalFeatures, detector_info
 from ..match import Candidate
 from ..settings import ExtractionSettings
 from ..types import FileIdentity
-from . import codec, graph, index, migrations
+from . import codec, graph, ignored, index, migrations
 from .changes import Change, Fail, Linked, Move, Put, Relink, Remove, Touch
 
 SCHEMA_VERSION = 1
@@ -248,7 +249,7 @@ class SearchContext:
         directory = Path(directory)
         if not (directory / "data.mdb").exists():
             raise NotFoundError(f"{directory}: no search context here")
-        for name in ("data.mdb", "lock.mdb"):
+        for name in ("data.mdb", "lock.mdb", ignored.FILE_NAME, ignored.LOCK_NAME):
             (directory / name).unlink(missing_ok=True)
         try:
             directory.rmdir()
@@ -655,6 +656,11 @@ class SearchContext:
         known = self._crowded.view()
         with self._read() as txn:
             yield from index.candidates(txn, self._index, content_hash, fingerprint, local, self._hasher, known)
+
+    def paths_with_content(self, content_hash: bytes) -> list[str]:
+        """The paths of the stored images whose bytes have this content hash."""
+        with self._read() as txn, txn.cursor(db=self._dbs["hashes"]) as cursor:
+            return sorted(self._image(txn, num).path for num in index.postings(cursor, content_hash))
 
     def count(self) -> int:
         with self._read() as txn:

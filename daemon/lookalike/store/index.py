@@ -165,7 +165,7 @@ def remove(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
         txn.delete(key, value, db=dbs.lsh)
 
 
-def _postings(cursor, key: bytes) -> list[int]:
+def postings(cursor, key: bytes) -> list[int]:
     """The image numbers under one key (content hashes: no crowding limit applies)."""
     if not cursor.set_key(key):
         return []
@@ -359,7 +359,7 @@ def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int, local
     `known` must be taken before `txn` began."""
     found: dict[int, float] = {}
     with txn.cursor(db=dbs.hashes) as cursor:
-        for num in _postings(cursor, content_hash):
+        for num in postings(cursor, content_hash):
             found[num] = float("inf")
 
     variants = np.unique(np.array(list(fingerprint_variants(fingerprint).values()), np.uint64))
