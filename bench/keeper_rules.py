@@ -43,38 +43,9 @@ RESULTS = PROJECT / "bench" / "results" / "keeper_rules.json"
 LONGEST = 1000          # copies are made from the photo at most this large (speed)
 
 
-def _rotated(pixels: np.ndarray) -> np.ndarray:
-    h, w = pixels.shape[:2]
-    return cv2.warpAffine(pixels, cv2.getRotationMatrix2D((w / 2, h / 2), 5.0, 1.0), (w, h))
-
-
-def _caption_over(pixels: np.ndarray) -> np.ndarray:
-    out = pixels.copy()
-    h, w = out.shape[:2]
-    cv2.putText(out, "LAUNCH DAY", (w // 16, h * 7 // 8), cv2.FONT_HERSHEY_SIMPLEX, w / 320, (255, 255, 255),
-                max(2, w // 120), cv2.LINE_AA)
-    return out
-
-
-def _jpeg(make, quality: int = 90):
-    return lambda folder, name, pixels: images.write_jpeg(folder, name + ".jpg", make(pixels), quality)
-
-
-COPIES = {
-    "resized": _jpeg(lambda p: images.resized(p, p.shape[1] // 2, p.shape[0] // 2)),
-    "quality15": _jpeg(lambda p: p, 15),
-    "cropped": _jpeg(lambda p: np.ascontiguousarray(p[p.shape[0] // 8:-(p.shape[0] // 8), p.shape[1] // 6:])),
-    "rotated": _jpeg(_rotated),
-    "mirrored": _jpeg(lambda p: np.ascontiguousarray(p[:, ::-1])),
-    "captioned": _jpeg(images.captioned),
-    "bordered": _jpeg(images.bordered),
-    "caption_band": _jpeg(images.caption_band),
-    "caption_over": _jpeg(_caption_over),
-    "screenshot": lambda folder, name, p: images.write_png(folder, name + ".png", images.viewer_screenshot(p)),
-    "gif256": lambda folder, name, p: images.write_gif(folder, name + ".gif", p),
-    "palette_png": lambda folder, name, p: images.palette_png(folder, p, name + ".png"),
-    "ellipse_png": lambda folder, name, p: images.write_png(folder, name + ".png", images.ellipse_cut(p)),
-}
+# the test's copies (tests/test_keeper.py), and a caption drawn over the picture
+COPIES = {**images.PHOTO_COPIES,
+          "caption_over": lambda folder, name, p: images.write_jpeg(folder, name + ".jpg", images.caption_over(p))}
 
 
 def _pixels(path: Path) -> np.ndarray | None:

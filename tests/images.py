@@ -687,3 +687,37 @@ def ellipse_cut(pixels: np.ndarray) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
     cv2.ellipse(mask, (w // 2, h // 2), (w // 2, h // 2), 0, 0, 360, 255, -1)
     return np.dstack([np.where(mask[..., None] > 0, pixels, 0).astype(np.uint8), mask])
+
+
+def caption_over(pixels: np.ndarray) -> np.ndarray:
+    """A caption drawn over the lower part of the picture, in white."""
+    out = np.ascontiguousarray(pixels).copy()
+    h, w = out.shape[:2]
+    _text(out, "LAUNCH DAY", w // 16, h * 7 // 8, w / 320, (255, 255, 255), max(2, w // 120))
+    return out
+
+
+def _rotated_5(pixels: np.ndarray) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    return cv2.warpAffine(np.ascontiguousarray(pixels), cv2.getRotationMatrix2D((w / 2, h / 2), 5.0, 1.0), (w, h))
+
+
+def _jpeg_of(make, quality: int = 90):
+    return lambda directory, name, pixels: write_jpeg(directory, name + ".jpg", make(pixels), quality)
+
+
+# The copies people make of a photo: kind -> writer(folder, name without extension, RGB pixels).
+PHOTO_COPIES = {
+    "resized": _jpeg_of(lambda p: resized(p, p.shape[1] // 2, p.shape[0] // 2)),
+    "quality15": _jpeg_of(lambda p: p, 15),
+    "cropped": _jpeg_of(lambda p: np.ascontiguousarray(p[p.shape[0] // 8:-(p.shape[0] // 8), p.shape[1] // 6:])),
+    "rotated": _jpeg_of(_rotated_5),
+    "mirrored": _jpeg_of(lambda p: np.ascontiguousarray(p[:, ::-1])),
+    "captioned": _jpeg_of(captioned),
+    "bordered": _jpeg_of(bordered),
+    "caption_band": _jpeg_of(caption_band),
+    "screenshot": lambda directory, name, p: write_png(directory, name + ".png", viewer_screenshot(p)),
+    "gif256": lambda directory, name, p: write_gif(directory, name + ".gif", p),
+    "palette_png": lambda directory, name, p: palette_png(directory, p, name + ".png"),
+    "ellipse_png": lambda directory, name, p: write_png(directory, name + ".png", ellipse_cut(p)),
+}

@@ -43,30 +43,7 @@ def _photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(pixels[..., :3])
 
 
-def _rotated(pixels: np.ndarray, degrees: float = 5.0) -> np.ndarray:
-    h, w = pixels.shape[:2]
-    return cv2.warpAffine(pixels, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h))
-
-
-def _jpeg(make, quality: int = 90):
-    return lambda folder, name, pixels: images.write_jpeg(folder, name + ".jpg", make(pixels), quality)
-
-
-# kind -> writer(folder, name, original pixels); copies are named "copy-*", sorting before "original"
-COPIES = {
-    "resized": _jpeg(lambda p: images.resized(p, p.shape[1] // 2, p.shape[0] // 2)),
-    "quality15": _jpeg(lambda p: p, 15),
-    "cropped": _jpeg(lambda p: np.ascontiguousarray(p[p.shape[0] // 8:-(p.shape[0] // 8), p.shape[1] // 6:])),
-    "rotated": _jpeg(_rotated),
-    "mirrored": _jpeg(lambda p: np.ascontiguousarray(p[:, ::-1])),
-    "captioned": _jpeg(images.captioned),
-    "bordered": _jpeg(images.bordered),
-    "caption_band": _jpeg(images.caption_band),
-    "screenshot": lambda folder, name, p: images.write_png(folder, name + ".png", images.viewer_screenshot(p)),
-    "gif256": lambda folder, name, p: images.write_gif(folder, name + ".gif", p),
-    "palette_png": lambda folder, name, p: images.palette_png(folder, p, name + ".png"),
-    "ellipse_png": lambda folder, name, p: images.write_png(folder, name + ".png", images.ellipse_cut(p)),
-}
+COPIES = images.PHOTO_COPIES
 # Copies that show the picture as it is (no canvas added, nothing cut away): a preferred folder
 # holding one is kept over the original.
 SAME_PICTURE = ("resized", "quality15", "rotated", "mirrored", "gif256", "palette_png", "ellipse_png")
@@ -154,14 +131,6 @@ def test_every_report_says_why_its_keeper_was_chosen(families):
     assert [row.rsplit(",", 1)[1] for row in keeper_rows] == [g["keeper_reason"] for g in document["groups"]]
 
 
-def _caption_over(pixels: np.ndarray) -> np.ndarray:
-    out = pixels.copy()
-    h, w = out.shape[:2]
-    cv2.putText(out, "LAUNCH DAY", (w // 16, h * 7 // 8), cv2.FONT_HERSHEY_SIMPLEX, w / 320, (255, 255, 255),
-                max(2, w // 120), cv2.LINE_AA)
-    return out
-
-
 def test_a_caption_drawn_over_the_picture_marks_the_copy(tmp_path):
     """An editor that keeps the EXIF: the copy with a caption over the picture has the same size,
     metadata and frame as the original, and its path sorts first."""
@@ -171,7 +140,7 @@ def test_a_caption_drawn_over_the_picture_marks_the_copy(tmp_path):
         for name in ("rocket", "coffee", "chelsea"):
             pixels = _photo(name)
             originals.append(str(images.camera_jpeg(tmp_path, f"{name}.jpg", pixels)))
-            copy = images.camera_jpeg(tmp_path, f"{name}-captioned.jpg", _caption_over(pixels))
+            copy = images.camera_jpeg(tmp_path, f"{name}-captioned.jpg", images.caption_over(pixels))
             context.upsert_many([extract_file(originals[-1], settings), extract_file(str(copy), settings)])
         groups = find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
     assert sorted((g.keeper.path, g.keeper_reason) for g in groups) == \

@@ -476,23 +476,21 @@ def _edge_step(pixels: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> float:
     """How far grey levels step across the edges of the box x0, y0, x1, y1 (pixels) that have
     room outside, against how far they go on from there inward (outside_is_canvas); 0 when no
     edge has room."""
-    height, width = pixels.shape[:2]
     near, far = EDGE_MARGIN, EDGE_MARGIN + EDGE_STRIP
-    # (strip outside, strip inside, the next strip in), each averaged across its depth
+    # (strip outside, strip inside, the next strip in), each averaged across its depth: the top
+    # and bottom edges, then the left and right ones (the same, on the transposed image)
     strips = []
     if x1 - x0 > 2 * far + EDGE_STRIP and y1 - y0 > 2 * far + EDGE_STRIP:
-        if y0 >= far:
-            strips.append([pixels[a:b, x0:x1].mean(axis=0) for a, b in
-                           ((y0 - far, y0 - near), (y0 + near, y0 + far), (y0 + far, y0 + far + EDGE_STRIP))])
-        if height - y1 >= far:
-            strips.append([pixels[a:b, x0:x1].mean(axis=0) for a, b in
-                           ((y1 + near, y1 + far), (y1 - far, y1 - near), (y1 - far - EDGE_STRIP, y1 - far))])
-        if x0 >= far:
-            strips.append([pixels[y0:y1, a:b].mean(axis=1) for a, b in
-                           ((x0 - far, x0 - near), (x0 + near, x0 + far), (x0 + far, x0 + far + EDGE_STRIP))])
-        if width - x1 >= far:
-            strips.append([pixels[y0:y1, a:b].mean(axis=1) for a, b in
-                           ((x1 + near, x1 + far), (x1 - far, x1 - near), (x1 - far - EDGE_STRIP, x1 - far))])
+        for grid, (start, end), (across_start, across_end) in ((pixels, (y0, y1), (x0, x1)),
+                                                               (pixels.T, (x0, x1), (y0, y1))):
+            def strip(first: int, last: int, grid=grid, span=slice(across_start, across_end)) -> np.ndarray:
+                return grid[first:last, span].mean(axis=0)
+            if start >= far:
+                strips.append((strip(start - far, start - near), strip(start + near, start + far),
+                               strip(start + far, start + far + EDGE_STRIP)))
+            if grid.shape[0] - end >= far:
+                strips.append((strip(end + near, end + far), strip(end - far, end - near),
+                               strip(end - far - EDGE_STRIP, end - far)))
     if not strips:
         return 0.0
     across = sum(float(np.abs(outside - inside).sum()) for outside, inside, _ in strips)
