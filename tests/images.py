@@ -604,3 +604,120 @@ def truncated_dng(directory: Path, name: str = "cut.dng", fraction: float = 0.5)
 
 def huge_heic(directory: Path, name: str = "huge.heic", side: int = 100_000) -> Path:
     return write_bytes(directory, name, huge_heic_bytes(side))
+
+
+# --- the copies people make of a photo ------------------------------------------------------
+
+def camera_jpeg(directory: Path, name: str, pixels: np.ndarray, captured: str = "2019:07:14 10:32:05",
+                quality: int = 95) -> Path:
+    """A JPEG as a camera writes it: EXIF make, model and capture time (DateTimeOriginal)."""
+    from PIL import Image
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "Canon EOS 80D"
+    exif.get_ifd(0x8769)[0x9003] = captured
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(out, "JPEG", quality=quality, exif=exif.tobytes())
+    return write_bytes(directory, name, out.getvalue())
+
+
+def _text(canvas: np.ndarray, text: str, x: int, y: int, scale: float, colour: tuple, thickness: int = 2) -> None:
+    cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+
+
+def captioned(pixels: np.ndarray) -> np.ndarray:
+    """A meme: white bands above and below the picture, with a caption in each."""
+    h, w = pixels.shape[:2]
+    band = max(40, h // 6)
+    canvas = np.full((h + 2 * band, w, 3), 255, np.uint8)
+    canvas[band:band + h] = pixels
+    scale = w / 600
+    _text(canvas, "WHEN THE CODE WORKS", int(w * 0.05), int(band * 0.7), scale, (0, 0, 0), max(2, int(3 * scale)))
+    _text(canvas, "ON THE FIRST TRY", int(w * 0.1), band + h + int(band * 0.7), scale, (0, 0, 0), max(2, int(3 * scale)))
+    return canvas
+
+
+def bordered(pixels: np.ndarray) -> np.ndarray:
+    """A white border all round, a twelfth of the longer side."""
+    side = max(pixels.shape[:2]) // 12
+    return cv2.copyMakeBorder(np.ascontiguousarray(pixels), side, side, side, side, cv2.BORDER_CONSTANT,
+                              value=(255, 255, 255))
+
+
+def caption_band(pixels: np.ndarray) -> np.ndarray:
+    """A photo club's post: the picture enlarged to 900 pixels wide in a black frame, a caption
+    band with a logo under it."""
+    h, w = pixels.shape[:2]
+    height = h * 900 // w
+    canvas = np.zeros((height + 200, 960, 3), np.uint8)
+    canvas[30:30 + height, 30:930] = resized(pixels, 900, height)
+    cv2.circle(canvas, (90, height + 115), 40, (240, 180, 40), -1, cv2.LINE_AA)
+    _text(canvas, "Summer Festival 2026", 160, height + 100, 1.0, (255, 255, 255))
+    _text(canvas, "photo of the week - vote at club.example", 160, height + 142, 1.0, (255, 255, 255))
+    return canvas
+
+
+def viewer_screenshot(pixels: np.ndarray) -> np.ndarray:
+    """A screenshot of an image viewer showing the picture: title bar, toolbar, a sidebar of
+    albums, a status bar; the picture scaled to fit the rest."""
+    canvas = np.full((800, 1280, 3), 38, np.uint8)
+    canvas[:34] = 64
+    _text(canvas, "Photos - Holiday 2026 - IMG_0412.JPG", 420, 23, 0.6, (230, 230, 230), 1)
+    canvas[34:80, 250:] = 52
+    for number, label in enumerate(["Import", "Edit", "Rotate", "Share", "Delete", "Slideshow"]):
+        cv2.rectangle(canvas, (262 + number * 110, 44), (362 + number * 110, 70), (90, 90, 90), 1)
+        _text(canvas, label, 272 + number * 110, 63, 0.5, (220, 220, 220), 1)
+    canvas[34:, :250] = 28
+    for number, album in enumerate(["Library", "Favourites", "Recent", "Camera Roll", "Family", "Beach 2024",
+                                    "Mountains", "Birthday", "Garden", "Paris trip", "Scans", "Archive 2019"]):
+        cv2.rectangle(canvas, (14, 52 + number * 36), (34, 72 + number * 36), (120, 160, 200), -1)
+        _text(canvas, album, 44, 68 + number * 36, 0.55, (210, 210, 210), 1)
+    canvas[772:, 250:] = 52
+    _text(canvas, "2.4 MB   f/1.8   1/120 s   ISO 100   12 of 431", 262, 792, 0.5, (200, 200, 200), 1)
+    h, w = pixels.shape[:2]
+    scale = min(1010 / w, 680 / h)
+    fitted = resized(pixels, int(w * scale), int(h * scale))
+    top, left = 86 + (680 - fitted.shape[0]) // 2, 260 + (1010 - fitted.shape[1]) // 2
+    canvas[top:top + fitted.shape[0], left:left + fitted.shape[1]] = fitted
+    return canvas
+
+
+def ellipse_cut(pixels: np.ndarray) -> np.ndarray:
+    """RGBA: the picture inside the largest ellipse its frame holds, transparent (and black) outside."""
+    h, w = pixels.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    cv2.ellipse(mask, (w // 2, h // 2), (w // 2, h // 2), 0, 0, 360, 255, -1)
+    return np.dstack([np.where(mask[..., None] > 0, pixels, 0).astype(np.uint8), mask])
+
+
+def caption_over(pixels: np.ndarray) -> np.ndarray:
+    """A caption drawn over the lower part of the picture, in white."""
+    out = np.ascontiguousarray(pixels).copy()
+    h, w = out.shape[:2]
+    _text(out, "LAUNCH DAY", w // 16, h * 7 // 8, w / 320, (255, 255, 255), max(2, w // 120))
+    return out
+
+
+def _rotated_5(pixels: np.ndarray) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    return cv2.warpAffine(np.ascontiguousarray(pixels), cv2.getRotationMatrix2D((w / 2, h / 2), 5.0, 1.0), (w, h))
+
+
+def _jpeg_of(make, quality: int = 90):
+    return lambda directory, name, pixels: write_jpeg(directory, name + ".jpg", make(pixels), quality)
+
+
+# The copies people make of a photo: kind -> writer(folder, name without extension, RGB pixels).
+PHOTO_COPIES = {
+    "resized": _jpeg_of(lambda p: resized(p, p.shape[1] // 2, p.shape[0] // 2)),
+    "quality15": _jpeg_of(lambda p: p, 15),
+    "cropped": _jpeg_of(lambda p: np.ascontiguousarray(p[p.shape[0] // 8:-(p.shape[0] // 8), p.shape[1] // 6:])),
+    "rotated": _jpeg_of(_rotated_5),
+    "mirrored": _jpeg_of(lambda p: np.ascontiguousarray(p[:, ::-1])),
+    "captioned": _jpeg_of(captioned),
+    "bordered": _jpeg_of(bordered),
+    "caption_band": _jpeg_of(caption_band),
+    "screenshot": lambda directory, name, p: write_png(directory, name + ".png", viewer_screenshot(p)),
+    "gif256": lambda directory, name, p: write_gif(directory, name + ".gif", p),
+    "palette_png": lambda directory, name, p: palette_png(directory, p, name + ".png"),
+    "ellipse_png": lambda directory, name, p: write_png(directory, name + ".png", ellipse_cut(p)),
+}

@@ -414,6 +414,8 @@ def check_report(document: dict, photos: dict[str, Path], threshold: float = 50.
         assert image["size"] == os.path.getsize(image["path"]) and image["similarity"] >= threshold
     assert group["reclaimable_bytes"] == sum(i["size"] for i in group["images"][1:])
     small = next(i for i in group["images"] if i["path"] == str(photos["astronaut-small"]))
+    # Nothing in the pictures tells the photo from its mirror image (same pixels, no metadata).
+    assert keeper["path"] == str(photos["astronaut"]) and group["keeper_reason"] == "oldest file"
     assert (small["width"], small["height"]) == (256, 256) and small["transform"]["flipped"] is False
     assert "resized" in small["kinds"] and "kinds" not in keeper
 
@@ -428,7 +430,9 @@ def test_duplicates_csv_to_stdout(stored, photos, capsys):
     code, out, _ = run(capsys, "--context", stored, "duplicates", "--format", "csv")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["group", "path", "similarity", "keeper", "width", "height", "size", "mtime", "kinds"]
+    assert list(rows[0]) == ["group", "path", "similarity", "keeper", "width", "height", "size", "mtime", "kinds",
+                            "keeper_reason"]
+    assert rows[0]["keeper_reason"] == "oldest file" and not any(r["keeper_reason"] for r in rows[1:])
     assert sorted(r["path"] for r in rows) == sorted(str(photos[n]) for n in COPIES)
     assert [r["keeper"] for r in rows] == ["yes", "no", "no", "no"] and {r["group"] for r in rows} == {"1"}
     assert rows[0]["kinds"] == "" and all(r["kinds"] for r in rows[1:])

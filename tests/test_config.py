@@ -275,18 +275,20 @@ def test_a_missing_watched_folder_is_a_warning_and_the_config_loads(tmp_path, fo
     assert load_text(tmp_path, minimal(folders)).warnings == ()
 
 
-def test_keep_reference_folders_are_checked_like_other_paths(tmp_path, folders):
-    loaded = load_text(tmp_path, minimal(folders) + f"keep:\n  reference: [{folders['more']}, '${{CONFIG_DIR}}/gone']\n")
-    assert loaded.keep_reference == (folders["more"], tmp_path / "gone")
-    assert list(keyed(loaded.warnings)) == ["keep.reference[1]"]
-    assert "does not exist" in keyed(loaded.warnings)["keep.reference[1]"]
-    assert load_text(tmp_path, minimal(folders)).keep_reference == ()
+@pytest.mark.parametrize("name", ["reference", "prefer"])
+def test_keep_folders_are_checked_like_other_paths(tmp_path, folders, name):
+    loaded = load_text(tmp_path, minimal(folders) + f"keep:\n  {name}: [{folders['more']}, '${{CONFIG_DIR}}/gone']\n")
+    assert getattr(loaded, f"keep_{name}") == (folders["more"], tmp_path / "gone")
+    assert getattr(loaded.keep_rules, name) == (folders["more"], tmp_path / "gone")
+    assert list(keyed(loaded.warnings)) == [f"keep.{name}[1]"]
+    assert "does not exist" in keyed(loaded.warnings)[f"keep.{name}[1]"]
+    assert getattr(load_text(tmp_path, minimal(folders)), f"keep_{name}") == ()
     (tmp_path / "a-file").write_text("")
-    found = keyed(problems(tmp_path, minimal(folders) + f"keep:\n  reference: [relative, {tmp_path / 'a-file'}, 3]\n"
+    found = keyed(problems(tmp_path, minimal(folders) + f"keep:\n  {name}: [relative, {tmp_path / 'a-file'}, 3]\n"
                                                     "  unknown: 1\n"))
-    assert set(found) == {"keep.reference[0]", "keep.reference[1]", "keep.reference[2]", "keep.unknown"}
-    assert "absolute" in found["keep.reference[0]"] and "is not a folder" in found["keep.reference[1]"]
-    assert "a list" in keyed(problems(tmp_path, minimal(folders) + "keep:\n  reference: /x\n"))["keep.reference"]
+    assert set(found) == {f"keep.{name}[0]", f"keep.{name}[1]", f"keep.{name}[2]", "keep.unknown"}
+    assert "absolute" in found[f"keep.{name}[0]"] and "is not a folder" in found[f"keep.{name}[1]"]
+    assert "a list" in keyed(problems(tmp_path, minimal(folders) + f"keep:\n  {name}: /x\n"))[f"keep.{name}"]
 
 
 @pytest.mark.parametrize("second", ["{photos}", "{photos}/", "{photos}/more/..", "${{CONFIG_DIR}}/photos"])

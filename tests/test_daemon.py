@@ -512,7 +512,8 @@ def test_sigusr1_writes_a_duplicates_report_and_keeps_n(daemons, tmp_path):
     small = images.write_jpeg(photos, "astronaut-small.jpg", images.resized(images.photo("astronaut"), 256, 256), 80)
     other = images.write_jpeg(photos, "coffee.jpg", images.photo("coffee"))
     keep = 2
-    daemon = daemons([photos], reports={"keep": keep, "formats": ["json", "csv"]}).start().ready()
+    # JSON is published whatever the formats say, as `scan` does: `resolve` and `report show` read it.
+    daemon = daemons([photos], reports={"keep": keep, "formats": ["csv"]}).start().ready()
     daemon.wait_records([original, small, other])
     runs = daemon.wait_metric("lookalike_duplicates_runs_total", lambda v: v >= 1, "the first report")
 

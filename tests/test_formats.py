@@ -22,6 +22,7 @@ import images
 from lookalike import cli
 from lookalike.config import parse
 from lookalike.duplicates import find_groups
+from lookalike.keeper import KeepRules
 from lookalike.errors import ConfigError, ExitCode
 from lookalike.extract import extract_file
 from lookalike.match import compare
@@ -144,8 +145,8 @@ def test_a_raw_jpeg_pair_is_one_group_keeping_the_raw_file_by_default(raw_jpeg_p
 
 def test_keep_formats_decides_the_keeper(raw_jpeg_pair):
     context, files = raw_jpeg_pair
-    assert find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, keep_formats=("jpeg",))[0].keeper.path == files["enlarged"]
-    assert find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, keep_formats=())[0].keeper.path == files["enlarged"]
+    assert find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, rules=KeepRules(formats=("jpeg",)))[0].keeper.path == files["enlarged"]
+    assert find_groups(context, DEFAULT_DUPLICATE_THRESHOLD, rules=KeepRules(formats=()))[0].keeper.path == files["enlarged"]
 
 
 # --- configuration ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -252,7 +253,7 @@ def photo_folder(tmp_path_factory) -> Path:
     """Two pictures with copies (one copy under the hostile name) and one picture alone."""
     folder = tmp_path_factory.mktemp("photos")
     astronaut, coffee = images.photo("astronaut"), images.photo("coffee")
-    images.write_jpeg(folder, "astronaut.jpg", astronaut)
+    images.camera_jpeg(folder, "astronaut.jpg", astronaut)      # the original: the copies have no EXIF
     images.write_jpeg(folder, "astronaut-small.jpg", images.resized(astronaut, 256, 256), 80)
     images.write_jpeg(folder, HOSTILE, np.ascontiguousarray(astronaut[:, ::-1]), 85)
     images.write_jpeg(folder, "coffee.jpg", coffee)
@@ -282,6 +283,27 @@ def test_scan_writes_the_html_report_when_configured(scanned):
     assert not (scanned["json"].parent / "duplicates-latest.csv").exists()
     sections = group_sections(scanned["html"].read_text())
     assert len(sections) == 2 and [len(s.find("img")) for s in sections] == [3, 2]
+
+
+def test_the_page_says_why_each_keeper_is_kept_and_what_resolve_would_do(scanned, tmp_path, capsys):
+    page = scanned["html"].read_text()
+    [command] = re.findall(r"<pre><code>(.*?)</code></pre>", page)
+    args = shlex.split(html.unescape(command))
+    stamped = next(p for p in scanned["json"].parent.glob("duplicates-2*.json"))
+    assert args == ["lookalike", "--config", str(scanned["config"]), "resolve", "--report", str(stamped),
+                    "--to", "QUARANTINE_DIR", "--apply"]
+    # The command, run without --apply, plans what the page shows for each file.
+    quarantine = str(tmp_path / "quarantine")
+    code, out, _ = run(capsys, *[quarantine if a == "QUARANTINE_DIR" else a for a in args[1:] if a != "--apply"],
+                       "--json")
+    plan = json.loads(out)
+    acted = {a["path"]: a["action"] for a in plan["actions"]}
+    assert code == 0 and acted and plan["skipped"]
+    for section, group in zip(group_sections(page), scanned["document"]["groups"]):
+        assert f"kept: {group['keeper_reason']}" in section.text
+        shown = [attrs["data-action"] for attrs in section.find("p", "plan")]
+        assert shown == [acted.get(image["path"], "none") for image in group["images"]]
+        assert shown[0] == "none" and "left alone: the keeper" in section.text
 
 
 def test_duplicates_format_html(scanned, tmp_path, capsys):
@@ -382,6 +404,7 @@ def test_chromium_shows_the_report(scanned, photo_folder, tmp_path):
         assert [c["data-keeper"] for c in cards] == ["true"] + ["false"] * (len(cards) - 1)
         assert "keeper" in cards[0]["class"].split() and section.text.count("✓ Keep") == 1
         assert group["images"][0]["path"] in section.text
+        assert f"kept: {group['keeper_reason']}" in section.text and len(section.find("p", "plan")) == len(cards)
         assert all(p["src"].startswith(DATA_JPEG) for p in section.find("img"))
         assert len(section.find("img")) == len(cards)
         for picture in section.find("img"):

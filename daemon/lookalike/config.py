@@ -23,6 +23,7 @@ import yaml
 
 from .errors import ConfigError
 from .imaging.formats import EXTENSIONS
+from .keeper import KeepRules
 from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_FORMATS, ExtractionSettings
 
 DEFAULT_INCLUDE = tuple(f"*{extension}" for extension in EXTENSIONS)
@@ -43,7 +44,7 @@ KEYS: dict[str, frozenset[str]] = {
     "watch[]": frozenset({"path", "recursive", "include", "exclude", "follow_symlinks", "mode", "poll_interval"}),
     "extraction": frozenset({"detector", "max_features", "working_size", "max_pixels", "max_file_bytes"}),
     "duplicates": frozenset({"interval", "threshold"}),
-    "keep": frozenset({"formats", "reference"}),
+    "keep": frozenset({"formats", "reference", "prefer"}),
     "reports": frozenset({"dir", "formats", "keep"}),
     "metrics": frozenset({"listen"}),
     "log": frozenset({"level", "format", "summary_interval"}),
@@ -123,9 +124,14 @@ class Config:
     log_summary_interval: float = 60.0       # seconds between the lines that count what was done to files
     stop_timeout: float = 10.0
     store_max_map_size: int | None = None    # bytes; None: the context's own cap (store/context.py)
-    keep_reference: tuple[Path, ...] = ()    # folders whose files `resolve` never acts on
+    keep_reference: tuple[Path, ...] = ()    # folders whose files are always kept, and never acted on
+    keep_prefer: tuple[Path, ...] = ()       # folders whose files are kept first, in this order
     api: ApiSettings = field(default_factory=ApiSettings)
     warnings: tuple[str, ...] = field(default=(), compare=False)     # 'key: what is odd', not fatal
+
+    @property
+    def keep_rules(self) -> KeepRules:
+        return KeepRules(self.keep_formats, self.keep_reference, self.keep_prefer)
 
     @property
     def context_dir(self) -> Path:
@@ -265,11 +271,12 @@ def _watch_folder(reader: _Reader, entry, key: str) -> WatchedFolder | None:
     return folder if path else None
 
 
-def _reference_folders(reader: _Reader, keep: dict) -> tuple[Path, ...]:
-    listed = reader.typed(keep, "reference", "keep.reference", list, [], describe="a list of folders")
+def _keep_folders(reader: _Reader, keep: dict, name: str) -> tuple[Path, ...]:
+    """The folders of `keep.NAME` (reference, prefer)."""
+    listed = reader.typed(keep, name, f"keep.{name}", list, [], describe="a list of folders")
     folders = []
     for i, value in enumerate(listed):
-        key = f"keep.reference[{i}]"
+        key = f"keep.{name}[{i}]"
         path = reader.path(value, key)
         if path is None:
             continue
@@ -460,7 +467,8 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
                                              Config.log_summary_interval),
         store_max_map_size=reader.typed(store, "max_map_size", "store.max_map_size", int, Config.store_max_map_size,
                                         _at_least_a_mebibyte, describe="a size in bytes"),
-        keep_reference=_reference_folders(reader, keep),
+        keep_reference=_keep_folders(reader, keep, "reference"),
+        keep_prefer=_keep_folders(reader, keep, "prefer"),
         api=_api_settings(reader, api),
         warnings=tuple(reader.warnings),
     )

@@ -8,16 +8,18 @@ add nothing. Pairs scoring at or above the threshold are recorded, and the image
 queue, a page at a time. A pass takes as many images as were queued when it began; those stored
 meanwhile wait for the next pass, so a pass ends, and reports, even while files keep arriving.
 
-Groups are stars: in each component one image is chosen as the keeper (`choose_keeper`: a file
-of the first format `keep.formats` prefers, then highest resolution, then largest file, then
-oldest) and every other image is compared with it; those at or above the threshold are its
-group, so a report says how alike each copy is to the one a person would keep, and a false pair
-cannot chain two families together. The rest form groups the same way. Those comparisons are
-recorded too: a group that did not change costs no comparison in the next pass.
+Groups are stars: in each component one image is chosen as the keeper, the original (keeper.py:
+the image the facts rank first, handed over to a member whose comparison shows it is the
+original, a bounded number of times), and every other image is compared with it; those at or
+above the threshold are its group, so a report says how alike each copy is to the one a person
+would keep, and a false pair cannot chain two families together. The rest form groups the same
+way. Those comparisons are recorded too: a group that did not change costs no comparison in the
+next pass.
 
 A pair a person marked not a duplicate (store/ignored.py, read at the start of each grouping)
-is never in one group: of the two, the one that comes later in the keeper order is held out of
-the group with the rest held out. Groups are made anew in every pass, so a mark (or its removal)
+is never in one group: of the two, the one that comes later in the keeper order (the keeper,
+then the facts' order, keeper.standing) is held out of the group with the rest held out, and
+neither takes the other's group over. Groups are made anew in every pass, so a mark (or its removal)
 shows in the next report though no image changed.
 
 Memory is bounded by a page of queued images and the linked images, never by the collection.
@@ -31,14 +33,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import numpy as np
+
 from .errors import NotFoundError
+from .keeper import Contender, KeepRules, group_reason, provisional, standing, verdict
 from .match import SCORING, Candidate, Match, compare
-from .settings import DEFAULT_KEEP_FORMATS
 from .store import SearchContext, StoredImage, ignored as ignored_pairs
 from .store.changes import Change, Linked, Relink
 
 PAGE = 256     # queued images per recorded step
 WAVE = 16      # queued images looked up together
+# A group's keeper is handed over at most this many times a pass: the rules weigh two images
+# at a time, so three could beat each other in a ring.
+KEEPER_HANDOVERS = 4
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Member:
 class Group:
     keeper: StoredImage
     members: list[Member] = field(default_factory=list)   # keeper first
+    keeper_reason: str = "first path"                      # keeper.KEEPER_REASONS
 
     @property
     def reclaimable_bytes(self) -> int:
@@ -63,16 +71,6 @@ class Group:
 class PassStats:
     matched: int = 0              # queued images matched
     verified: int = 0             # comparisons made
-
-
-def keeper_order(image: StoredImage, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> tuple:
-    preference = keep_formats.index(image.format) if image.format in keep_formats else len(keep_formats)
-    return (preference, -(image.width * image.height), -image.identity.size, image.identity.mtime_ns, image.path)
-
-
-def choose_keeper(images: list[StoredImage], keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> StoredImage:
-    """The image of a group a person would keep; every other member is verified against it."""
-    return min(images, key=lambda image: keeper_order(image, keep_formats))
 
 
 def match_record(result: Match) -> bytes:
@@ -215,14 +213,14 @@ def _next_round(waiting: list, links: _UnionFind, asked: set[tuple[int, int]], e
 
 def find_groups(context: SearchContext, threshold: float, apply: Callable[[Change], None] | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                stats: PassStats | None = None, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> list[Group]:
+                stats: PassStats | None = None, rules: KeepRules = KeepRules()) -> list[Group]:
     """Star groups: every member verified against its group's keeper at or above `threshold`.
 
     The linked pairs only say which images may belong together (a component of the graph). In
-    each, the keeper is chosen and every other image compared with it; those below the threshold
-    were held in by a chain of pairs (one false pair can join two families), and form groups of
-    their own the same way, with their own keeper, or none. The comparisons are recorded, so a
-    group that did not change costs none in the next pass."""
+    each, the keeper is chosen (`_keepers`) and every other image compared with it; those below
+    the threshold were held in by a chain of pairs (one false pair can join two families), and
+    form groups of their own the same way, with their own keeper, or none. The comparisons are
+    recorded, so a group that did not change costs none in the next pass."""
     apply = apply or _direct(context)
     stats = stats if stats is not None else PassStats()
     links = match_pending(context, threshold, apply, progress, stats)
@@ -231,33 +229,83 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     components: dict[int, list[int]] = {}
     for num in links.parent:
         components.setdefault(links.find(num), []).append(num)
-    waiting = [images for nums in components.values() if len(images := list(_still_stored(context, nums))) >= 2]
+    waiting = [[Contender.of(image, rules) for image in images]
+               for nums in components.values() if len(images := list(_still_stored(context, nums))) >= 2]
+    thumbnail = _thumbnails(context)
     groups = []
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         while waiting:
-            stars = [(choose_keeper(images, keep_formats), images) for images in waiting]
-            scores = _keeper_scores(context, threshold, [(keeper.num, image.num) for keeper, images in stars
-                                                         for image in images if image is not keeper],
-                                    pool, apply, stats)
+            stars = _keepers(context, threshold, waiting, thumbnail, ignored, pool, apply, stats)
             waiting = []
-            for keeper, images in stars:
-                group = Group(keeper, [Member(keeper, 100.0)])
-                held_by_chain = []
-                for image in sorted(images, key=lambda image: keeper_order(image, keep_formats)):
-                    doc = scores.get((keeper.num, image.num))
-                    if image is keeper or doc is None:
+            for keeper, contenders, scores in stars:
+                group = Group(keeper.image, [Member(keeper.image, 100.0)])
+                held_by_chain, decided_by = [], []
+                for contender in sorted(contenders, key=standing):
+                    doc = scores.get((keeper.image.num, contender.image.num))
+                    if contender is keeper or doc is None:
                         continue            # the keeper, or an image removed since the look-up
+                    image = contender.image
                     if doc["similarity"] >= threshold and not any(
                             ignored.apart(image.content_hash, m.image.content_hash) for m in group.members):
                         group.members.append(Member(image, doc["similarity"], doc["transform"], tuple(doc["kinds"])))
+                        decided_by.append(verdict(keeper, contender, doc["transform"], thumbnail)[0])
                     else:
-                        held_by_chain.append(image)
+                        held_by_chain.append(contender)
+                group.keeper_reason = group_reason(decided_by)
                 if len(group.members) >= 2:
                     groups.append(group)
                 if len(held_by_chain) >= 2:
                     waiting.append(held_by_chain)
     groups.sort(key=lambda g: (-g.reclaimable_bytes, g.keeper.path))
     return groups
+
+
+def _thumbnails(context: SearchContext) -> Callable[[int], np.ndarray | None]:
+    """An image's stored thumbnail by number (None once removed), each read once a pass."""
+    read: dict[int, np.ndarray | None] = {}
+
+    def thumbnail(num: int) -> np.ndarray | None:
+        if num not in read:
+            try:
+                read[num] = context.candidate(num)[1].thumbnail
+            except NotFoundError:
+                read[num] = None
+        return read[num]
+    return thumbnail
+
+
+def _keepers(context: SearchContext, threshold: float, components: list[list[Contender]],
+             thumbnail: Callable[[int], np.ndarray | None], ignored: ignored_pairs.Ignored, pool: ThreadPoolExecutor,
+             apply: Callable[[Change], None], stats: PassStats) -> list[tuple[Contender, list[Contender], dict]]:
+    """Each component's keeper, its images and the comparisons keeper -> image. The keeper is
+    first the image the facts rank first; it is compared with the rest, and a member at or
+    above the threshold that the rules prefer (keeper.verdict: it contains the keeper's picture
+    without the canvas around it, say), and that is not marked apart from it, takes the group
+    over and is compared in turn. A member is handed the group once at most, and a group at
+    most KEEPER_HANDOVERS times."""
+    keepers = [provisional(contenders) for contenders in components]
+    tried = [{keeper.image.num} for keeper in keepers]
+    settled: dict[int, dict] = {}
+    for handover in range(KEEPER_HANDOVERS + 1):
+        unsettled = [i for i in range(len(components)) if i not in settled]
+        if not unsettled:
+            break
+        scores = _keeper_scores(context, threshold, [(keepers[i].image.num, c.image.num) for i in unsettled
+                                                     for c in components[i] if c is not keepers[i]],
+                                pool, apply, stats)
+        for i in unsettled:
+            keeper = keepers[i]
+            better = [c for c in components[i] if c is not keeper and c.image.num not in tried[i]
+                      and (doc := scores.get((keeper.image.num, c.image.num))) is not None
+                      and doc["similarity"] >= threshold
+                      and not ignored.apart(keeper.image.content_hash, c.image.content_hash)
+                      and verdict(keeper, c, doc["transform"], thumbnail)[1]]
+            if better and handover < KEEPER_HANDOVERS:
+                keepers[i] = provisional(better)
+                tried[i].add(keepers[i].image.num)
+            else:
+                settled[i] = scores
+    return [(keepers[i], components[i], settled[i]) for i in range(len(components))]
 
 
 def _keeper_scores(context: SearchContext, threshold: float, pairs: list[tuple[int, int]], pool: ThreadPoolExecutor,

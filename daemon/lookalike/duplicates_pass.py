@@ -8,18 +8,18 @@ from __future__ import annotations
 from typing import Callable
 
 from .duplicates import PassStats, find_groups
+from .keeper import KeepRules
 from .reports import to_document
-from .settings import DEFAULT_KEEP_FORMATS
 from .store import SearchContext
 from .store.changes import Change
 
 
-def report_document(context: SearchContext, threshold: float, keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS,
+def report_document(context: SearchContext, threshold: float, rules: KeepRules = KeepRules(),
                     apply: Callable[[Change], None] | None = None,
                     progress: Callable[[int, int], None] | None = None,
                     stats: PassStats | None = None) -> dict:
     """The report document of the duplicate groups at `threshold`. `apply` writes what the pass
     records (pairs, the queue): into the context directly by default; the daemon passes its
     writer's, the context's only writer while it runs."""
-    groups = find_groups(context, threshold, apply, progress, stats, keep_formats)
+    groups = find_groups(context, threshold, apply, progress, stats, rules)
     return to_document(groups, threshold, str(context.directory))

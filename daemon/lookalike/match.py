@@ -467,6 +467,115 @@ def _kinds(first: Candidate, second: Candidate, transform: Transform, evidence: 
     return tuple(found) or ("recompressed",)
 
 
+# Canvas: what a copy adds around a picture (a border, a caption band, a letterbox, a viewer's
+# or app's chrome) is panels of a few grey levels with strokes on them, and unlike the picture
+# it frames. What lies around a crop in its original is more of the picture: even where it is
+# as flat (space, a retina's black surround, the moon) its grey levels are the picture's. The
+# part of a thumbnail outside the common area is canvas when its CANVAS_LEVELS most common
+# grey levels (FLAT_LEVELS wide) hold CANVAS_SHARE of its pixels, and either its histogram
+# (LIKENESS_BIN levels a bin) shares less than CANVAS_LIKENESS with the common area's, or the
+# picture stops at the common area's edge: across it, from a strip outside to one inside, grey
+# levels step CANVAS_STEP times as far as from that strip to the next one in (a white band
+# above a pale sky is as white as the sky, but not as smooth across the edge). EDGE_MARGIN
+# thumbnail pixels along the edge, which blend both sides, count for neither; strips are
+# EDGE_STRIP pixels deep.
+CANVAS_LEVELS = 3
+CANVAS_SHARE = 0.7
+CANVAS_LIKENESS = 0.5
+CANVAS_STEP = 3.0
+LIKENESS_BIN = 8
+EDGE_MARGIN = 2
+EDGE_STRIP = 3
+
+
+def outside_is_canvas(thumbnail: np.ndarray, common_area: tuple[float, float, float, float]) -> bool:
+    """Whether the part of the image (its grey thumbnail) outside `common_area` (fractions
+    x0, y0, x1, y1, as Transform.crop_first/crop_second) is canvas rather than more picture;
+    False when there is no such part to speak of."""
+    height, width = thumbnail.shape[:2]
+    x0, y0 = int(common_area[0] * width), int(common_area[1] * height)
+    x1, y1 = math.ceil(common_area[2] * width), math.ceil(common_area[3] * height)
+    near = np.zeros((height, width), bool)
+    near[max(0, y0 - EDGE_MARGIN):y1 + EDGE_MARGIN, max(0, x0 - EDGE_MARGIN):x1 + EDGE_MARGIN] = True
+    outside = thumbnail[~near].astype(np.intp)
+    common = thumbnail[y0 + EDGE_MARGIN:y1 - EDGE_MARGIN, x0 + EDGE_MARGIN:x1 - EDGE_MARGIN].astype(np.intp)
+    if outside.size == 0 or common.size == 0:
+        return False
+    levels = np.bincount(outside.ravel() // FLAT_LEVELS)
+    if float(np.sort(levels)[-CANVAS_LEVELS:].sum()) < CANVAS_SHARE * outside.size:
+        return False
+    bins = 256 // LIKENESS_BIN
+    around = np.bincount(outside.ravel() // LIKENESS_BIN, minlength=bins) / outside.size
+    framed = np.bincount(common.ravel() // LIKENESS_BIN, minlength=bins) / common.size
+    return (float(np.minimum(around, framed).sum()) < CANVAS_LIKENESS
+            or _edge_step(thumbnail.astype(np.float32), x0, y0, x1, y1) >= CANVAS_STEP)
+
+
+def _edge_step(pixels: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> float:
+    """How far grey levels step across the edges of the box x0, y0, x1, y1 (pixels) that have
+    room outside, against how far they go on from there inward (outside_is_canvas); 0 when no
+    edge has room."""
+    near, far = EDGE_MARGIN, EDGE_MARGIN + EDGE_STRIP
+    # (strip outside, strip inside, the next strip in), each averaged across its depth: the top
+    # and bottom edges, then the left and right ones (the same, on the transposed image)
+    strips = []
+    if x1 - x0 > 2 * far + EDGE_STRIP and y1 - y0 > 2 * far + EDGE_STRIP:
+        for grid, (start, end), (across_start, across_end) in ((pixels, (y0, y1), (x0, x1)),
+                                                               (pixels.T, (x0, x1), (y0, y1))):
+            def strip(first: int, last: int, grid=grid, span=slice(across_start, across_end)) -> np.ndarray:
+                return grid[first:last, span].mean(axis=0)
+            if start >= far:
+                strips.append((strip(start - far, start - near), strip(start + near, start + far),
+                               strip(start + far, start + far + EDGE_STRIP)))
+            if grid.shape[0] - end >= far:
+                strips.append((strip(end + near, end + far), strip(end - far, end - near),
+                               strip(end - far - EDGE_STRIP, end - far)))
+    if not strips:
+        return 0.0
+    across = sum(float(np.abs(outside - inside).sum()) for outside, inside, _ in strips)
+    inward = sum(float(np.abs(inside - deeper).sum()) for _, inside, deeper in strips)
+    return across / max(inward, 1e-6)
+
+
+# An overlay (a caption, a date stamp, a logo drawn over the picture) changes a few tiles, and
+# adds strokes there over the picture's own: of two copies of one frame whose structure differs
+# (tile correlation below EDITED_BELOW) in at most OVERLAY_TILES of the tiles, the one with
+# OVERLAY_GAIN times the other's structure in those tiles carries the overlay. Only tiles where
+# both show the picture count: where one is nearly flat (under OVERLAY_TEXTURE of its median
+# tile's structure: a sky's re-encoding noise, a corner cut away) nothing was drawn over it.
+# A blur or a re-encode changes every tile a little, not a few a lot.
+OVERLAY_TILES = 0.5
+OVERLAY_GAIN = 1.3
+OVERLAY_TEXTURE = 0.5
+
+
+def overlaid(first: np.ndarray, second: np.ndarray) -> int:
+    """Which of two grey thumbnails of one frame (same picture, same framing; the second is
+    resized to the first) has strokes drawn over the picture that the other lacks: 1 the first,
+    2 the second, 0 neither, or no telling."""
+    height, width = first.shape[:2]
+    if (second.shape[1], second.shape[0]) != (width, height):
+        second = cv2.resize(second, (width, height), interpolation=cv2.INTER_AREA)
+    a, b = _structure(first.astype(np.float32)).ravel(), _structure(second.astype(np.float32)).ravel()
+    tile = _tile_index(height, width).ravel()
+    sums = [np.bincount(tile, weights=w, minlength=PHOTO_TILES ** 2) for w in (a, b, a * a, b * b, a * b)]
+    count = np.maximum(np.bincount(tile, minlength=PHOTO_TILES ** 2), 1)
+    sa, sb, saa, sbb, sab = (s / count for s in sums)
+    spread = np.sqrt(np.maximum(saa - sa * sa, 0) * np.maximum(sbb - sb * sb, 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        correlation = np.where(spread > 1e-6, (sab - sa * sb) / spread, 1.0)
+    textured = (sa >= OVERLAY_TEXTURE * np.median(sa)) & (sb >= OVERLAY_TEXTURE * np.median(sb))
+    differing = (correlation < EDITED_BELOW) & textured
+    if not differing.any() or differing.mean() > OVERLAY_TILES:
+        return 0
+    energy_first, energy_second = float(sums[0][differing].sum()), float(sums[1][differing].sum())
+    if energy_first > OVERLAY_GAIN * energy_second:
+        return 1
+    if energy_second > OVERLAY_GAIN * energy_first:
+        return 2
+    return 0
+
+
 def _to_thumbnail(working_width: int, thumbnail: np.ndarray) -> np.ndarray:
     """Affine map from working-image pixel coordinates to thumbnail pixel coordinates."""
     s = thumbnail.shape[1] / working_width

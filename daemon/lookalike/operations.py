@@ -28,6 +28,7 @@ from .errors import ImageError, NotFoundError, ReportError, UsageError, display_
 from .extract import ImageFeatures, extract_file, few_features
 from .imaging.decode import unchanged
 from .imaging.features import LocalFeatures, detector_info
+from .keeper import KeepRules
 from .match import FEW_FEATURES, compare
 from .reconcile import walk
 from .files import atomic_write
@@ -35,7 +36,7 @@ from .reports import load as load_report, render
 from .reports.publish import latest_path, publish
 from .reports.text import counted, summary as report_summary
 from .search import query_candidate, similar
-from .settings import DEFAULT_KEEP_FORMATS, ExtractionSettings
+from .settings import ExtractionSettings
 from .statedir import STATE_LOCK_NAME, open_context, state_lock
 from .store import SearchContext, StoredImage, ignored
 from .store.ignored import IgnoredPair
@@ -226,10 +227,10 @@ def stored_features(context: SearchContext, path: str) -> ImageFeatures:
 
 
 def duplicates_document(context: SearchContext, threshold: float, progress: Progress | None = None,
-                        keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> dict:
+                        rules: KeepRules = KeepRules()) -> dict:
     """A duplicates pass over a context this process writes to, shown as "matching" meanwhile."""
     with context.busy("matching"):
-        return report_document(context, threshold, keep_formats, progress=progress)
+        return report_document(context, threshold, rules, progress=progress)
 
 
 def duplicates_report(directory: Path, threshold: float, fmt: str, progress: Progress | None = None) -> str:
@@ -257,13 +258,12 @@ def latest_duplicates(reports: Path) -> dict:
 
 def scan(config: Config, progress: Progress | None = None) -> dict:
     """One pass over the configured folders, then the reports published as the daemon publishes
-    them (old ones pruned to reports.keep); JSON always, since `report show` and `resolve`
-    read it."""
+    them (reports.publish: JSON and the configured formats, old ones pruned to reports.keep)."""
     with open_context(config) as context:
         files = configured_files(config)
         summary = ingest(context, files, progress)
-        document = duplicates_document(context, config.duplicates_threshold, keep_formats=config.keep_formats)
-    publish(document, config.reports, tuple(dict.fromkeys(("json", *config.report_formats))), config.reports_keep)
+        document = duplicates_document(context, config.duplicates_threshold, rules=config.keep_rules)
+    publish(document, config)
     groups = document["groups"]
     return {"scanned": len(files), **{k: summary[k] for k in ("added", "updated", "unchanged", "failed")},
             "groups": len(groups), "images_in_groups": sum(len(g["images"]) for g in groups),

@@ -33,6 +33,7 @@ from pathlib import Path
 from .config import WatchedFolder
 from .errors import ManifestError, NotFoundError, Refused, ReportError, display_path
 from .imaging.decode import content_hasher
+from .keeper import under
 from .watch.folders import Folders
 
 PLAN_VERSION = 1
@@ -100,10 +101,6 @@ class Applied:
 
 # --- the plan ------------------------------------------------------------------------------
 
-def _under(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
 def make_plan(document: dict, action: str, source: Path, watched: tuple[WatchedFolder, ...] | None = None,
               reference: tuple[Path, ...] = ()) -> Plan:
     """The plan for a report `document` (read from `source`): `watched` None means no config was
@@ -147,7 +144,7 @@ def _why_acted_on(image: Recorded, keeper: Recorded | None, keeper_problem: str 
     if image.path in every_keeper:
         raise Refused(image.path, "the keeper")
     for folder in reference:
-        if _under(image.path, str(folder)):
+        if under(image.path, folder):
             raise Refused(image.path, f"in the reference folder {display_path(str(folder))}")
     if watched is not None and Folders(watched).folder_of(image.path) is None:
         raise Refused(image.path, "outside the watched folders")
@@ -493,7 +490,7 @@ def _holds(path: str, entry: dict) -> os.stat_result | None:
 
 def _remove_empty_folders(directory: str, top: str) -> None:
     """The folders a quarantine made for a file, once empty again, up to (not including) `top`."""
-    while _under(directory, top) and directory != top:
+    while under(directory, top) and directory != top:
         try:
             os.rmdir(directory)
         except OSError:

@@ -387,12 +387,12 @@ class Service:
                     raise Cancelled()
 
         try:
-            document = report_document(self.context, config.duplicates_threshold, config.keep_formats,
+            document = report_document(self.context, config.duplicates_threshold, config.keep_rules,
                                        apply, progress, stats)
         finally:
             self.metrics.pairs_verified.inc(stats.verified)
         try:
-            written = publish(document, config.reports, config.report_formats, config.reports_keep)
+            written = publish(document, config)
         except (OSError, LookalikeError) as exc:
             log.error("%s: cannot write the duplicate report: %s", config.reports,
                       getattr(exc, "strerror", None) or exc)
@@ -407,8 +407,7 @@ class Service:
         self.metrics.duplicate_images.set(images)
         log.info("duplicates: %s, %s in groups; %s matched, %s verified in %.1f s; report %s",
                  counted(len(document["groups"]), "group"), counted(images, "image"),
-                 counted(stats.matched, "image"), counted(stats.verified, "pair"), seconds,
-                 written[0] if written else "(no formats)")
+                 counted(stats.matched, "image"), counted(stats.verified, "pair"), seconds, written[0])
 
     # --- reload --------------------------------------------------------------------------
 

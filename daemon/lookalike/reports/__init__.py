@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..duplicates import Group
 from ..errors import NotFoundError, ReportError
-from .html import to_html
+from .html import Resolution, to_html
 
 REPORT_VERSION = 1
 
@@ -29,6 +29,7 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
         "groups": [{
             "id": number,
             "reclaimable_bytes": group.reclaimable_bytes,
+            "keeper_reason": group.keeper_reason,
             "images": [{
                 "path": m.image.path,
                 "similarity": round(m.similarity, 1),
@@ -45,7 +46,7 @@ def to_document(groups: list[Group], threshold: float, context: str) -> dict:
     }
 
 
-CSV_COLUMNS = ("group", "path", "similarity", "keeper", "width", "height", "size", "mtime", "kinds")
+CSV_COLUMNS = ("group", "path", "similarity", "keeper", "width", "height", "size", "mtime", "kinds", "keeper_reason")
 
 
 def _escaped(path: str) -> str:
@@ -62,17 +63,19 @@ def to_csv(document: dict) -> str:
         for image in group["images"]:
             writer.writerow([group["id"], _escaped(image["path"]), image["similarity"],
                              "yes" if image["keeper"] else "no", image["width"], image["height"], image["size"],
-                             f"{image['mtime']:.3f}", " ".join(image.get("kinds", []))])
+                             f"{image['mtime']:.3f}", " ".join(image.get("kinds", [])),
+                             group.get("keeper_reason", "") if image["keeper"] else ""])
     return out.getvalue()
 
 
-def render(document: dict, fmt: str) -> str:
+def render(document: dict, fmt: str, resolution: Resolution | None = None) -> str:
+    """The report in `fmt`; the HTML page shows `resolution` (what `resolve` would do) if given."""
     if fmt == "json":
         return json.dumps(document, indent=1) + "\n"
     if fmt == "csv":
         return to_csv(document)
     if fmt == "html":
-        return to_html(document)
+        return to_html(document, resolution=resolution)
     raise ValueError(f"unknown report format {fmt!r}")
 
 

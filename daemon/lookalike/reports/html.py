@@ -14,6 +14,9 @@ hostile file costs that file's thumbnail, never the process writing the page. A 
 gone, no longer decodes, crashed its decoder or ran out of time gets a placeholder saying why;
 one that changed since the report is flagged. Only the first groups get thumbnails and only a
 bounded number are listed at all, so a report of a large library still opens; the page says so.
+
+Given a `Resolution` (reports.publish makes one from resolve's own plan), the page also says
+what `resolve` would do with each file, and the command that does it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import cv2
 
 from ..errors import ImageError, display_path
 from ..imaging.decode import DecodeLimits, colour_thumbnail, read_file
+from ..resolve import Plan
 from ..settings import ExtractionSettings
 from ..workers import Workers
 from .text import generated_seconds, human_size, iso_time, local_time, plural, threshold_text, totals
@@ -71,6 +75,25 @@ def make_thumbnail(image: dict, limits: DecodeLimits, longest: int = THUMBNAIL_P
                or abs(loaded.identity.mtime_ns / 1e9 - float(image.get("mtime", 0))) > 0.001)
     uri = "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
     return Thumbnail(uri, pixels.shape[1], pixels.shape[0], changed=changed)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What `resolve` would do with the report (the plan of its default action), and the
+    command that carries it out."""
+
+    steps: dict[str, tuple[str | None, str]]     # path -> (the action, or None when left alone; why)
+    command: str
+
+    @classmethod
+    def of(cls, plan: Plan, command: str) -> "Resolution":
+        steps: dict[str, tuple[str | None, str]] = {skip.path: (None, skip.reason) for skip in plan.skipped}
+        steps.update((action.file.path, (action.action, action.reason)) for action in plan.actions)
+        return cls(steps, command)
+
+    @property
+    def acted_on(self) -> int:
+        return sum(action is not None for action, _ in self.steps.values())
 
 
 @dataclass(frozen=True)
@@ -116,8 +139,9 @@ def make_thumbnails(entries: list[dict], limits: DecodeLimits, workers: int | No
 
 def to_html(document: dict, limits: DecodeLimits | None = None, thumbnail_groups: int = THUMBNAIL_GROUPS,
             listed_groups: int = LISTED_GROUPS, workers: int | None = None, now: float | None = None,
-            thumbnail_timeout: float = THUMBNAIL_SECONDS) -> str:
-    """The page for a report document (reports.to_document's shape, version 1)."""
+            thumbnail_timeout: float = THUMBNAIL_SECONDS, resolution: Resolution | None = None) -> str:
+    """The page for a report document (reports.to_document's shape, version 1), with what
+    `resolve` would do if `resolution` is given."""
     limits = limits or ExtractionSettings().limits
     groups = document["groups"]
     with_pictures = groups[:thumbnail_groups]
@@ -125,12 +149,12 @@ def to_html(document: dict, limits: DecodeLimits | None = None, thumbnail_groups
     entries = [image for group in with_pictures for image in group["images"]]
     pictures = iter(make_thumbnails(entries, limits, workers, thumbnail_timeout))
 
-    parts = [_head(document), _summary(document, len(with_pictures), len(as_text), now)]
+    parts = [_head(document), _summary(document, len(with_pictures), len(as_text), now, resolution)]
     parts.append("<main>")
     for group in with_pictures:
-        parts.append(_group(group, [next(pictures) for _ in group["images"]]))
+        parts.append(_group(group, [next(pictures) for _ in group["images"]], resolution))
     for group in as_text:
-        parts.append(_text_group(group))
+        parts.append(_text_group(group, resolution))
     parts.append("</main>")
     hidden = len(groups) - len(with_pictures) - len(as_text)
     if hidden:
@@ -162,7 +186,7 @@ def _head(document: dict) -> str:
 <body>"""
 
 
-def _summary(document: dict, pictured: int, texted: int, now: float | None) -> str:
+def _summary(document: dict, pictured: int, texted: int, now: float | None, resolution: Resolution | None) -> str:
     counts = totals(document)
     facts = [("Groups", f"{counts['groups']:,}"), ("Images in groups", f"{counts['images']:,}"),
              ("Reclaimable", human_size(counts["reclaimable"])), ("Threshold", threshold_text(document))]
@@ -190,22 +214,51 @@ Thumbnails made <time datetime="{_e(iso_time(rendered))}">{_e(local_time(rendere
 were then; times are local. Similarity is to the suggested keeper, from 0 to 100; groups are sorted by the bytes
 their copies take.</p>
 {notes}
+{_command(resolution)}
 </header>"""
 
 
-def _group(group: dict, thumbnails: list[Thumbnail]) -> str:
-    cards = "\n".join(_card(image, thumb) for image, thumb in zip(group["images"], thumbnails))
+def _command(resolution: Resolution | None) -> str:
+    if resolution is None:
+        return ""
+    moved = resolution.acted_on
+    return f"""<section class="resolve">
+<h2>From this report to a clean folder</h2>
+<p>{moved:,} {"copy" if moved == 1 else "copies"} would be moved to a quarantine folder (each marked below), every other file
+left where it is. Nothing is changed until you run:</p>
+<pre><code>{_e(resolution.command)}</code></pre>
+<p>with <code>QUARANTINE_DIR</code> a folder outside the watched folders. Without <code>--apply</code> it only
+prints the plan; <code>lookalike undo QUARANTINE_DIR/lookalike-manifest-*.jsonl</code> puts the files back.</p>
+</section>"""
+
+
+def _planned(image: dict, resolution: Resolution | None) -> tuple[str, str]:
+    """(the data-action value, the words) for what `resolve` would do with the file."""
+    if resolution is None:
+        return "", ""
+    action, reason = resolution.steps.get(image["path"], (None, "not in the plan"))
+    return action or "none", f"{action}: {reason}" if action else f"left alone: {reason}"
+
+
+def _heading(group: dict) -> str:
     count = len(group["images"])
+    reason = (f' · <span class="reason">kept: {_e(group["keeper_reason"])}</span>'
+              if group.get("keeper_reason") else "")
+    return f"""<h2><a href="#group-{_e(group['id'])}">Group {_e(group['id'])}</a>
+<span>{count} {plural(count, "image")} · {_e(human_size(group['reclaimable_bytes']))} reclaimable{reason}</span></h2>"""
+
+
+def _group(group: dict, thumbnails: list[Thumbnail], resolution: Resolution | None) -> str:
+    cards = "\n".join(_card(image, thumb, resolution) for image, thumb in zip(group["images"], thumbnails))
     return f"""<section class="group" id="group-{_e(group['id'])}">
-<h2><a href="#group-{_e(group['id'])}">Group {_e(group['id'])}</a>
-<span>{count} {plural(count, "image")} · {_e(human_size(group['reclaimable_bytes']))} reclaimable</span></h2>
+{_heading(group)}
 <div class="images">
 {cards}
 </div>
 </section>"""
 
 
-def _card(image: dict, thumb: Thumbnail) -> str:
+def _card(image: dict, thumb: Thumbnail, resolution: Resolution | None) -> str:
     keeper = bool(image.get("keeper"))
     name = PurePosixPath(display_path(image["path"])).name
     if thumb.uri:
@@ -222,6 +275,8 @@ def _card(image: dict, thumb: Thumbnail) -> str:
     if thumb.changed:
         notes.append("changed since the report")
     notes_html = "".join(f'<li class="{"warn" if n.startswith("changed") else ""}">{_e(n)}</li>' for n in notes)
+    action, planned = _planned(image, resolution)
+    plan_html = f'<p class="plan" data-action="{_e(action)}">resolve: {_e(planned)}</p>' if planned else ""
     return f"""<figure class="image{' keeper' if keeper else ''}" data-keeper="{'true' if keeper else 'false'}">
 <div class="thumb">{picture}</div>
 <figcaption>
@@ -230,25 +285,27 @@ def _card(image: dict, thumb: Thumbnail) -> str:
 <dt>Size</dt><dd title="{_e(image['size'])} bytes">{_e(human_size(image['size']))}</dd>
 <dt>Modified</dt><dd>{_mtime(image)}</dd></dl>
 {f'<ul class="notes">{notes_html}</ul>' if notes_html else ''}
+{plan_html}
 <p class="path" title="{_e(image['path'])}">{_e(_directory(image['path'])).replace("/", "/<wbr>")}<b>{_e(name)}</b></p>
 </figcaption>
 </figure>"""
 
 
-def _text_group(group: dict) -> str:
+def _text_group(group: dict, resolution: Resolution | None) -> str:
     rows = []
     for image in group["images"]:
         keeper = bool(image.get("keeper"))
         similarity = "✓ Keep" if keeper else f"{float(image['similarity']):.1f}"
+        action, planned = _planned(image, resolution)
+        plan_cell = f'<td class="plan" data-action="{_e(action)}">{_e(planned)}</td>' if resolution else ""
         rows.append(f'<tr class="{"keeper" if keeper else "copy"}" data-keeper="{"true" if keeper else "false"}">'
                     f"<td>{_e(similarity)}</td><td>{_e(image['width'])} × {_e(image['height'])}</td>"
-                    f"<td>{_e(human_size(image['size']))}</td><td>{_mtime(image)}</td>"
+                    f"<td>{_e(human_size(image['size']))}</td><td>{_mtime(image)}</td>{plan_cell}"
                     f'<td class="path">{_e(image["path"])}</td></tr>')
-    count = len(group["images"])
+    plan_heading = "<th>resolve</th>" if resolution else ""
     return f"""<section class="group compact" id="group-{_e(group['id'])}">
-<h2><a href="#group-{_e(group['id'])}">Group {_e(group['id'])}</a>
-<span>{count} {plural(count, "image")} · {_e(human_size(group['reclaimable_bytes']))} reclaimable</span></h2>
-<table><thead><tr><th>Similarity</th><th>Resolution</th><th>Size</th><th>Modified</th><th>Path</th></tr></thead>
+{_heading(group)}
+<table><thead><tr><th>Similarity</th><th>Resolution</th><th>Size</th><th>Modified</th>{plan_heading}<th>Path</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>
@@ -352,4 +409,11 @@ th { color: var(--muted); font-weight: 600; border-top: none; }
 td.path { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; overflow-wrap: anywhere; }
 tr.keeper td:first-child { color: var(--keep); font-weight: 700; }
 .end { max-width: 1400px; margin: 18px auto 0; }
+.resolve { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 4px 14px; margin: 12px 0 0; }
+.resolve h2 { font-size: 15px; margin: 8px 0 4px; }
+.resolve pre { margin: 6px 0; padding: 8px 10px; background: var(--thumb); border-radius: 6px; white-space: pre-wrap;
+  overflow-wrap: anywhere; }
+.plan { margin: 0; font-size: 12.5px; color: var(--muted); }
+.plan[data-action="quarantine"] { color: var(--warn); font-weight: 600; }
+.reason { color: var(--keep); }
 """

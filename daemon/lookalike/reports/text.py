@@ -90,8 +90,9 @@ def summary(document: dict, source: str, top: int = 10, arrow: str = "→") -> s
     number_width = len(str(shown[-1]["id"])) + 2
     for group in shown:
         keeper, *copies = group["images"]
+        why = f"; kept: {group['keeper_reason']}" if group.get("keeper_reason") else ""
         lines.append(f"{str(group['id']) + '.':<{number_width}}{display_path(keeper['path'])}  "
-                     f"({_image_facts(keeper)}; {human_size(group['reclaimable_bytes'])} reclaimable)")
+                     f"({_image_facts(keeper)}{why}; {human_size(group['reclaimable_bytes'])} reclaimable)")
         for image in copies:
             why = f"; {', '.join(image['kinds'])}" if image.get("kinds") else ""
             lines.append(f"{'':<{number_width}}{arrow} {image['similarity']:5.1f}  {display_path(image['path'])}  "
