@@ -60,6 +60,7 @@ from .watch.folders import Folders
 from .watch.observe import Dirty, Moved, Rescan, Watcher
 from .watch.roots import Roots
 from .watch.settle import Settler
+from .watchlist import Watchlist
 from .workers import ExtractWorkers, Job
 
 log = logging.getLogger("lookalike")
@@ -145,6 +146,9 @@ class Service:
         self.writer.start()
         running.callback(self._stop_writer)
         running.callback(self._join_passes)               # the duplicates pass writes through the writer
+        self.watchlist = Watchlist(self.context, self.writer, self.metrics, lambda: self.config)
+        self.watchlist.start()
+        running.callback(self.watchlist.stop, 2.0)        # a check takes milliseconds; it writes through the writer
         self.workers = ExtractWorkers(config.workers, config.extraction)
         running.callback(self._stop_workers)
         for folder in config.watch:
