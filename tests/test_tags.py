@@ -10,12 +10,17 @@ from __future__ import annotations
 import json
 import re
 
+import lmdb
 import numpy as np
 
 import images
 from harness import content_hash, folder, lookalike, lookalike_json
 from lookalike.errors import ExitCode
-from lookalike.store import SearchContext
+from lookalike.extract import extract_file
+from lookalike.settings import ExtractionSettings
+from lookalike.store import SearchContext, inspection
+from lookalike.store.changes import PutTag
+from lookalike.store.tags import Reference
 from lookalike.watchlist import TagLabels
 
 
@@ -94,6 +99,26 @@ def test_bad_tag_names_missing_tags_and_bad_references_are_refused_by_name(tmp_p
     assert lookalike_json("--context", context, "tag", "list") == {"tags": []}     # nothing half-stored
     negative = lookalike("--context", context, "alerts", "--since", "-1")
     assert negative.returncode == ExitCode.USAGE and "cursor -1" in negative.stderr
+
+
+def test_the_references_index_written_by_an_older_layout_is_written_again_on_open(tmp_path):
+    astronaut, chelsea = references_folder(tmp_path)
+    settings = ExtractionSettings()
+    first, second = (extract_file(str(path), settings) for path in (astronaut, chelsea))
+    directory = tmp_path / "context"
+    with SearchContext.create(directory) as context:
+        context.commit([PutTag("space", (Reference.of_file(first),)), PutTag("cats", (Reference.of_file(second),))])
+    before = {name: len(entries) for name, entries in inspection.database_entries(directory).items()}
+    env = lmdb.open(str(directory), max_dbs=32, subdir=True)
+    with env.begin(write=True) as txn:        # an index of the older layout: none of today's keys
+        txn.drop(env.open_db(b"tag_lsh", txn=txn, dupsort=True, dupfixed=True), delete=False)
+        txn.put(b"index", b"1", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with SearchContext.open(directory) as context:
+        # No content hash and no fingerprint to go by: only the descriptor index can find it.
+        found = context.reference_candidates(bytes(16), ~first.fingerprint & (2**64 - 1), first.local)
+        assert [context.reference(number).name for number in found] == ["astronaut.jpg"]
+    assert {name: len(entries) for name, entries in inspection.database_entries(directory).items()} == before
 
 
 def test_the_tag_label_of_the_match_counter_is_capped():
