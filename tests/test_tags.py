@@ -12,15 +12,17 @@ import re
 
 import lmdb
 import numpy as np
+import pytest
 
 import images
 from harness import content_hash, folder, lookalike, lookalike_json
-from lookalike.errors import ExitCode
+from lookalike.errors import ExitCode, StoreError
 from lookalike.extract import extract_file
 from lookalike.settings import ExtractionSettings
 from lookalike.store import SearchContext, inspection
-from lookalike.store.changes import PutTag
+from lookalike.store.changes import DeleteTag, PutTag
 from lookalike.store.tags import Reference
+from lookalike.store.writer import Writer
 from lookalike.watchlist import TagLabels
 
 
@@ -119,6 +121,26 @@ def test_the_references_index_written_by_an_older_layout_is_written_again_on_ope
         found = context.reference_candidates(bytes(16), ~first.fingerprint & (2**64 - 1), first.local)
         assert [context.reference(number).name for number in found] == ["astronaut.jpg"]
     assert {name: len(entries) for name, entries in inspection.database_entries(directory).items()} == before
+
+
+def test_a_change_through_the_writer_returns_its_result_and_a_stopped_writer_says_so(tmp_path):
+    """Writer.apply: how a daemon's thread (the HTTP API's) changes tags, the writer being the
+    context's one writer while the daemon runs."""
+    astronaut, _ = references_folder(tmp_path)
+    reference = Reference.of_file(extract_file(str(astronaut), ExtractionSettings()))
+    with SearchContext.create(tmp_path / "context") as context:
+        writer = Writer(context)
+        writer.start()
+        try:
+            put = writer.apply(PutTag("space", (reference,)), timeout=30)
+            assert [r["name"] for r in put["references"]] == ["astronaut.jpg"]
+            assert writer.apply(DeleteTag("space"), timeout=30) is True
+            assert writer.apply(DeleteTag("space"), timeout=30) is False
+        finally:
+            assert writer.stop(10)
+        with pytest.raises(StoreError, match="not written within 0 s"):
+            writer.apply(PutTag("space", (reference,)), timeout=0.2)
+        assert context.tags() == []
 
 
 def test_the_tag_label_of_the_match_counter_is_capped():

@@ -61,10 +61,10 @@ class Writer(threading.Thread):
     def submit(self, change: Change) -> None:
         self._queue.put(change)
 
-    def apply(self, change: Change, timeout: float) -> object:
+    def apply(self, change: Change, timeout: float | None) -> object:
         """Submit `change` and wait for its commit: its result (SearchContext.commit). StoreError
-        when it is not committed within `timeout` (it stays queued and may land later) or when
-        the writer stopped without writing it."""
+        when it is not committed within `timeout` seconds (None: no limit), in which case it stays
+        queued and may land later, or when the writer stopped without writing it."""
         awaited = _Awaited(change, Future())
         self._queue.put(awaited)
         try:
