@@ -42,23 +42,26 @@ RETRY_SECONDS = 5.0           # after an unexpected error, before the queue is r
 
 
 def check(context: SearchContext, num: int, threshold: float) -> tuple[dict, ...]:
-    """The alerts for the stored image `num` (without cursors): for each tag, the reference that
-    matches it best, if one matches at or above `threshold`; none when the image is gone since."""
+    """The alerts for the stored image `num` (without cursors): for each tag, the first of its
+    references to match it at or above `threshold`, in the order the references' index ranks
+    them (exact copies, then near ones by fingerprint distance, then by descriptor votes). One
+    match makes the alert, and a comparison costs milliseconds: the tag's other references are
+    not compared. Nothing when the image is gone since."""
     try:
         image, candidate = context.candidate(num)
     except NotFoundError:
         return ()                   # removed since it was stored: nothing to watch
-    best: dict[str, tuple] = {}
+    matched: dict[str, tuple] = {}
     for number in context.reference_candidates(image.content_hash, image.fingerprint, candidate.local):
         reference = context.reference(number)
-        if reference is None:
-            continue                # its tag was replaced or deleted since the look-up
+        if reference is None or reference.tag in matched:
+            continue                # replaced or deleted since the look-up; its tag has its alert
         match = compare(reference.candidate, candidate, context.settings.detector)
-        if match.similarity >= threshold and match.similarity > best.get(reference.tag, (None, -1.0))[1]:
-            best[reference.tag] = (reference, match.similarity, match)
+        if match.similarity >= threshold:
+            matched[reference.tag] = (reference, match)
     return tuple({"at": time.time(), "path": image.path, "tag": tag, "reference": reference.name,
-                  "similarity": round(similarity, 1), "kinds": list(match.kinds)}
-                 for tag, (reference, similarity, match) in sorted(best.items()))
+                  "similarity": round(match.similarity, 1), "kinds": list(match.kinds)}
+                 for tag, (reference, match) in sorted(matched.items()))
 
 
 class TagLabels:
