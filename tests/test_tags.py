@@ -16,7 +16,7 @@ import pytest
 
 import images
 from harness import content_hash, folder, lookalike, lookalike_json
-from lookalike.errors import ExitCode, StoreError
+from lookalike.errors import ExitCode, StoreError, TagError
 from lookalike.extract import extract_file
 from lookalike.settings import ExtractionSettings
 from lookalike.store import SearchContext, inspection
@@ -140,6 +140,8 @@ def test_a_change_through_the_writer_returns_its_result_and_a_stopped_writer_say
             assert writer.stop(10)
         with pytest.raises(StoreError, match="not written within 0 s"):
             writer.apply(PutTag("space", (reference,)), timeout=0.2)
+        with pytest.raises(TagError, match="1001 reference images; a tag holds at most 1000"):
+            PutTag("space", (reference,) * 1001)
         assert context.tags() == []
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..errors import TagError
 from ..extract import ImageFeatures
 from ..types import FileIdentity
-from .tags import Reference, check_name
+from .tags import MAX_REFERENCES, Reference, check_name
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,8 @@ class PutTag:
         check_name(self.name)
         if not self.references:
             raise TagError(self.name, "needs at least one reference image")
+        if len(self.references) > MAX_REFERENCES:
+            raise TagError(self.name, f"{len(self.references)} reference images; a tag holds at most {MAX_REFERENCES}")
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ DUPSORT = ("tag_hashes", "tag_chunks", "tag_lsh")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', beginning with a letter or digit"
 MAX_GIVEN_NAME = 255            # a reference's name is a file name: what a file system allows
+# A tag is stored in one write transaction, whose dirtied pages the writer keeps for good
+# (store/writer.py); the watchlist check was measured with this many references in all.
+MAX_REFERENCES = 1000
 CURSOR = struct.Struct(">Q")
 
 
