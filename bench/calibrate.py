@@ -3,6 +3,10 @@
     python bench/dataset.py                      # once: builds bench/.data/calibration
     python bench/calibrate.py [--workers 2]      # prints the model and the per-kind table
 
+The features of the dataset's files are kept next to it (bench/.data/calibration.features.pkl),
+tied to the extraction version, the settings and each file's size and time, so a second fit
+extracts nothing.
+
 Pairs measured: every original against each of its transformed copies (positives, by kind);
 each cluster's keeper (the file with the most pixels, as star groups choose) against every other
 file of it, and 1500 seeded pairs of two copies of one picture (positives); every pair inside a
@@ -10,9 +14,12 @@ same-scene group and every two framed files of one frame (hard negatives: simila
 a frame, never duplicates); and 3000 seeded random pairs of different pictures. The evidence of
 each pair (match.Evidence) is fitted with a class-weighted logistic regression: hard negatives
 weigh 20 times a random pair because they are the confusion users meet most, keeper pairs 3
-times, because they decide whether a copy is in its group. A measure that comes out with the
-wrong sign is dropped and the rest fitted again. The output is pasted into match.py (MODEL_*)
-and recorded in CALIBRATION.md. The held-out set (bench/dataset.py --held-out) is never fitted.
+times, because they decide whether a copy is in its group. No hard negative may come near the
+duplicate threshold: each one scoring HARD_NEGATIVE_CEILING or more has its weight doubled and
+the model is fitted again, until none does; one of them is the corner of the evidence where
+every measure is at its best but no inlier is on the content (OFF_CONTENT). A measure that comes
+out with the wrong sign is dropped and the rest fitted again. The output is pasted into
+match.py (MODEL_*) and recorded in CALIBRATION.md. The held-out set (bench/dataset.py --held-out) is never fitted.
 
 Also measured, not fitted: every two captioned copies of different pictures ("caption" pairs:
 the captions share a font, not a picture). They check match.MIN_INLIER_SPREAD: every pair is
@@ -26,6 +33,7 @@ import argparse
 import itertools
 import json
 import math
+import pickle
 import random
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -34,15 +42,27 @@ import numpy as np
 
 from lookalike import match
 from lookalike.extract import extract_file
+from lookalike.imaging.features import EXTRACTION_VERSION
 from lookalike.match import Candidate
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 
 SCENE_WEIGHT = 20.0      # also the weight of a frame pair
 # The measures the model may use, and the sign each must have: more of it, more alike.
-EXPECTED_SIGNS = {"repeatability": 1, "residual": -1, "photo_low": 1, "content_inliers": 1, "photo_median": 1}
+EXPECTED_SIGNS = {"repeatability": 1, "residual": -1, "photo_low": 1, "content_inliers": 1, "photo_median": 1,
+                  "inlier_span": 1, "affinity": 1}
 COPY_PAIRS = 1500
 KEEPER_WEIGHT = 3.0      # a keeper pair decides whether a copy is in its group at all
 L2 = 0.01
+# A same-scene or framed pair must stay this far below the duplicate threshold (50), not just
+# under it: the margin is what keeps another set's scenes out.
+HARD_NEGATIVE_CEILING = 40.0
+# Two different pictures in one pixel-identical frame agree perfectly everywhere but on the
+# pictures: this corner of the evidence (every measure at its best but none of the inliers on
+# the content) is fitted as one more hard negative, so that no mix of the other measures can
+# outweigh inliers that are all off the content (a frame the fit set does not hold).
+OFF_CONTENT = {"repeatability": 1.0, "residual": 0.0, "photo_low": 1.0, "content_inliers": 0.0, "photo_median": 1.0,
+               "inlier_span": 1.0, "affinity": 1.0}
+MAX_REWEIGHTS = 30
 
 
 def _extract(args: tuple[Path, str, ExtractionSettings]) -> tuple[str, Candidate]:
@@ -50,6 +70,21 @@ def _extract(args: tuple[Path, str, ExtractionSettings]) -> tuple[str, Candidate
     features = extract_file(str(root / relative), settings)
     return relative, Candidate(features.local, features.thumbnail, features.content_hash,
                                features.width, features.height)
+
+
+def _candidates(data: Path, files: list[str], settings: ExtractionSettings, workers: int) -> dict[str, Candidate]:
+    """Each file's features, extracted in `workers` processes, or read back from the cache beside
+    `data` when the extraction, the settings and the files are what they were."""
+    cache = data.with_name(data.name + ".features.pkl")
+    key = (EXTRACTION_VERSION, settings, [(f, (data / f).stat().st_size, (data / f).stat().st_mtime_ns) for f in files])
+    if cache.exists():
+        cached_key, candidates = pickle.loads(cache.read_bytes())
+        if cached_key == key:
+            return candidates
+    with ProcessPoolExecutor(workers) as pool:
+        candidates = dict(pool.map(_extract, [(data, f, settings) for f in files], chunksize=8))
+    cache.write_bytes(pickle.dumps((key, candidates)))
+    return candidates
 
 
 def pairs_of(truth: dict, files: list[str], pixels: dict[str, int], seed: int = 1) -> list[tuple[str, str, str, str]]:
@@ -105,6 +140,24 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[np.n
     return theta[:-1], float(theta[-1])
 
 
+def fit_below_ceiling(x: np.ndarray, y: np.ndarray, weight: np.ndarray,
+                      hard_negative: np.ndarray) -> tuple[np.ndarray, float, list[tuple[int, float]]]:
+    """fit_logistic, with the weight of every hard negative that scores HARD_NEGATIVE_CEILING or
+    more doubled and the model fitted again until none does; also (index, final weight) of the
+    hard negatives reweighted."""
+    original, weight = weight, weight.copy()
+    ceiling = math.log(HARD_NEGATIVE_CEILING / (100 - HARD_NEGATIVE_CEILING))
+    for _ in range(MAX_REWEIGHTS):
+        weights, bias = fit_logistic(x, y, weight)
+        over = hard_negative & (x @ weights + bias >= ceiling)
+        if not over.any():
+            break
+        weight[over] *= 2
+    else:
+        raise SystemExit(f"hard negatives still at {HARD_NEGATIVE_CEILING} or more after {MAX_REWEIGHTS} reweightings")
+    return weights, bias, [(int(i), float(weight[i])) for i in np.flatnonzero(weight != original)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("bench/.data/calibration"))
@@ -115,15 +168,13 @@ def main() -> None:
     truth = json.loads((args.data / "truth.json").read_text())
     files = sorted(str(p.relative_to(args.data)) for p in args.data.rglob("*")
                    if p.is_file() and p.name != "truth.json")
-    settings = ExtractionSettings()
-    with ProcessPoolExecutor(args.workers) as pool:
-        candidates = dict(pool.map(_extract, [(args.data, f, settings) for f in files], chunksize=8))
+    candidates = _candidates(args.data, files, ExtractionSettings(), args.workers)
 
     pairs = pairs_of(truth, files, {f: c.width * c.height for f, c in candidates.items()})
     captioned = [f for f in files if f.startswith("copies/text_overlay/")]
     captions = [(a, b, "caption", "caption") for a, b in itertools.combinations(captioned, 2)]
     gate, match.MIN_INLIER_SPREAD = match.MIN_INLIER_SPREAD, 0.0
-    evidence = [match.compare(candidates[a], candidates[b], settings.detector).evidence
+    evidence = [match.compare(candidates[a], candidates[b], ExtractionSettings.detector).evidence
                 for a, b, _, _ in pairs + captions]
     match.MIN_INLIER_SPREAD = gate
     evidence, caption_evidence = evidence[:len(pairs)], evidence[len(pairs):]
@@ -133,12 +184,15 @@ def main() -> None:
     y = np.array([1.0 if p[2] == "dup" else 0.0 for p, _ in fitting])
     weight = np.array([SCENE_WEIGHT if p[2] in ("scene", "frame") else KEEPER_WEIGHT if p[3] == "keeper_pair" else 1.0
                        for p, _ in fitting])
+    hard_negative = np.array([p[2] in ("scene", "frame") for p, _ in fitting] + [True])
+    y, weight = np.r_[y, 0.0], np.r_[weight, SCENE_WEIGHT]
     # A measure that comes out with the wrong sign is collinear with the others and fitted to
     # the quirks of this set (it would reward, say, pixels that disagree): it is dropped and
     # the rest fitted again.
     names = tuple(EXPECTED_SIGNS)
     while True:
-        weights, bias = fit_logistic(np.array([e.features(names) for _, e in fitting]), y, weight)
+        evidence_rows = [e.features(names) for _, e in fitting] + [tuple(OFF_CONTENT[name] for name in names)]
+        weights, bias, reweighted = fit_below_ceiling(np.array(evidence_rows), y, weight, hard_negative)
         wrong = [name for name, w in zip(names, weights) if np.sign(w) != EXPECTED_SIGNS[name]]
         if not wrong:
             break
@@ -161,7 +215,10 @@ def main() -> None:
     threshold = DEFAULT_DUPLICATE_THRESHOLD
     report = {
         "model": {"features": list(names), "weights": [round(w, 3) for w in weights],
-                  "bias": round(bias, 3), "dropped_for_wrong_sign": dropped},
+                  "bias": round(bias, 3), "dropped_for_wrong_sign": dropped,
+                  "hard_negative_ceiling": HARD_NEGATIVE_CEILING,
+                  "hard_negatives_reweighted": [(*fitting[i][0][:2], w) if i < len(fitting) else ("off_content", w)
+                                                for i, w in reweighted]},
         "threshold": threshold,
         "pairs": {k: {"n": len(v), "min": round(min(v), 1), "p5": round(float(np.percentile(v, 5)), 1),
                       "median": round(float(np.median(v)), 1), "max": round(max(v), 1),

@@ -11,12 +11,14 @@ predicted duplicate when they share a group, and truly duplicate when they belon
 the picture it shows are left out of the scores; the ISO pairs are reported on their own. Also
 checked: hard negatives (two framed files of one frame: different pictures) grouped, groups
 holding two clusters, members below the threshold against their keeper, and `compare` both ways
-round on a seeded sample of pairs. Writes bench/results/evaluation.json and prints the table.
+round on a seeded sample of pairs. Writes bench/results/evaluation.json and prints the table;
+the digest of every grouped pair tells whether two runs (two revisions) grouped the same pairs.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -137,6 +139,9 @@ def main() -> None:
         "iso_pairs_grouped": sorted(tuple(sorted(p)) for g in truth["same_scene"] if g["id"].endswith("_iso")
                                     for p in itertools.combinations(g["files"], 2) if tuple(sorted(p)) in predicted),
         "false_pairs": sorted(scored - actual)[:20],
+        "grouped_pairs": len(predicted),
+        "grouped_pairs_sha256": hashlib.sha256(
+            "\n".join(" ".join(pair) for pair in sorted(predicted)).encode()).hexdigest(),
         "seconds": {"ingest": round(ingest, 1), "duplicates": round(detect, 1)},
         "context_bytes": size,
     }

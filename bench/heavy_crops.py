@@ -4,7 +4,9 @@
 
 A context holds the originals of the dataset (bench/dataset.py); each copy of --kind (by
 default the centre crops keeping 36 % of the area at JPEG quality 60) is the query. Counts the
-queries whose first result is their original, and lists the others with what was found.
+queries whose first result is their original, and lists the others with what was found and,
+for the descriptor index, how many of the query's descriptors share an uncrowded bucket with
+the original and at most with any other image (a candidate needs index.MIN_SHARED_DESCRIPTORS).
 Writes bench/results/heavy_crops.json.
 """
 
@@ -19,9 +21,10 @@ from functools import partial
 from pathlib import Path
 
 from lookalike.extract import extract_file
+from lookalike.imaging.features import mirrored
 from lookalike.search import similar
 from lookalike.settings import ExtractionSettings
-from lookalike.store import SearchContext
+from lookalike.store import SearchContext, index, inspection
 from runinfo import machine, revision
 
 SIMILAR_THRESHOLD = 20.0       # the CLI's default
@@ -52,16 +55,33 @@ def main() -> None:
             if hits and hits[0].image.path == expected:
                 first += 1
             else:
+                shared = _shared_descriptors(context, features.local)
+                original = context.image(expected).num
                 missed.append({"query": str(Path(query).relative_to(data)),
                                "found": [(str(Path(h.image.path).relative_to(data)), round(h.match.similarity, 1))
-                                         for h in hits[:3]]})
+                                         for h in hits[:3]],
+                               "descriptors_shared_with_original": shared.pop(original, 0),
+                               "most_shared_by_another_image": max(shared.values(), default=0)})
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "lookalike": revision(),
               "data": str(args.data), "kind": args.kind, "queries": len(queries), "original_first": first,
+              "min_shared_descriptors": index.MIN_SHARED_DESCRIPTORS,
               "share": round(first / max(len(queries), 1), 3),
               "similar_ms_median": round(1000 * sorted(seconds)[len(seconds) // 2], 1), "missed": missed}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
+
+
+def _shared_descriptors(context: SearchContext, local) -> dict[int, int]:
+    """image number -> the query's descriptors sharing an uncrowded bucket with it, in the better
+    of the two orientations a look-up tries."""
+    best: dict[int, int] = {}
+    with inspection.lsh_postings(context) as cursor:
+        for side in (local, mirrored(local, context.settings.detector)):
+            nums, shared, _ = index.shared_buckets(cursor, inspection.hasher(context), side.descriptors)
+            for num, count in zip(nums.tolist(), shared.tolist()):
+                best[num] = max(best.get(num, 0), count)
+    return best
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What a reconcile holds while it walks a large folder: Python's peak allocation and the time.
 
-    .venv/bin/python bench/reconcile_memory.py [--files 100000] [--folders 1] [--work bench/.data/reconcile]
+    .venv/bin/python bench/reconcile_memory.py [--files 100000] [--folders 1] [--work bench/.data/reconcile] [--profile]
 
 Makes N empty files named *.jpg, spread over K folders under one watched folder, and a context
 that knows N paths there: nine in ten of the files, as they are now, plus N/10 that are gone
@@ -8,13 +8,17 @@ that knows N paths there: nine in ten of the files, as they are now, plus N/10 t
 Then runs the daemon's reconcile over it, with an emit that only counts, under tracemalloc: the
 peak is what the reconcile itself allocated (the folder's listing, the context's paths, the
 comparison), which is the part that grows with the collection. Prints JSON: files, known
-paths, the summary's counts, the peak in MB, the seconds.
+paths, the summary's counts, the peak in MB, the seconds; with --profile, instead of the peak,
+the cumulative seconds of the reconcile's costliest lookalike functions under cProfile (which
+slows the run).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import shutil
 import threading
 import time
@@ -38,6 +42,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--folders", type=int, default=1, help="subfolders the files are spread over")
     parser.add_argument("--work", type=Path, default=BENCH / ".data" / "reconcile")
+    parser.add_argument("--profile", action="store_true", help="where the reconcile's time goes, under cProfile")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     root = args.work / "photos"
@@ -60,18 +65,34 @@ def main() -> None:
             nonlocal emitted
             emitted += 1
 
-        tracemalloc.start()
+        profile = cProfile.Profile()
+        if args.profile:
+            profile.enable()          # instead of tracemalloc, whose cost per allocation would skew it
+        else:
+            tracemalloc.start()
         started = time.monotonic()
         summary = reconcile(Folders((WatchedFolder(root),)), context, count, lambda folder: True,
                             threading.Event())
         seconds = time.monotonic() - started
+        profile.disable()
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     print(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": machine(), "lookalike": revision(),
                       "files": args.files, "folders": args.folders, "known_paths": len(known), "files_walked": summary.files,
                       "new": summary.new, "changed": summary.changed, "missing": summary.missing,
-                      "emitted": emitted, "peak_traced_mb": round(peak / 1e6, 1), "seconds": round(seconds, 1)},
+                      "emitted": emitted, "seconds": round(seconds, 1),
+                      **({"profile_seconds": costliest(profile)} if args.profile
+                         else {"peak_traced_mb": round(peak / 1e6, 1)})},
                      indent=1))
+
+
+def costliest(profile: cProfile.Profile, count: int = 20) -> dict[str, dict]:
+    """The lookalike functions the reconcile spent most time in (cumulative), with their calls."""
+    timed = [(f"{Path(file).name}:{name}", calls, cumulative)
+             for (file, _, name), (_, calls, _, cumulative, _) in pstats.Stats(profile).stats.items()
+             if "/lookalike/" in file]
+    return {name: {"calls": calls, "cumulative": round(cumulative, 3)}
+            for name, calls, cumulative in sorted(timed, key=lambda t: -t[2])[:count]}
 
 
 if __name__ == "__main__":

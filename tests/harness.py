@@ -7,6 +7,7 @@ that something did *not* happen, wait past the point where it would have."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -52,6 +53,15 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def occupied(port: int):
+    """A listener on 127.0.0.1:`port` for the length of the block, as another program's would be."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        yield
 
 
 def descendants(pid: int) -> list[int]:
@@ -279,6 +289,7 @@ class Daemon:
         self.config_path = base / "lookalike.yaml"
         self.log_path = base / "daemon.log"
         self.port = free_port()
+        self.api_port = free_port()
         self.notices = Notices()
         self.process: subprocess.Popen | None = None
         self._since = 0                     # notices before this index belong to earlier runs
@@ -297,6 +308,7 @@ class Daemon:
             "duplicates": {"interval": "1h"},
             "reports": {"keep": 3},
             "metrics": {"listen": f"127.0.0.1:{self.port}"},
+            "api": {"listen": f"127.0.0.1:{self.api_port}"},
             "stop_timeout": f"{STOP_TIMEOUT:g}s",
         }
         document.update(settings)

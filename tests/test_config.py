@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lookalike import config
+from lookalike import config, reload
 from lookalike.errors import ConfigError, ExitCode
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 
@@ -133,6 +133,22 @@ def test_every_key_set(tmp_path, folders):
     assert loaded.reports_keep == 3 and loaded.metrics_listen == "[::1]:9100"
     assert (loaded.log_level, loaded.log_format, loaded.log_summary_interval) == ("debug", "json", 10.0)
     assert loaded.store_max_map_size == 8 << 30
+
+
+
+def test_a_reload_keeps_the_restart_only_settings_and_takes_the_rest(tmp_path, folders):
+    path = write(tmp_path, f"watch: [{folders['photos']}, {folders['more']}]\nstate_dir: {folders['state']}\n")
+    running = config.load(path)
+    path.write_text(f"watch: [{folders['photos']}]\nstate_dir: {folders['state']}\nworkers: 7\n"
+                    f"settle_seconds: 9\nmetrics:\n  listen: 127.0.0.1:9999\napi:\n  listen: 127.0.0.1:9998\n")
+    reloaded = reload.reread(running)
+    assert (reloaded.config.workers, reloaded.config.metrics_listen) == (running.workers, running.metrics_listen)
+    assert reloaded.config.api == running.api
+    assert reloaded.config.settle_seconds == 9.0 and reloaded.config.watch == (config.WatchedFolder(folders["photos"]),)
+    assert reloaded.watch_changed and reloaded.folders_gone == {str(folders["more"])}
+    path.write_text("watch: [unclosed\n")
+    with pytest.raises(ConfigError):
+        reload.reread(running)
 
 
 @pytest.mark.parametrize("value, seconds", [

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import pytest
 
 import images
 from harness import (DEADLINE, LOOKALIKE, QUICK, SETTLE, STOP_TIMEOUT, content_hash, folder, lookalike, lookalike_json,
-                     paths_under)
+                     occupied, paths_under)
 from images import shapes
 from lookalike.errors import ExitCode
 from lookalike.store import SearchContext
@@ -94,9 +93,7 @@ def test_a_second_daemon_on_the_same_state_exits_and_the_first_goes_on(daemons, 
 def test_a_metrics_port_in_use_fails_the_start_before_anything_is_created(daemons, tmp_path):
     photos = folder(tmp_path)
     daemon = daemons([photos])
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", daemon.port))
-        taken.listen()
+    with occupied(daemon.port):
         daemon.start()
         try:
             code = daemon.process.wait(DEADLINE)

@@ -346,8 +346,10 @@ def test_listening_tcp_reads_the_kernel_tables():
 
 
 @pytest.mark.slow
-def test_daemon_metrics_listen_on_loopback_only(daemon):
-    assert listening_tcp(daemon.process.pid) == [("127.0.0.1", daemon.port)]
+def test_daemon_listens_on_loopback_only(daemon):
+    """The metrics endpoint and the API, each where the config says, nothing else."""
+    assert sorted(listening_tcp(daemon.process.pid)) == sorted([("127.0.0.1", daemon.port),
+                                                                ("127.0.0.1", daemon.api_port)])
 
 
 # --- system: a real Prometheus scraping the daemon ---------------------------------------------

@@ -44,12 +44,20 @@ def _progress(done: int, total: int) -> None:
 
 # --- where the context is ------------------------------------------------------------------
 
-def _context_dir(args) -> Path:
+def _context_dir(args, config: config_module.Config | None = None) -> Path:
+    """--context, or the context of the config: `config` when the caller has loaded it already."""
     if args.context:
         return Path(args.context).absolute()
     if args.config:
-        return config_module.load(args.config).context_dir
+        return (config or config_module.load(args.config)).context_dir
     raise UsageError("name the search context with --context DIR or --config FILE")
+
+
+def _context_and_state_dir(args) -> tuple[Path, Path | None]:
+    """The context, and the state directory whose lock a running daemon holds if the context is in one."""
+    config = config_module.load(args.config) if args.config else None
+    directory = _context_dir(args, config)
+    return directory, config.state_dir if config else operations.daemon_state_dir(directory)
 
 
 def _settings(args) -> ExtractionSettings:
@@ -83,8 +91,7 @@ def cmd_context_info(args) -> int:
 
 
 def cmd_context_delete(args) -> int:
-    directory = _context_dir(args)
-    _print_json(operations.delete_context(directory, _state_dir(args, directory)))
+    _print_json(operations.delete_context(*_context_and_state_dir(args)))
     return ExitCode.OK
 
 
@@ -104,8 +111,8 @@ def cmd_context_rebuild(args) -> int:
 
 def cmd_features_add(args) -> int:
     # Folders under a configured one are walked with its patterns, as the daemon walks them.
-    watched = config_module.load(args.config).watch if args.config else ()
-    summary = operations.add_features(_context_dir(args), args.paths, _progress, watched)
+    config = config_module.load(args.config) if args.config else None
+    summary = operations.add_features(_context_dir(args, config), args.paths, _progress, config.watch if config else ())
     _print_json(summary)
     _warn_failures(summary["failures"])
     return ExitCode.FAILED if summary["failed"] else ExitCode.OK
@@ -153,14 +160,8 @@ def cmd_similar(args) -> int:
     return ExitCode.OK
 
 
-def _state_dir(args, directory: Path) -> Path | None:
-    """The state directory whose lock a running daemon holds, if the context is in one."""
-    return config_module.load(args.config).state_dir if args.config else operations.daemon_state_dir(directory)
-
-
 def cmd_tag_put(args) -> int:
-    directory = _context_dir(args)
-    _print_json(operations.put_tag_files(directory, _state_dir(args, directory), args.name, args.images))
+    _print_json(operations.put_tag_files(*_context_and_state_dir(args), args.name, args.images))
     return ExitCode.OK
 
 
@@ -170,8 +171,7 @@ def cmd_tag_list(args) -> int:
 
 
 def cmd_tag_delete(args) -> int:
-    directory = _context_dir(args)
-    _print_json(operations.delete_tag_named(directory, _state_dir(args, directory), args.name))
+    _print_json(operations.delete_tag_named(*_context_and_state_dir(args), args.name))
     return ExitCode.OK
 
 
@@ -232,19 +232,21 @@ def cmd_scan(args) -> int:
     return ExitCode.OK
 
 
+def _latest_report(args, option: str) -> Path:
+    """The latest JSON report of the context named by --config or --context."""
+    if args.config:
+        return operations.latest_report(config_module.load(args.config).reports)
+    if args.context:
+        # The layout a config gives by default: state_dir/context beside state_dir/reports.
+        return operations.latest_report(Path(args.context).absolute().parent / "reports")
+    raise UsageError(f"name the report with {option}, or its config with --config FILE")
+
+
 def cmd_report_show(args) -> int:
     """A short summary of a JSON report for people: the latest one by default."""
     if args.top < 1:
         raise UsageError("--top must be at least 1")
-    if args.file:
-        path = Path(args.file).absolute()
-    elif args.config:
-        path = operations.latest_report(config_module.load(args.config).reports)
-    elif args.context:
-        # The layout a config gives by default: state_dir/context beside state_dir/reports.
-        path = operations.latest_report(Path(args.context).absolute().parent / "reports")
-    else:
-        raise UsageError("name the report with --file PATH, or its config with --config FILE")
+    path = Path(args.file).absolute() if args.file else _latest_report(args, "--file PATH")
     arrow = "→" if "utf" in (getattr(sys.stdout, "encoding", None) or "").lower() else "->"
     sys.stdout.write(operations.show_report(path, args.top, arrow))
     return ExitCode.OK
@@ -281,6 +283,35 @@ def cmd_undo(args) -> int:
     for refused in undone.refused:
         _warn(f"{display_path(refused.path)}: not restored: {refused.reason}")
     return ExitCode.FAILED if undone.refused else ExitCode.OK
+
+
+def cmd_ignore(args) -> int:
+    """Mark two images, or a report's group, not a duplicate; list or remove such marks."""
+    modes = [name for name, given in (("--list", args.list), ("--remove", args.remove),
+                                      ("--group", args.group is not None)) if given]
+    if len(modes) > 1:
+        raise UsageError(f"ignore: {' and '.join(modes)} do not go together")
+    if args.report and modes != ["--group"]:
+        raise UsageError("ignore: --report names the report whose --group to mark")
+    if modes in (["--list"], ["--group"]) and args.paths:
+        raise UsageError(f"ignore {modes[0]} takes no files")
+    if not modes and len(args.paths) != 2:
+        raise UsageError("ignore takes two files (or --group ID, --list, --remove)")
+    directory = _context_dir(args)
+    if args.list:
+        document = operations.ignored_list(directory)
+    elif args.remove:
+        document = operations.unignore(directory, args.paths)
+    elif args.group is not None:
+        report = Path(args.report).absolute() if args.report else _latest_report(args, "--report FILE")
+        document = operations.ignore_group(directory, report, args.group)
+    else:
+        document = operations.ignore_pair(directory, *args.paths)
+    if args.json:
+        _print_json(document)
+    else:
+        sys.stdout.write(operations.ignored_text(document))
+    return ExitCode.OK
 
 
 def cmd_run(args) -> int:
@@ -433,6 +464,21 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--json", action="store_true", help="print the plan as JSON")
     resolve.add_argument("--apply", action="store_true", help="carry the plan out")
     resolve.set_defaults(handler=cmd_resolve)
+
+    ignore = commands.add_parser("ignore", help="mark two images (or each copy of a report's group and its "
+                                 "keeper) not a duplicate; --list, --remove")
+    ignore.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="the YAML config: its context and reports folder (also accepted before the command)")
+    ignore.add_argument("paths", nargs="*", metavar="FILE",
+                        help="two images of the context; with --remove, two images or a mark's id")
+    ignore.add_argument("--group", type=int, metavar="ID", help="each copy of this group of the latest report "
+                        "is marked not a duplicate of its keeper")
+    ignore.add_argument("--report", metavar="FILE", help="with --group: a JSON report (default: "
+                                                         "duplicates-latest.json in the reports folder)")
+    ignore.add_argument("--list", action="store_true", help="the pairs marked, with their ids")
+    ignore.add_argument("--remove", action="store_true", help="forget a mark, named by two files or its id")
+    ignore.add_argument("--json", action="store_true", help="print JSON")
+    ignore.set_defaults(handler=cmd_ignore)
 
     undo = commands.add_parser("undo", help="put the files of a quarantine manifest back")
     undo.add_argument("manifest", metavar="MANIFEST")

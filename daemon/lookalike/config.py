@@ -33,13 +33,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 REPORT_FORMATS = ("json", "csv", "html")
 DEFAULT_METRICS_PORT = 9847
+DEFAULT_API_PORT = 9848
 
 # Every key a config file may hold, by the section it is in ("" is the top level, "watch[]" one
 # entry of the watch list). parse accepts exactly these; docs/configuration.md is tested against them.
 KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"watch", "state_dir", "extraction", "workers", "settle_seconds", "settle_queue_limit",
                    "reconcile_interval", "duplicates", "keep", "reports", "metrics", "log", "stop_timeout", "store",
-                   "alerts"}),
+                   "api", "alerts"}),
     "watch[]": frozenset({"path", "recursive", "include", "exclude", "follow_symlinks", "mode", "poll_interval"}),
     "extraction": frozenset({"detector", "max_features", "working_size", "max_pixels", "max_file_bytes"}),
     "duplicates": frozenset({"interval", "threshold"}),
@@ -48,6 +49,8 @@ KEYS: dict[str, frozenset[str]] = {
     "metrics": frozenset({"listen"}),
     "log": frozenset({"level", "format", "summary_interval"}),
     "store": frozenset({"max_map_size"}),
+    "api": frozenset({"enabled", "listen", "socket", "socket_mode", "token_file", "max_upload_bytes",
+                      "max_concurrent", "read_timeout", "request_timeout"}),
     "alerts": frozenset({"file", "threshold"}),
 }
 
@@ -61,6 +64,43 @@ class WatchedFolder:
     follow_symlinks: bool = False
     mode: str = "native"
     poll_interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP API (api/): where it listens and what it allows; docs/configuration.md says why
+    each default is what it is."""
+
+    enabled: bool = True
+    listen: str | None = f"127.0.0.1:{DEFAULT_API_PORT}"     # None: the Unix socket only
+    socket: Path | None = None
+    socket_mode: int = 0o600
+    token_file: Path | None = None
+    max_upload_bytes: int = 64 << 20
+    max_concurrent: int = 4
+    read_timeout: int = 30                   # whole seconds: the HTTP server counts in them
+    request_timeout: float = 60.0
+
+    @property
+    def beyond_loopback(self) -> bool:
+        if self.listen is None:
+            return False
+        host = self.listen.rpartition(":")[0].strip("[]")
+        return host != "localhost" and not ipaddress.ip_address(host).is_loopback
+
+
+def read_token(path: Path) -> str:
+    """The API's bearer token: the file's text without surrounding whitespace. ValueError says
+    why there is none."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    if not token:
+        raise ValueError(f"{path} is empty; write the token into it")
+    return token
 
 
 @dataclass(frozen=True)
@@ -86,6 +126,7 @@ class Config:
     stop_timeout: float = 10.0
     store_max_map_size: int | None = None    # bytes; None: the context's own cap (store/context.py)
     keep_reference: tuple[Path, ...] = ()    # folders whose files `resolve` never acts on
+    api: ApiSettings = field(default_factory=ApiSettings)
     alerts_file: Path | None = None          # watchlist alerts appended as JSON lines (watchlist.py)
     alerts_threshold: float = DEFAULT_DUPLICATE_THRESHOLD    # a copy of a reference is a duplicate of it
     warnings: tuple[str, ...] = field(default=(), compare=False)     # 'key: what is odd', not fatal
@@ -250,6 +291,49 @@ def _reference_folders(reader: _Reader, keep: dict) -> tuple[Path, ...]:
     return tuple(folders)
 
 
+def _socket_mode(value) -> str | None:
+    text = value if isinstance(value, str) else f"{value:o}"
+    if not re.fullmatch(r"0?[0-7]{3}", text):
+        return f"must be a file mode such as '0660' (octal digits), not {value!r}"
+    return None
+
+
+def _api_settings(reader: _Reader, api: dict) -> ApiSettings:
+    defaults = ApiSettings()
+    if "listen" in api and api["listen"] is None:
+        listen = None
+    else:
+        listen = reader.typed(api, "listen", "api.listen", str, defaults.listen, _listen)
+    socket = reader.path(api["socket"], "api.socket") if "socket" in api else None
+    mode = reader.typed(api, "socket_mode", "api.socket_mode", (int, str), defaults.socket_mode, _socket_mode,
+                        describe="a file mode")
+    token_file = reader.path(api["token_file"], "api.token_file") if "token_file" in api else None
+    settings = ApiSettings(
+        enabled=reader.typed(api, "enabled", "api.enabled", bool, defaults.enabled),
+        listen=listen,
+        socket=socket,
+        socket_mode=int(mode, 8) if isinstance(mode, str) else mode,
+        token_file=token_file,
+        max_upload_bytes=reader.typed(api, "max_upload_bytes", "api.max_upload_bytes", int,
+                                      defaults.max_upload_bytes, _positive, describe="a size in bytes"),
+        max_concurrent=reader.typed(api, "max_concurrent", "api.max_concurrent", int, defaults.max_concurrent,
+                                    _positive),
+        read_timeout=max(1, round(reader.duration(api, "read_timeout", "api.read_timeout", defaults.read_timeout))),
+        request_timeout=reader.duration(api, "request_timeout", "api.request_timeout", defaults.request_timeout),
+    )
+    if settings.enabled and settings.listen is None and settings.socket is None:
+        reader.problem("api", "listen is null and there is no socket: name one, or set api.enabled: false")
+    if settings.enabled and settings.beyond_loopback and "token_file" not in api:
+        reader.problem("api.token_file", f"is required when api.listen ({settings.listen}) is beyond loopback: "
+                                         "a file holding the bearer token every request must carry")
+    if settings.enabled and token_file is not None:
+        try:
+            read_token(token_file)
+        except ValueError as exc:
+            reader.problem("api.token_file", str(exc))
+    return settings
+
+
 class _Loader(yaml.SafeLoader):
     """The safe loader, noting every key given twice in one mapping: YAML keeps the last one
     silently, which would hide whatever the first said (a whole `watch` list, say)."""
@@ -343,6 +427,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
     metrics = reader.mapping(top.get("metrics"), "metrics", KEYS["metrics"])
     log = reader.mapping(top.get("log"), "log", KEYS["log"])
     store = reader.mapping(top.get("store"), "store", KEYS["store"])
+    api = reader.mapping(top.get("api"), "api", KEYS["api"])
     alerts = reader.mapping(top.get("alerts"), "alerts", KEYS["alerts"])
     alerts_file = reader.path(alerts["file"], "alerts.file") if "file" in alerts else None
     if alerts_file is not None and alerts_file.is_dir():
@@ -387,12 +472,14 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
         store_max_map_size=reader.typed(store, "max_map_size", "store.max_map_size", int, Config.store_max_map_size,
                                         _at_least_a_mebibyte, describe="a size in bytes"),
         keep_reference=_reference_folders(reader, keep),
+        api=_api_settings(reader, api),
         alerts_file=alerts_file,
         alerts_threshold=reader.typed(alerts, "threshold", "alerts.threshold", (int, float), Config.alerts_threshold,
                                       _percentage, describe="a number"),
         warnings=tuple(reader.warnings),
     )
-    for key, written in (("state_dir", state_dir), ("reports.dir", reports_dir), ("alerts.file", alerts_file)):
+    for key, written in (("state_dir", state_dir), ("reports.dir", reports_dir), ("api.socket", config.api.socket),
+                         ("alerts.file", alerts_file)):
         for folder in folders:
             if written and (written == folder.path or folder.path in written.parents):
                 reader.problem(key, f"{written} is inside the watched folder {folder.path}; lookalike never "

@@ -15,6 +15,11 @@ group, so a report says how alike each copy is to the one a person would keep, a
 cannot chain two families together. The rest form groups the same way. Those comparisons are
 recorded too: a group that did not change costs no comparison in the next pass.
 
+A pair a person marked not a duplicate (store/ignored.py, read at the start of each grouping)
+is never in one group: of the two, the one that comes later in the keeper order is held out of
+the group with the rest held out. Groups are made anew in every pass, so a mark (or its removal)
+shows in the next report though no image changed.
+
 Memory is bounded by a page of queued images and the linked images, never by the collection.
 """
 
@@ -29,7 +34,7 @@ from typing import Callable, Iterator
 from .errors import NotFoundError
 from .match import Candidate, Match, compare
 from .settings import DEFAULT_KEEP_FORMATS
-from .store import SearchContext, StoredImage
+from .store import SearchContext, StoredImage, ignored as ignored_pairs
 from .store.changes import Change, Linked, Relink
 
 PAGE = 256     # queued images per recorded step
@@ -221,6 +226,7 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     apply = apply or _direct(context)
     stats = stats if stats is not None else PassStats()
     links = match_pending(context, threshold, apply, progress, stats)
+    ignored = ignored_pairs.read(context.directory)
 
     components: dict[int, list[int]] = {}
     for num in links.parent:
@@ -241,7 +247,8 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
                     doc = scores.get((keeper.num, image.num))
                     if image is keeper or doc is None:
                         continue            # the keeper, or an image removed since the look-up
-                    if doc["similarity"] >= threshold:
+                    if doc["similarity"] >= threshold and not any(
+                            ignored.apart(image.content_hash, m.image.content_hash) for m in group.members):
                         group.members.append(Member(image, doc["similarity"], doc["transform"], tuple(doc["kinds"])))
                     else:
                         held_by_chain.append(image)

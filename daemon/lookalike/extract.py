@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ImageError
-from .imaging.decode import LoadedFile, decode, read_file
+from .imaging.decode import LoadedFile, content_hasher, decode, read_file
 from .imaging.features import LocalFeatures, extract_local, fingerprint, thumbnail
 from .match import MIN_INLIERS
 from .settings import ExtractionSettings
@@ -24,7 +24,7 @@ from .types import FileIdentity
 @dataclass(frozen=True)
 class ImageFeatures:
     path: str                 # absolute; str with surrogate escapes for non-UTF-8 names
-    identity: FileIdentity
+    identity: FileIdentity | None     # None for bytes that are no file (an upload)
     content_hash: bytes
     format: str
     width: int                # original size, as displayed
@@ -43,6 +43,17 @@ def few_features(keypoints: int) -> bool:
 def extract_file(path: str, settings: ExtractionSettings) -> ImageFeatures:
     started = time.perf_counter()
     return _extract(path, read_file(path, settings.limits), settings, started)
+
+
+def extract_data(name: str, data: bytes, settings: ExtractionSettings) -> ImageFeatures:
+    """The features of bytes that are no file (an upload to the API): `name` stands for the path
+    in messages and the result, and its extension tells a camera raw file, as a path's does."""
+    started = time.perf_counter()
+    if not data:
+        raise ImageError(name, "empty", "no bytes were sent")
+    if len(data) > settings.limits.max_file_bytes:
+        raise ImageError(name, "too_large", f"{len(data)} bytes is over the cap of {settings.limits.max_file_bytes}")
+    return _extract(name, LoadedFile(data, None, content_hasher(data).digest()), settings, started)
 
 
 def _extract(path: str, loaded: LoadedFile, settings: ExtractionSettings, started: float) -> ImageFeatures:

@@ -5,7 +5,10 @@ Three kinds of evidence, each measured, then weighed by a model fitted on real p
 
 1. Descriptor matches (ratio test) that agree on one affine transform (RANSAC). Copies, even
    cropped, rotated, flipped or rescaled, are related by an affine map; different shots of one
-   scene are not (parallax, perspective), so they keep fewer and looser inliers.
+   scene are not (parallax, perspective), so they keep fewer and looser inliers. When another
+   shot does fit, it fits on one plane of the scene (a facade) and only nearly: its inliers span
+   little of the common area, and a curved map fits them better than the affine one, which a
+   copy's inliers never need.
 2. Repeatability: the share of keypoints inside the common area that found their partner.
 3. Pixels: the stored thumbnails, one warped onto the other by the transform found, must show
    the same structure (gradient magnitudes correlate tile by tile). Two shots of one building
@@ -58,9 +61,9 @@ SPREAD_GRID = 12
 
 # Logistic model over the evidence, fitted by bench/calibrate.py on the calibration set (real photos,
 # their copies and hard negatives; CALIBRATION.md). similarity = 100 * sigmoid(w . features + b).
-MODEL_FEATURES = ("repeatability", "residual", "photo_low", "content_inliers", "photo_median")
-MODEL_WEIGHTS = (0.061, -6.923, 7.513, 11.37, 3.457)
-MODEL_BIAS = -11.512
+MODEL_FEATURES = ("residual", "photo_low", "content_inliers", "photo_median", "inlier_span", "affinity")
+MODEL_WEIGHTS = (-4.113, 9.197, 13.187, 1.07, 2.707, 36.374)
+MODEL_BIAS = -50.181
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,13 @@ class Evidence:
     photo_median: float       # median tile correlation of structure, -1..1
     photo_low: float          # 25th percentile of the same
     content_inliers: float    # share of the tiles textured in both images that hold an inlier
+    inlier_span: float        # share of the common area inside the inliers' convex hull
+    affinity: float           # a quadratic map's residual spread over the affine one's: 1 for a copy
 
     def features(self, names: tuple[str, ...] = MODEL_FEATURES) -> tuple[float, ...]:
         """The model's inputs (MODEL_FEATURES), each capped where more says nothing more."""
-        capped = {"repeatability": min(self.repeatability, 1.0), "residual": min(self.residual, 3.0)}
+        capped = {"repeatability": min(self.repeatability, 1.0), "residual": min(self.residual, 3.0),
+                  "affinity": min(self.affinity, 1.0)}
         return tuple(capped.get(name, getattr(self, name)) for name in names)
 
 
@@ -140,7 +146,9 @@ class Match:
                                "repeatability": round(self.evidence.repeatability, 3),
                                "residual_px": round(self.evidence.residual, 2),
                                "pixel_agreement": round(self.evidence.photo_median, 3),
-                               "content_with_inliers": round(self.evidence.content_inliers, 3)}
+                               "content_with_inliers": round(self.evidence.content_inliers, 3),
+                               "inlier_span": round(self.evidence.inlier_span, 3),
+                               "affinity": round(self.evidence.affinity, 3)}
         return out
 
 
@@ -200,9 +208,10 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
     if isinstance(fit, str):
         return Match(0.0, None, None, reason=fit)
     matrix, flipped, geometry, inliers_first, inliers_second = fit
-    photo_median, photo_low, content_inliers, tone = _pixel_agreement(first, second, matrix, flipped,
-                                                                      inliers_first, inliers_second)
-    evidence = Evidence(photo_median=photo_median, photo_low=photo_low, content_inliers=content_inliers, **geometry)
+    photo_median, photo_low, content_inliers, inlier_span, tone = _pixel_agreement(
+        first, second, matrix, flipped, inliers_first, inliers_second)
+    evidence = Evidence(photo_median=photo_median, photo_low=photo_low, content_inliers=content_inliers,
+                        inlier_span=inlier_span, **geometry)
     if swapped:
         matrix = _inverse(matrix, flipped, first.local, second.local)
         first, second = second, first
@@ -341,8 +350,31 @@ def _verify(first: LocalFeatures, second: LocalFeatures, first_unit: float, seco
     in_first = _inside(_apply(inverse, second.keypoints[:, :2]), first.width, first.height).sum()
     common = max(min(in_first, in_second), 1)
     geometry = {"matches": len(pairs), "inliers": int(inliers.sum()), "tight_inliers": tight,
-                "repeatability": float(tight / common), "residual": residual, "spread": spread}
+                "repeatability": float(tight / common), "residual": residual, "spread": spread,
+                "affinity": _affinity(p1[inliers], p2[inliers], first.width, first.height)}
     return matrix, geometry, p1[inliers], p2[inliers]
+
+
+AFFINE_TERMS, QUADRATIC_TERMS = 3, 6     # per coordinate: 1, x, y; and x*x, x*y, y*y
+
+
+def _affinity(first: np.ndarray, second: np.ndarray, width: int, height: int) -> float:
+    """How well one affine map explains the inliers against a quadratic one: the ratio of their
+    least-squares residual spreads, each per remaining degree of freedom, so that keypoint noise
+    alone gives about 1 however few the inliers. A copy is an affine map of its picture (turned,
+    scaled, cropped, stretched, mirrored); another shot of a scene is not, and its inliers bend
+    (perspective across a facade, parallax between planes), so the quadratic fits them better."""
+    count = len(first)
+    if count <= 2 * QUADRATIC_TERMS:
+        return 1.0                       # too few inliers to tell a bend from noise
+    x, y = first[:, 0] / width, first[:, 1] / height       # unit scale keeps the squares well conditioned
+    quadratic = np.column_stack([np.ones(count), x, y, x * x, x * y, y * y])
+    spreads = []
+    for terms in (AFFINE_TERMS, QUADRATIC_TERMS):
+        design = quadratic[:, :terms]
+        coefficients = np.linalg.lstsq(design, second, rcond=None)[0]
+        spreads.append(float(((design @ coefficients - second) ** 2).sum()) / (count - terms))
+    return math.sqrt(spreads[1] / spreads[0]) if spreads[0] > 0 else 1.0
 
 
 def _cell_share(points: np.ndarray, inliers: np.ndarray, features: LocalFeatures) -> float:
@@ -440,9 +472,10 @@ def _structure(pixels: np.ndarray) -> np.ndarray:
 
 
 def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, flipped: bool,
-                     inliers_first: np.ndarray, inliers_second: np.ndarray) -> tuple[float, float, float, float]:
+                     inliers_first: np.ndarray, inliers_second: np.ndarray) -> tuple[float, float, float, float, float]:
     """(median, 25th percentile) of the tiles' structure correlation, the share of the textured
-    tiles holding an inlier, and the median grey-level difference, of the two thumbnails aligned
+    tiles holding an inlier, the share of the common area the inliers span (their convex hull),
+    and the median grey-level difference, of the two thumbnails aligned
     by the fit (`inliers_*`: the inliers' working coordinates, in the mirrored first image when
     `flipped`). The image that shows the common area larger is warped onto the other: enlarging
     the coarser one would blur it and blame the pair for it, and which image that is must not
@@ -465,7 +498,7 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     valid = cv2.erode(valid, np.ones((5, 5), np.uint8)) > 0
     rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
     if len(rows) == 0:
-        return 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0
     # The tiles divide the common area, not the frame: a border or a cropped-away margin would
     # leave fewer tiles, and an overlay on the rest would outweigh them.
     common = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
@@ -473,23 +506,25 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     warped_structure, target_structure = _structure(warped), _structure(target)
     correlations = np.sort(_tile_correlations(warped_structure, target_structure, valid))
     if len(correlations) == 0:
-        return 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0
     # Content, not frame: two pictures in one frame (a viewer window, a slide or meme template,
     # a shop's white background) fit on the frame's text and lines, which are flat areas with
     # strokes on them, and their inliers stay there, off the pictures. A copy's inliers are all
     # over its textured tiles, an overlay's strokes aside.
     textured = _textured_tiles(warped, target, valid)
     height, width = valid.shape
-    cells = np.floor((inliers - (cols[0], rows[0])) * (PHOTO_TILES / width, PHOTO_TILES / height)).astype(np.intp)
-    cells = cells[((cells >= 0) & (cells < PHOTO_TILES)).all(axis=1)]
-    if textured.sum() >= MIN_TEXTURED_TILES and len(cells):
+    pixels = np.floor(inliers - (cols[0] - 0.5, rows[0] - 0.5)).astype(np.intp)    # the pixel each inlier is in
+    pixels = pixels[(pixels >= 0).all(axis=1) & (pixels[:, 0] < width) & (pixels[:, 1] < height)]
+    if textured.sum() >= MIN_TEXTURED_TILES and len(pixels):
         # The inliers' share on the textured tiles against those tiles' share of the area.
-        on_content = textured[cells[:, 1], cells[:, 0]].mean()
+        on_content = textured.ravel()[_tile_index(height, width)[pixels[:, 1], pixels[:, 0]]].mean()
         content_inliers = float(min(1.0, on_content * textured.size / textured.sum()))
     else:
         content_inliers = 1.0       # no textured content to speak of: the fit is all there is
+    # Another shot of a scene fits on one plane of it (a facade), a copy wherever its picture is.
+    inlier_span = min(1.0, cv2.contourArea(cv2.convexHull(inliers.astype(np.float32))) / float(valid.sum()))
     tone = float(np.median(np.abs(warped[valid] - target[valid])))
-    return _quantile(correlations, 0.5), _quantile(correlations, 0.25), content_inliers, tone
+    return _quantile(correlations, 0.5), _quantile(correlations, 0.25), content_inliers, inlier_span, tone
 
 
 def _quantile(ordered: np.ndarray, q: float) -> float:
@@ -521,9 +556,7 @@ def _textured_tiles(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarr
 @functools.lru_cache(maxsize=4096)
 def _tile_index(height: int, width: int) -> np.ndarray:
     """height x width: the number of the tile each pixel is in (row-major)."""
-    rows = np.arange(height) * PHOTO_TILES // height
-    cols = np.arange(width) * PHOTO_TILES // width
-    index = rows[:, None] * PHOTO_TILES + cols[None, :]
+    index = _tile_band(height)[:, None] * PHOTO_TILES + _tile_band(width)[None, :]
     index.flags.writeable = False        # shared by every comparison
     return index
 
@@ -551,8 +584,17 @@ def _tile_correlations(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.nd
 @functools.lru_cache(maxsize=None)
 def _tile_bands(length: int) -> np.ndarray:
     """PHOTO_TILES x length: row k is 1 over the pixels of the k-th band of tiles."""
-    edges = np.arange(PHOTO_TILES + 1) * length // PHOTO_TILES
-    band = np.searchsorted(edges[1:-1], np.arange(length), side="right")
-    bands = (band[None, :] == np.arange(PHOTO_TILES)[:, None]).astype(np.float64)
+    bands = (_tile_band(length)[None, :] == np.arange(PHOTO_TILES)[:, None]).astype(np.float64)
     bands.flags.writeable = False        # shared by every comparison
     return bands
+
+
+@functools.lru_cache(maxsize=None)
+def _tile_band(length: int) -> np.ndarray:
+    """The band of tiles each of `length` pixels is in: band k starts at pixel
+    k * length // PHOTO_TILES. The one tile grid of every per-tile measure (the correlations,
+    the textured tiles, the tiles the inliers are on), so that they all speak of the same tiles."""
+    edges = np.arange(1, PHOTO_TILES) * length // PHOTO_TILES
+    band = np.searchsorted(edges, np.arange(length), side="right")
+    band.flags.writeable = False         # shared by every comparison
+    return band

@@ -107,8 +107,14 @@ class Metrics:
         self.internal_errors = Counter("lookalike_internal_errors_total",
                                        "Unexpected errors caught and survived, by stage", ["stage"],
                                        registry=registry)
-        for stage in ("watch", "service", "reconcile", "duplicates", "watchlist"):
+        for stage in ("watch", "service", "reconcile", "duplicates", "api", "watchlist"):
             self.internal_errors.labels(stage)
+        self.api_requests = Counter("lookalike_api_requests_total",
+                                    "HTTP API requests answered, by route (\"unmatched\" for none) and status code",
+                                    ["route", "code"], registry=registry)
+        self.api_duration = Histogram("lookalike_api_request_duration_seconds",
+                                      "Time to answer an HTTP API request, by route", ["route"],
+                                      buckets=_SECONDS, registry=registry)
         self.watchlist_matches = Counter("lookalike_watchlist_matches_total",
                                          "Newly stored images that matched a tag's reference, by tag (the first "
                                          "100 tags matched; later ones as _other)", ["tag"], registry=registry)

@@ -3,7 +3,8 @@
 The CLI is argument parsing and printing over these functions, and an HTTP API is to be the
 same; the daemon (service.py) shares their rules: one walker of the folders with their
 include and exclude patterns (reconcile.walk), one "is this file unchanged?" rule
-(imaging.decode.unchanged), one way to publish reports (reports.publish).
+(imaging.decode.unchanged), one duplicates pass (duplicates_pass.report_document), one way to
+publish reports (reports.publish).
 
 Functions return JSON-ready documents where a caller shows the result as it is, and raise the
 typed errors of errors.py; none prints.
@@ -22,23 +23,24 @@ from typing import Callable, Iterable
 
 from . import resolve as resolve_module
 from .config import Config, WatchedFolder
-from .duplicates import find_groups
-from .errors import ImageError, NotFoundError, UsageError, display_path
+from .duplicates_pass import report_document
+from .errors import ImageError, NotFoundError, ReportError, UsageError, display_path
 from .extract import ImageFeatures, extract_file, few_features
 from .imaging.decode import unchanged
 from .imaging.features import LocalFeatures, detector_info
 from .logs import configure_logging
 from .match import FEW_FEATURES, compare
 from .reconcile import walk
-from .reports import atomic_write, load as load_report, render, to_document
+from .files import atomic_write
+from .reports import load as load_report, render
 from .reports.publish import latest_path, publish
 from .reports.text import counted, summary as report_summary
 from .search import matching, query_candidate, similar
-from .service import Service
 from .settings import DEFAULT_KEEP_FORMATS, ExtractionSettings
 from .statedir import STATE_LOCK_NAME, open_context, state_lock
-from .store import SearchContext
+from .store import SearchContext, StoredImage, ignored
 from .store.changes import Change, DeleteTag, PutTag
+from .store.ignored import IgnoredPair
 from .store.tags import Reference, check_name
 from .types import FileIdentity
 from .watch.folders import Folders
@@ -142,10 +144,14 @@ def extract_features(image: str, settings: ExtractionSettings) -> dict:
     return features_document(features.path, features.local, settings.detector)
 
 
-def get_features(directory: Path, image_id: str) -> dict:
+def stored_features_document(context: SearchContext, image_id: str) -> dict:
     path = os.path.abspath(image_id)
+    return features_document(path, context.local_features(path), context.settings.detector)
+
+
+def get_features(directory: Path, image_id: str) -> dict:
     with SearchContext.open(directory) as context:
-        return features_document(path, context.local_features(path), context.settings.detector)
+        return stored_features_document(context, image_id)
 
 
 def update_features(directory: Path, image_id: str, image: str) -> dict:
@@ -187,9 +193,12 @@ def failed_features(directory: Path) -> dict:
 # --- search --------------------------------------------------------------------------------
 
 def compare_files(first_path: str, second_path: str, settings: ExtractionSettings) -> dict:
-    first = extract_file(os.path.abspath(first_path), settings)
-    second = extract_file(os.path.abspath(second_path), settings)
-    document = compare(query_candidate(first), query_candidate(second), settings.detector).to_json()
+    return compare_features(extract_file(os.path.abspath(first_path), settings),
+                            extract_file(os.path.abspath(second_path), settings), settings.detector)
+
+
+def compare_features(first: ImageFeatures, second: ImageFeatures, detector: str) -> dict:
+    document = compare(query_candidate(first), query_candidate(second), detector).to_json()
     poor = [f.path for f in (first, second) if few_features(f.local.count)]
     if poor:      # only a near-exact copy could match: say why a score is low
         document.update(reason=FEW_FEATURES, few_features=poor)
@@ -200,16 +209,30 @@ def find_similar(directory: Path, image: str, threshold: float, max_count: int |
     with SearchContext.open(directory) as context:
         features = extract_file(os.path.abspath(image), context.settings)
         with context.busy("searching"):
-            hits = similar(context, features, threshold, max_count)
+            return similar_document(context, features, threshold, max_count)
+
+
+def similar_document(context: SearchContext, features: ImageFeatures, threshold: float, max_count: int | None) -> dict:
+    """`similar`'s answer. Reads only, so the daemon's API runs it on the context it holds open
+    beside its writer (`find_similar` adds the status `context info` shows, which is a write)."""
+    hits = similar(context, features, threshold, max_count)
     return {"version": OUTPUT_VERSION, "query": features.path, "threshold": threshold,
             "results": [hit.to_json() for hit in hits]}
 
 
+def stored_features(context: SearchContext, path: str) -> ImageFeatures:
+    """A stored image's features, as the query of a search: its file is not read again."""
+    image = context.image(path)
+    _, stored = context.candidate(image.num)
+    return ImageFeatures(image.path, image.identity, image.content_hash, image.format, image.width, image.height,
+                         stored.local, image.fingerprint, stored.thumbnail, decode_seconds=0.0, extract_seconds=0.0)
+
+
 def duplicates_document(context: SearchContext, threshold: float, progress: Progress | None = None,
                         keep_formats: tuple[str, ...] = DEFAULT_KEEP_FORMATS) -> dict:
+    """A duplicates pass over a context this process writes to, shown as "matching" meanwhile."""
     with context.busy("matching"):
-        groups = find_groups(context, threshold, progress=progress, keep_formats=keep_formats)
-    return to_document(groups, threshold, str(context.directory))
+        return report_document(context, threshold, keep_formats, progress=progress)
 
 
 def duplicates_report(directory: Path, threshold: float, fmt: str, progress: Progress | None = None) -> str:
@@ -224,6 +247,15 @@ def save(path: Path, text: str) -> None:
 
 def latest_report(reports: Path) -> Path:
     return latest_path(reports, "json")
+
+
+def latest_duplicates(reports: Path) -> dict:
+    """The latest JSON report, as written."""
+    path = latest_report(reports)
+    if not path.exists():
+        raise NotFoundError(f"{display_path(str(path))}: no duplicates report yet; the daemon writes one after "
+                            "its first pass")
+    return load_report(path)
 
 
 def scan(config: Config, progress: Progress | None = None) -> dict:
@@ -368,6 +400,11 @@ def context_info(directory: Path) -> dict:
         return context.info()
 
 
+def daemon_status(context: SearchContext, queues: dict[str, int]) -> dict:
+    """What `context info` says of the daemon's open context, and the lengths of its queues."""
+    return {**context.info(), "queues": queues}
+
+
 def daemon_state_dir(directory: Path) -> Path | None:
     """The state directory of a context whose parent holds a daemon's lock file, if it does."""
     return directory.parent if (directory.parent / STATE_LOCK_NAME).exists() else None
@@ -389,11 +426,15 @@ def rebuild_context(config: Config, progress: Progress | None = None) -> dict:
     """Set a damaged context aside and index the configured folders into a new one."""
     with state_lock(config.state_dir):
         directory = config.context_dir
+        # They name contents, which the new context finds again in the same folders.
+        marks = ignored.read(directory)
         previous = None
         if directory.exists():
             previous = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             directory.rename(previous)
         with SearchContext.create(directory, config.extraction) as context:
+            if marks.pairs:
+                ignored.add(directory, marks.pairs)
             summary = ingest(context, configured_files(config), progress)
     return {"context": str(directory), "previous": str(previous) if previous else None,
             **{k: summary[k] for k in ("added", "failed")}}
@@ -432,10 +473,145 @@ def undo(manifest: Path) -> resolve_module.Undone:
     return resolve_module.undo(manifest)
 
 
+# --- not a duplicate ----------------------------------------------------------------------
+
+def _stored(context: SearchContext, given: str) -> StoredImage:
+    path = os.path.abspath(given)
+    if not os.path.lexists(path):
+        raise NotFoundError(f"{display_path(path)}: no such file")
+    stored = context.find(path)
+    if stored is None:
+        raise NotFoundError(f"{display_path(path)}: not in the search context (outside the watched folders, "
+                            "or not indexed yet)")
+    return stored
+
+
+def _distinct(first: StoredImage, second: StoredImage) -> None:
+    """Two images that can be marked not a duplicate of each other."""
+    if first.num == second.num or (first.identity.device, first.identity.inode) == (second.identity.device,
+                                                                                    second.identity.inode):
+        raise UsageError(f"{display_path(first.path)} and {display_path(second.path)}: the same file twice; "
+                         "name two files")
+    if first.content_hash == second.content_hash:
+        raise UsageError(f"{display_path(first.path)} and {display_path(second.path)}: the same bytes; "
+                         "identical files are always duplicates")
+
+
+def _as_indexed(stored: StoredImage) -> StoredImage:
+    """`stored`, if the file still is what was indexed: a mark names the content the context holds."""
+    try:
+        identity = FileIdentity.of(os.stat(stored.path))
+    except OSError as exc:
+        raise NotFoundError(f"{display_path(stored.path)}: cannot stat: {exc.strerror or exc}") from None
+    if not unchanged(identity, stored.identity):
+        raise UsageError(f"{display_path(stored.path)}: changed since it was indexed; mark it once it is "
+                         "indexed again (by the daemon, or `scan`)")
+    return stored
+
+
+def ignore_pair(directory: Path, first: str, second: str) -> dict:
+    """`ignore A B`: the images of two files are never again in one duplicate group."""
+    with SearchContext.open(directory) as context:
+        one, other = (_as_indexed(_stored(context, path)) for path in (first, second))
+    _distinct(one, other)
+    added, already = ignored.add(directory, [IgnoredPair.of((one.content_hash, one.path),
+                                                            (other.content_hash, other.path))])
+    return {"version": OUTPUT_VERSION, "added": [p.to_json() for p in added],
+            "already": [p.to_json() for p in already], "skipped": []}
+
+
+def ignore_group(directory: Path, report: Path, group_id: int) -> dict:
+    """`ignore --group ID`: each copy of a report's group is marked not a duplicate of the group's
+    keeper, which is what the report claimed of it. What the copies are of each other the report
+    did not say, so they are not marked: two of them may form a group of their own."""
+    document = load_report(report)
+    with SearchContext.open(directory):         # there is a context to mark in
+        pass
+    if os.path.realpath(document.get("context", "")) != os.path.realpath(directory):
+        raise UsageError(f"{display_path(str(report))}: a report of the context {document.get('context')}, "
+                         f"not of {directory}")
+    groups = document["groups"]
+    group = next((g for g in groups if g.get("id") == group_id), None)
+    if group is None:
+        has = f"groups 1 to {len(groups)}" if groups else "no groups"
+        raise NotFoundError(f"group {group_id}: not in {display_path(str(report))} (it has {has})")
+    if any("content_hash" not in image for image in group["images"]):
+        raise ReportError(report, "written before reports carried content hashes; use a newer report")
+    keeper = next((image for image in group["images"] if image.get("keeper")), None)
+    wanted, skipped = [], []
+    try:
+        for image in group["images"]:
+            if image is keeper:
+                continue
+            if image["content_hash"] == keeper["content_hash"]:
+                skipped.append({"path": image["path"], "reason": "the same bytes as the keeper"})
+                continue
+            wanted.append(IgnoredPair.of((bytes.fromhex(keeper["content_hash"]), keeper["path"]),
+                                         (bytes.fromhex(image["content_hash"]), image["path"])))
+    except (KeyError, TypeError, ValueError):
+        raise ReportError(report, f"group {group_id}: not a keeper and copies with their paths and content "
+                                  "hashes") from None
+    added, already = ignored.add(directory, wanted)
+    return {"version": OUTPUT_VERSION, "added": [p.to_json() for p in added],
+            "already": [p.to_json() for p in already], "skipped": skipped}
+
+
+def ignored_list(directory: Path) -> dict:
+    """The pairs marked not a duplicate, each with the paths its contents have now."""
+    with SearchContext.open(directory) as context:
+        return {"version": OUTPUT_VERSION,
+                "pairs": [{**pair.to_json(), "current_paths": [context.paths_with_content(pair.first),
+                                                               context.paths_with_content(pair.second)]}
+                          for pair in ignored.read(context.directory).pairs]}
+
+
+def unignore(directory: Path, names: list[str]) -> dict:
+    """`ignore --remove`: forget a mark, named by its id or by two files."""
+    with SearchContext.open(directory) as context:
+        if len(names) == 1:
+            removed = ignored.remove(context.directory, pair_id=names[0])
+            named = f"{names[0]}: no pair marked not a duplicate has this id (`ignore --list` shows them)"
+        elif len(names) == 2:
+            one, other = (_stored(context, path) for path in names)
+            _distinct(one, other)
+            removed = ignored.remove(context.directory,
+                                     key=tuple(sorted((one.content_hash, other.content_hash))))
+            named = (f"{display_path(one.path)} and {display_path(other.path)}: not marked not a duplicate "
+                     "of each other")
+        else:
+            raise UsageError("ignore --remove takes the id `ignore --list` shows, or two files")
+    if removed is None:
+        raise NotFoundError(named)
+    return {"version": OUTPUT_VERSION, "removed": [removed.to_json()]}
+
+
+def ignored_text(document: dict) -> str:
+    """What `ignore` did or holds, for people."""
+    def pair_lines(title: str, pairs: list[dict]) -> list[str]:
+        lines = []
+        for pair in pairs:
+            paths = ([", ".join(map(display_path, now)) or f"(not in the context; was {display_path(was)})"
+                      for now, was in zip(pair["current_paths"], pair["paths"])]
+                     if "current_paths" in pair else [display_path(path) for path in pair["paths"]])
+            lines += [f"{title}{pair['id']}  {paths[0]}", f"{' ' * (len(title) + len(pair['id']))}  {paths[1]}"]
+        return lines
+
+    lines = (pair_lines("not a duplicate: ", document.get("added", []))
+             + pair_lines("already marked: ", document.get("already", []))
+             + [f"left alone: {display_path(s['path'])}: {s['reason']}" for s in document.get("skipped", [])]
+             + pair_lines("no longer marked: ", document.get("removed", [])))
+    if "pairs" in document:
+        lines = [f"{counted(len(document['pairs']), 'pair')} marked not a duplicate"] + pair_lines("", document["pairs"])
+    elif document.get("added") or document.get("removed"):
+        lines.append("the next duplicates pass (the daemon's, `scan` or `duplicates`) makes the groups anew")
+    return "\n".join(lines) + "\n"
+
+
 # --- the daemon ----------------------------------------------------------------------------
 
 def run_daemon(config: Config) -> int:
     # The context names every indexed file and the reports show them: for the daemon's user only.
     os.umask(0o077)
     configure_logging(config.log_level, config.log_format)
+    from .service import Service          # here: the daemon serves the API, which is built on this module
     return Service(config).run()

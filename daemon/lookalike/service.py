@@ -14,6 +14,8 @@ Who runs what:
                      (watch/roots.py), hands its finds over as the settle queue makes room
                      (it waits meanwhile)
   duplicates thread  one pass at a time: verify candidates, group, publish reports (reads only)
+  api threads        api/: answer HTTP queries from the open context (reads only); uploads are
+                     decoded in worker processes of their own
   store thread       store/writer.py: the only writer of the LMDB environment
   worker processes   workers.py (spawned, never forked): read, decode, extract
 
@@ -24,7 +26,6 @@ follows an extraction is always applied after it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -38,17 +39,18 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
-from . import config as config_module
+from .api import ApiServer
 from .config import Config
-from .duplicates import PassStats, find_groups
+from .duplicates import PassStats
+from .duplicates_pass import report_document
 from .errors import ConfigError, LookalikeError, display_path
 from .imaging.decode import unchanged
 from .metrics import Metrics
 from .notify import Notifier
 from .reconcile import Finds, reconcile
-from .reports import to_document
 from .reports.publish import publish
 from .record import Recorder
+from .reload import reread
 from .reports.text import counted
 from .schedule import BackgroundPass, Schedule
 from .statedir import open_context, state_lock
@@ -71,8 +73,6 @@ TICK_SECONDS = 0.25
 # close to its read is not trusted (borg's rule): it settles and is read again.
 SETTLED_AGE_SECONDS = 1.0
 FOUND_BUFFER = 1000          # the reconcile's finds on their way to the settle queue
-# Settings that live in the open context, the worker processes or the bound socket.
-RESTART_ONLY = ("state_dir", "extraction", "workers", "metrics_listen", "store_max_map_size")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
 
@@ -155,12 +155,19 @@ class Service:
             self.roots.is_up(folder)
         self.watcher.start()
         running.callback(self._stop_watching)
+        if config.api.enabled:
+            api = ApiServer(config.api, self.context, config.reports, self.metrics, self._queues, config.source)
+            running.callback(api.stop)
         self._reconcile.request()
         self._schedule.start(time.monotonic())
         log.info("watching %s; context %s (%s); %s",
                  ", ".join(str(f.path) for f in config.watch), config.context_dir,
                  counted(self.context.count(), "image"), counted(config.workers, "worker"))
         self.notifier.ready("started; reconciling the watched folders")
+
+    def _queues(self) -> dict[str, int]:
+        """The queues' lengths now, for the API's status (read from its threads: each is one len())."""
+        return {"settling": len(self._settler), "extracting": len(self.workers.busy), "storing": self.writer.waiting}
 
     def _serve_metrics(self, listen: str) -> WSGIServer:
         host, _, port = listen.rpartition(":")
@@ -383,11 +390,10 @@ class Service:
                     raise Cancelled()
 
         try:
-            groups = find_groups(self.context, config.duplicates_threshold, apply, progress, stats,
-                                 config.keep_formats)
+            document = report_document(self.context, config.duplicates_threshold, config.keep_formats,
+                                       apply, progress, stats)
         finally:
             self.metrics.pairs_verified.inc(stats.verified)
-        document = to_document(groups, config.duplicates_threshold, str(self.context.directory))
         try:
             written = publish(document, config.reports, config.report_formats, config.reports_keep)
         except (OSError, LookalikeError) as exc:
@@ -412,26 +418,22 @@ class Service:
     def reload(self) -> bool:
         """Re-read the config file; apply it whole, or keep the running one and say why."""
         self.notifier.reloading()
-        old = self.config
         try:
-            new = config_module.load(old.source)
+            reloaded = reread(self.config)
         except ConfigError as exc:
             log.error("reload rejected; still running with the previous configuration.\n%s", exc.message)
             self.metrics.config_reload_ok.set(0)
             self.notifier.ready("reload rejected: invalid configuration")
             return False
-        kept = {name: getattr(old, name) for name in RESTART_ONLY if getattr(new, name) != getattr(old, name)}
-        for name in kept:
-            log.warning("%s changed: it takes effect after a restart; keeping the running value", name)
-        new = dataclasses.replace(new, **kept)
-        if new.watch != old.watch:
+        new = reloaded.config
+        if reloaded.watch_changed:
             self.watcher.stop()
             self.folders = Folders(new.watch)
             self.watcher = Watcher(self.folders, self._intake, self.metrics)
             self.watcher.start()
-            for gone in {f.path for f in old.watch} - {f.path for f in new.watch}:
-                self._settler.touch(str(gone), 0.0)         # its records go, unless another folder holds it
-                self.roots.forget(str(gone))
+            for gone in reloaded.folders_gone:
+                self._settler.touch(gone, 0.0)              # its records go, unless another folder holds it
+                self.roots.forget(gone)
             for folder in new.watch:
                 self.roots.is_up(folder)                    # a folder not there yet: the warning, the gauge
         # A reload is also the operator's way to ask for a rescan (events are only hints).

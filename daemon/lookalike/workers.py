@@ -5,7 +5,8 @@ runs in child processes started with `spawn`: a fresh interpreter that never inh
 parent's LMDB environment (LMDB forbids using an environment across fork()). Each worker holds
 at most one job. When a worker dies or overruns its time limit, the file it held is reported as
 `crashed` or `timeout`, the worker is replaced, and every other file goes on. `Workers` runs any
-picklable job function this way (the HTML report's thumbnails too); `ExtractWorkers` runs `examine`.
+picklable job function this way (the HTML report's thumbnails too); `ExtractWorkers` runs `examine`,
+`UploadWorkers` the API's uploads (defined here, so that a worker imports no more than extraction).
 
 The parent waits on the workers' pipes and process sentinels together with its own wake-up fd
 (see `wait`), so results, deaths and signals all wake the same loop.
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
 
-from .extract import Outcome, Unreadable, examine
+from .errors import ImageError
+from .extract import Extracted, Outcome, Unreadable, examine, extract_data
 from .settings import ExtractionSettings
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,22 @@ class Job:
     known_hash: bytes | None      # the stored content hash: equal bytes skip extraction
 
 
+@dataclass(frozen=True)
+class Upload:
+    path: str                 # the name the upload goes by, in answers and messages
+    data: bytes
+    serial: int               # tells two uploads of one name apart
+
+
 def _examine(settings: ExtractionSettings, job: Job) -> Outcome:
     return examine(job.path, settings, job.known_hash)
+
+
+def _examine_upload(settings: ExtractionSettings, upload: Upload) -> Outcome:
+    try:
+        return Extracted(extract_data(upload.path, upload.data, settings))
+    except ImageError as exc:
+        return Unreadable(upload.path, exc.reason, exc.detail)
 
 
 def _serve(conn: Connection, handle: Callable) -> None:
@@ -163,3 +179,12 @@ class ExtractWorkers(Workers):
         super().__init__(count, partial(_examine, settings),
                          lambda job, reason, detail: Unreadable(job.path, reason, detail),
                          job_timeout, kind="extract")
+
+
+class UploadWorkers(Workers):
+    """The API's workers: `extract_data` on each `Upload`, a lost one answered `Unreadable`."""
+
+    def __init__(self, count: int, settings: ExtractionSettings, job_timeout: float):
+        super().__init__(count, partial(_examine_upload, settings),
+                         lambda upload, reason, detail: Unreadable(upload.path, reason, detail),
+                         job_timeout, kind="upload")

@@ -1,8 +1,8 @@
 """Duplicate reports: JSON (versioned, for programs), CSV (one row per image) and HTML (one
 self-contained page for people, reports/html.py).
 
-All are written atomically: a temporary file in the target folder, fsync, rename. A reader
-never sees half a report. The JSON schema is documented in README.md ("Report formats").
+All are written atomically (files.atomic_write): a temporary file in the target folder, fsync,
+rename. A reader never sees half a report. The JSON schema is documented in README.md ("Report formats").
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -94,18 +92,3 @@ def load(path: Path) -> dict:
         raise ReportError(path, f"report version {document.get('version')!r}; this lookalike reads "
                                 f"version {REPORT_VERSION}")
     return document
-
-
-def atomic_write(target: Path, text: str) -> None:
-    """Write `text` to `target` in one step; the folder must exist (nobody's folders are made
-    by accident)."""
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import atomic_write, render
+from ..files import atomic_write
+from . import render
 
 PREFIX = "duplicates-"
 

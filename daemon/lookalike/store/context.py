@@ -15,7 +15,8 @@ Sub-databases:
   tags, tag_features, tag_hashes, tag_chunks, tag_lsh, watch_pending, alerts
                 tags, their references and their index, and the watchlist (tags.py)
 
-`pending` and `pairs` hold the duplicate graph (graph.py).
+`pending` and `pairs` hold the duplicate graph (graph.py). Beside the environment, ignored.json
+holds the pairs a person marked not a duplicate (ignored.py): `delete` removes it too.
 
 Every change to an image (record, features, path, index entries) is one write transaction, so
 a crash leaves either the old image or the new one, never half of either. The map starts small
@@ -46,7 +47,7 @@ from ..imaging.features import EXTRACTION_VERSION, LocalFeatures, detector_info
 from ..match import Candidate
 from ..settings import ExtractionSettings
 from ..types import FileIdentity
-from . import codec, graph, index, migrations, tags
+from . import codec, graph, ignored, index, migrations, tags
 from .changes import Change, DeleteTag, Fail, Linked, Move, Put, PutTag, Relink, Remove, Touch, Watched
 
 SCHEMA_VERSION = 1
@@ -161,17 +162,15 @@ class SearchContext:
         self._max_map_size = max_map_size
         self._dbs = {name: env.open_db(name.encode(), dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
                      for name in _DATABASES}
-        self._index = index.Databases(self._dbs["hashes"], self._dbs["chunks"], self._dbs["lsh"])
         info = detector_info(settings.detector)
-        self._hasher = index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
-        self._crowded = index.CrowdedBuckets()
+        hasher = index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
+        self._index = index.CandidateIndex(self._dbs["hashes"], self._dbs["chunks"], self._dbs["lsh"], hasher)
         self._graph = graph.DuplicateGraph(self._dbs["meta"], self._dbs["images"], self._dbs["pending"],
                                            self._dbs["pairs"])
         self._tags = tags.TagStore(self._dbs["meta"], self._dbs["tags"], self._dbs["tag_features"],
-                                   index.Databases(self._dbs["tag_hashes"], self._dbs["tag_chunks"],
-                                                   self._dbs["tag_lsh"]),
+                                   index.CandidateIndex(self._dbs["tag_hashes"], self._dbs["tag_chunks"],
+                                                        self._dbs["tag_lsh"], hasher),
                                    self._dbs["watch_pending"], self._dbs["alerts"])
-        self._tag_crowded = index.CrowdedBuckets()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -256,7 +255,7 @@ class SearchContext:
         directory = Path(directory)
         if not (directory / "data.mdb").exists():
             raise NotFoundError(f"{directory}: no search context here")
-        for name in ("data.mdb", "lock.mdb"):
+        for name in ("data.mdb", "lock.mdb", ignored.FILE_NAME, ignored.LOCK_NAME):
             (directory / name).unlink(missing_ok=True)
         try:
             directory.rmdir()
@@ -309,8 +308,8 @@ class SearchContext:
             try:
                 with self._write() as txn:
                     result = change(txn)
-                self._crowded.after_commit()
-                self._tag_crowded.after_commit()
+                self._index.crowded.after_commit()
+                self._tags.index.crowded.after_commit()
                 return result
             except lmdb.MapFullError:
                 current = self._env.info()["map_size"]
@@ -351,9 +350,9 @@ class SearchContext:
         if isinstance(item, Linked):
             return self._graph.linked(txn, item)
         if isinstance(item, PutTag):
-            return self._tags.put(txn, item.name, item.references, self._hasher, self._tag_crowded)
+            return self._tags.put(txn, item.name, item.references)
         if isinstance(item, DeleteTag):
-            return self._tags.delete(txn, item.name, self._hasher, self._tag_crowded)
+            return self._tags.delete(txn, item.name)
         if isinstance(item, Watched):
             return self._tags.checked(txn, item.image, item.alerts)
         raise TypeError(f"not a store change: {item!r}")
@@ -402,7 +401,7 @@ class SearchContext:
              "thumbnail": features.thumbnail}), db=self._dbs["features"])
         txn.put(key, value, db=self._dbs["paths"])
         txn.delete(key, db=self._dbs["failed"])
-        index.add(txn, self._index, num, features.content_hash, features.fingerprint, features.local, self._hasher)
+        self._index.add(txn, num, features.content_hash, features.fingerprint, features.local)
         self._graph.queue(txn, [num])
         self._tags.queue(txn, num)
         return num
@@ -411,8 +410,7 @@ class SearchContext:
         value = index.NUM.pack(num)
         image = StoredImage.from_record(num, codec.unpack(txn.get(value, db=self._dbs["images"]))[0])
         local = self._local(txn, num)
-        self._crowded.shrinking()
-        index.remove(txn, self._index, num, image.content_hash, image.fingerprint, local, self._hasher)
+        self._index.remove(txn, num, image.content_hash, image.fingerprint, local)
         txn.delete(value, db=self._dbs["images"])
         txn.delete(value, db=self._dbs["features"])
         txn.delete(path_key(image.path), db=self._dbs["paths"])
@@ -477,12 +475,11 @@ class SearchContext:
             return self._tags.reference(txn, number)
 
     def reference_candidates(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> list[int]:
-        """Reference numbers worth verifying against these features: index.candidates over the
-        references' own index."""
-        known = self._tag_crowded.view()
+        """Reference numbers worth verifying against these features, as the references' own
+        candidate index finds them."""
+        known = self._tags.index.crowded.view()
         with self._read() as txn:
-            return list(index.candidates(txn, self._tags.index, content_hash, fingerprint, local, self._hasher,
-                                         known))
+            return list(self._tags.index.candidates(txn, content_hash, fingerprint, local, known))
 
     def watch_pending(self, page: int = 64) -> list[int]:
         """Up to `page` stored images the watchlist has still to check, oldest first."""
@@ -586,18 +583,16 @@ class SearchContext:
         return len(images)
 
     def _index_descriptors(self, txn, num: int, record: bytes) -> None:
-        index.add_descriptors(txn, self._index, num, _features_record(record)[0], self._hasher)
+        self._index.add_descriptors(txn, num, _features_record(record)[0])
 
     def _index_fingerprint(self, txn, num: int, record: bytes) -> None:
-        index.add_fingerprint(txn, self._index, num, StoredImage.from_record(num, codec.unpack(record)[0]).fingerprint)
+        self._index.add_fingerprint(txn, num, StoredImage.from_record(num, codec.unpack(record)[0]).fingerprint)
 
     def _index_reference_descriptors(self, txn, number: int, record: bytes) -> None:
-        index.add_descriptors(txn, self._tags.index, number, tags.StoredReference.from_record(number, record).local,
-                              self._hasher)
+        self._tags.index.add_descriptors(txn, number, tags.StoredReference.from_record(number, record).local)
 
     def _index_reference_fingerprint(self, txn, number: int, record: bytes) -> None:
-        index.add_fingerprint(txn, self._tags.index, number,
-                              tags.StoredReference.from_record(number, record).fingerprint)
+        self._tags.index.add_fingerprint(txn, number, tags.StoredReference.from_record(number, record).fingerprint)
 
     @contextmanager
     def busy(self, status: str) -> Iterator[None]:
@@ -729,12 +724,17 @@ class SearchContext:
                 yield long_paths
 
     def candidates_for(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> Iterator[int]:
-        """Image numbers worth verifying against these features, as index.candidates finds them.
+        """Image numbers worth verifying against these features, as the candidate index finds them.
         Its read transaction is open until the iteration ends, and holds back a map resize
         (_ResizeGate): iterate it through without waiting on other readers."""
-        known = self._crowded.view()
+        known = self._index.crowded.view()
         with self._read() as txn:
-            yield from index.candidates(txn, self._index, content_hash, fingerprint, local, self._hasher, known)
+            yield from self._index.candidates(txn, content_hash, fingerprint, local, known)
+
+    def paths_with_content(self, content_hash: bytes) -> list[str]:
+        """The paths of the stored images whose bytes have this content hash."""
+        with self._read() as txn:
+            return sorted(self._image(txn, num).path for num in self._index.with_content(txn, content_hash))
 
     def count(self) -> int:
         with self._read() as txn:

@@ -53,13 +53,6 @@ NUM = struct.Struct(">I")
 FINGERPRINT = struct.Struct(">Q")
 
 
-@dataclass(frozen=True)
-class Databases:
-    hashes: object            # content hash -> image numbers (dupsort)
-    chunks: object            # chunk position + 16-bit chunk -> image number + fingerprint (dupsort)
-    lsh: object               # table + bucket key -> image numbers (dupsort)
-
-
 class Hasher:
     """Bucket keys for descriptors of one detector; deterministic from the seed."""
 
@@ -136,36 +129,7 @@ def _chunk_probes(fingerprints: np.ndarray) -> list[bytes]:
     return np.unique(probes).astype(">u4").view(np.uint8).reshape(-1, 4)[:, 1:].copy().view("V3").ravel().tolist()
 
 
-def add(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
-        local: LocalFeatures, hasher: Hasher) -> None:
-    txn.put(content_hash, NUM.pack(num), db=dbs.hashes, dupdata=True)
-    add_fingerprint(txn, dbs, num, fingerprint)
-    add_descriptors(txn, dbs, num, local, hasher)
-
-
-def add_fingerprint(txn, dbs: Databases, num: int, fingerprint: int) -> None:
-    value = NUM.pack(num) + FINGERPRINT.pack(fingerprint)
-    for key in _chunk_keys(fingerprint):
-        txn.put(key, value, db=dbs.chunks, dupdata=True)
-
-
-def add_descriptors(txn, dbs: Databases, num: int, local: LocalFeatures, hasher: Hasher) -> None:
-    value = NUM.pack(num)
-    with txn.cursor(db=dbs.lsh) as cursor:
-        cursor.putmulti([(key, value) for key in lsh_keys(hasher, local.descriptors)], dupdata=True)
-
-
-def remove(txn, dbs: Databases, num: int, content_hash: bytes, fingerprint: int,
-           local: LocalFeatures, hasher: Hasher) -> None:
-    value = NUM.pack(num)
-    txn.delete(content_hash, value, db=dbs.hashes)
-    for key in _chunk_keys(fingerprint):
-        txn.delete(key, value + FINGERPRINT.pack(fingerprint), db=dbs.chunks)
-    for key in lsh_keys(hasher, local.descriptors):
-        txn.delete(key, value, db=dbs.lsh)
-
-
-def _postings(cursor, key: bytes) -> list[int]:
+def postings(cursor, key: bytes) -> list[int]:
     """The image numbers under one key (content hashes: no crowding limit applies)."""
     if not cursor.set_key(key):
         return []
@@ -350,33 +314,76 @@ def _descriptor_votes(cursor, hasher: Hasher, descriptors: np.ndarray, known: Cr
     return dict(zip(nums[strong].tolist(), votes[strong].tolist()))
 
 
-def candidates(txn, dbs: Databases, content_hash: bytes, fingerprint: int, local: LocalFeatures,
-               hasher: Hasher, known: CrowdedView) -> Iterator[int]:
-    """Image numbers worth verifying, most promising first, the image's mirror image's too where
-    the detector has a mirror table: exact copies, then near copies by fingerprint distance, then
-    the images the local descriptors vote for. The copies come as soon as they are known, so a
-    caller can verify them while the descriptors, most of a look-up's time, are looked up.
-    `known` must be taken before `txn` began."""
-    found: dict[int, float] = {}
-    with txn.cursor(db=dbs.hashes) as cursor:
-        for num in _postings(cursor, content_hash):
-            found[num] = float("inf")
+class CandidateIndex:
+    """The candidate index of one context: its three databases, the hasher of its detector and
+    the buckets look-ups have found crowded. The context owns the transactions; every write
+    goes into the transaction that writes the image's record."""
 
-    variants = np.unique(np.array(list(fingerprint_variants(fingerprint).values()), np.uint64))
-    with txn.cursor(db=dbs.chunks) as cursor:
-        nums, fingerprints = _fingerprint_neighbours(cursor, _chunk_probes(variants))
-    distances = np.bitwise_count(fingerprints[:, None] ^ variants).min(axis=1)
-    near_enough = distances <= FINGERPRINT_RADIUS
-    for num, distance in zip(nums[near_enough].tolist(), distances[near_enough].tolist()):
-        found[num] = max(found.get(num, 0.0), 1e6 - distance)
-    yield from sorted(found, key=lambda num: -found[num])
+    def __init__(self, hashes, chunks, lsh, hasher: Hasher):
+        self.hashes = hashes      # content hash -> image numbers (dupsort)
+        self.chunks = chunks      # chunk position + 16-bit chunk -> image number + fingerprint (dupsort)
+        self.lsh = lsh            # table + bucket key -> image numbers (dupsort)
+        self.hasher = hasher
+        self.crowded = CrowdedBuckets()
 
-    votes: dict[int, float] = {}
-    with txn.cursor(db=dbs.lsh) as cursor:
-        for mirrored in (False, True) if hasher.mirrors else (False,):
-            for num, weight in _descriptor_votes(cursor, hasher, local.descriptors, known, mirrored).items():
-                if weight > votes.get(num, 0.0):
-                    votes[num] = weight
-    # The vote slots go to images the hash and fingerprint have not found already.
-    voted = sorted(((w, n) for n, w in votes.items() if n not in found), reverse=True)[:MAX_VOTED]
-    yield from (num for _, num in voted)
+    def add(self, txn, num: int, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> None:
+        txn.put(content_hash, NUM.pack(num), db=self.hashes, dupdata=True)
+        self.add_fingerprint(txn, num, fingerprint)
+        self.add_descriptors(txn, num, local)
+
+    def add_fingerprint(self, txn, num: int, fingerprint: int) -> None:
+        value = NUM.pack(num) + FINGERPRINT.pack(fingerprint)
+        for key in _chunk_keys(fingerprint):
+            txn.put(key, value, db=self.chunks, dupdata=True)
+
+    def add_descriptors(self, txn, num: int, local: LocalFeatures) -> None:
+        value = NUM.pack(num)
+        with txn.cursor(db=self.lsh) as cursor:
+            cursor.putmulti([(key, value) for key in lsh_keys(self.hasher, local.descriptors)], dupdata=True)
+
+    def remove(self, txn, num: int, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> None:
+        self.crowded.shrinking()
+        value = NUM.pack(num)
+        txn.delete(content_hash, value, db=self.hashes)
+        for key in _chunk_keys(fingerprint):
+            txn.delete(key, value + FINGERPRINT.pack(fingerprint), db=self.chunks)
+        for key in lsh_keys(self.hasher, local.descriptors):
+            txn.delete(key, value, db=self.lsh)
+
+    def clear(self, txn, db) -> None:
+        """Empty one of the index's databases (a migration rebuilds it)."""
+        self.crowded.shrinking()
+        txn.drop(db, delete=False)
+
+    def with_content(self, txn, content_hash: bytes) -> list[int]:
+        """The images whose bytes have this content hash."""
+        with txn.cursor(db=self.hashes) as cursor:
+            return postings(cursor, content_hash)
+
+    def candidates(self, txn, content_hash: bytes, fingerprint: int, local: LocalFeatures,
+                   known: CrowdedView) -> Iterator[int]:
+        """Image numbers worth verifying, most promising first, the image's mirror image's too
+        where the detector has a mirror table: exact copies, then near copies by fingerprint
+        distance, then the images the local descriptors vote for. The copies come as soon as
+        they are known, so a caller can verify them while the descriptors, most of a look-up's
+        time, are looked up. `known` (crowded.view()) must be taken before `txn` began."""
+        found = dict.fromkeys(self.with_content(txn, content_hash), float("inf"))
+
+        variants = np.unique(np.array(list(fingerprint_variants(fingerprint).values()), np.uint64))
+        with txn.cursor(db=self.chunks) as cursor:
+            nums, fingerprints = _fingerprint_neighbours(cursor, _chunk_probes(variants))
+        distances = np.bitwise_count(fingerprints[:, None] ^ variants).min(axis=1)
+        near_enough = distances <= FINGERPRINT_RADIUS
+        for num, distance in zip(nums[near_enough].tolist(), distances[near_enough].tolist()):
+            found[num] = max(found.get(num, 0.0), 1e6 - distance)
+        yield from sorted(found, key=lambda num: -found[num])
+
+        votes: dict[int, float] = {}
+        with txn.cursor(db=self.lsh) as cursor:
+            for mirrored in (False, True) if self.hasher.mirrors else (False,):
+                for num, weight in _descriptor_votes(cursor, self.hasher, local.descriptors, known, mirrored).items():
+                    if weight > votes.get(num, 0.0):
+                        votes[num] = weight
+        # The vote slots go to images the hash and fingerprint have not found already.
+        voted = sorted(((w, n) for n, w in votes.items() if n not in found), reverse=True)[:MAX_VOTED]
+        yield from (num for _, num in voted)

@@ -16,7 +16,7 @@ from .context import _DATABASES, _DUPSORT, SearchContext, _open_env
 
 def hasher(context: SearchContext) -> index.Hasher:
     """The hasher that turns the context's descriptors into its LSH bucket keys."""
-    return context._hasher
+    return context._index.hasher
 
 
 @contextmanager

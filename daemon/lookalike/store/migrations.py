@@ -26,32 +26,31 @@ RETIRED_DATABASES = (b"fingerprints",)      # image number -> fingerprint, until
 
 def upgrade(context: SearchContext, index_version: int, chunks_version: int) -> None:
     """Bring the candidate index of a context just opened to this lookalike's versions."""
+    images, references = context._index, context._tags.index
     if index_version != index.VERSION:
-        reindex(context, (("lsh", "features", context._index_descriptors),
-                          ("tag_lsh", "tag_features", context._index_reference_descriptors)),
+        reindex(context, ((images, "lsh", "features", context._index_descriptors),
+                          (references, "tag_lsh", "tag_features", context._index_reference_descriptors)),
                 b"index", index.VERSION)
     if chunks_version != index.CHUNKS_VERSION:
-        reindex(context, (("chunks", "images", context._index_fingerprint),
-                          ("tag_chunks", "tag_features", context._index_reference_fingerprint)),
+        reindex(context, ((images, "chunks", "images", context._index_fingerprint),
+                          (references, "tag_chunks", "tag_features", context._index_reference_fingerprint)),
                 b"chunks", index.CHUNKS_VERSION)
         drop_retired(context)
 
 
-Part = tuple[str, str, Callable[[lmdb.Transaction, int, bytes], None]]
+Part = tuple[index.CandidateIndex, str, str, Callable[[lmdb.Transaction, int, bytes], None]]
 
 
 def reindex(context: SearchContext, parts: tuple[Part, ...], version_key: bytes, version: int) -> None:
-    """Rebuild parts of the candidate index, each (db, source, add) from the records of
+    """Rebuild parts of candidate indexes, each (its index, db, source, add) from the records of
     `source`, calling `add(txn, number, record)` for each: an older lookalike wrote them
     otherwise (other bucket keys, postings without the fingerprint).
 
     A page of records per transaction, so a large context never needs one huge write; the
     new version is recorded last, so a rebuild cut short starts again at the next open."""
-    for db, source, add in parts:
-        def clear(txn, db=db):
-            context._crowded.shrinking()
-            context._tag_crowded.shrinking()
-            txn.drop(context._dbs[db], delete=False)
+    for candidate_index, db, source, add in parts:
+        def clear(txn, candidate_index=candidate_index, db=db):
+            candidate_index.clear(txn, context._dbs[db])
         context._apply(clear)
         for page in context._pages(source, 512):
             def add_page(txn, page=page, add=add):

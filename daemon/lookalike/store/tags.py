@@ -5,8 +5,9 @@ Sub-databases (beside the context's own, context.py):
   tags            tag name -> JSON: the tag's references (number, the name given, sizes)
   tag_features    reference number -> record: tag, name given, content hash, fingerprint, sizes;
                   keypoints, descriptors, thumbnail
-  tag_hashes, tag_chunks, tag_lsh   a candidate index of the references (index.py), so checking
-                  an image against every reference is one look-up, not a comparison each
+  tag_hashes, tag_chunks, tag_lsh   a candidate index of the references (index.CandidateIndex,
+                  a second instance beside the images'), so checking an image against every
+                  reference is one look-up, not a comparison each
   watch_pending   image number -> b"": images stored while a tag existed that the watchlist has
                   not checked yet. Queued in the transaction that stores the image, so a restart
                   loses none; an image stored while no tag exists can match nothing and is not.
@@ -104,18 +105,17 @@ class TagStore:
     meta: object
     tags: object
     features: object
-    index: index.Databases
+    index: index.CandidateIndex
     pending: object
     alerts: object
 
     # --- tags ----------------------------------------------------------------------------
 
-    def put(self, txn, name: str, references: tuple[Reference, ...], hasher: index.Hasher,
-            crowded: index.CrowdedBuckets) -> dict:
+    def put(self, txn, name: str, references: tuple[Reference, ...]) -> dict:
         """Store the tag `name` with these references, replacing any it had: its document."""
         old = self.tag(txn, name)
         if old is not None:
-            self._drop_references(txn, old, hasher, crowded)
+            self._drop_references(txn, old)
         next_number = int(txn.get(b"tag_next", db=self.meta) or b"1")
         listed = []
         for number, reference in enumerate(references, next_number):
@@ -127,7 +127,7 @@ class TagStore:
                  "working_width": features.local.width, "working_height": features.local.height},
                 {"keypoints": features.local.keypoints, "descriptors": features.local.descriptors,
                  "thumbnail": features.thumbnail}), db=self.features)
-            index.add(txn, self.index, number, features.content_hash, features.fingerprint, features.local, hasher)
+            self.index.add(txn, number, features.content_hash, features.fingerprint, features.local)
             listed.append({"number": number, "name": reference.name, "content_hash": features.content_hash.hex(),
                            "width": features.width, "height": features.height, "features": features.local.count})
         txn.put(b"tag_next", str(next_number + len(references)).encode(), db=self.meta)
@@ -135,23 +135,22 @@ class TagStore:
         txn.put(name.encode(), json.dumps(doc).encode(), db=self.tags)
         return doc
 
-    def delete(self, txn, name: str, hasher: index.Hasher, crowded: index.CrowdedBuckets) -> bool:
+    def delete(self, txn, name: str) -> bool:
         """Forget the tag `name` and its references; whether it existed."""
         doc = self.tag(txn, name)
         if doc is None:
             return False
-        self._drop_references(txn, doc, hasher, crowded)
+        self._drop_references(txn, doc)
         txn.delete(name.encode(), db=self.tags)
         if not txn.stat(self.tags)["entries"]:
             txn.drop(self.pending, delete=False)        # with no tag left nothing can match
         return True
 
-    def _drop_references(self, txn, doc: dict, hasher: index.Hasher, crowded: index.CrowdedBuckets) -> None:
-        crowded.shrinking()
+    def _drop_references(self, txn, doc: dict) -> None:
         for listed in doc["references"]:
             key = index.NUM.pack(listed["number"])
             stored = StoredReference.from_record(listed["number"], txn.get(key, db=self.features))
-            index.remove(txn, self.index, stored.number, stored.content_hash, stored.fingerprint, stored.local, hasher)
+            self.index.remove(txn, stored.number, stored.content_hash, stored.fingerprint, stored.local)
             txn.delete(key, db=self.features)
 
     def tag(self, txn, name: str) -> dict | None:

@@ -1,0 +1,263 @@
+"""The API's WSGI application: routes, each a thin handler over operations.py, and the rules
+every request goes through (token, concurrency cap, errors as JSON, metrics).
+
+A route is one line of ROUTES and a handler `(api, request, **url_arguments) -> document`; its
+OpenAPI description is one entry of openapi.DOCUMENT (a test holds the two to each other).
+Handlers read the daemon's open context (read transactions, safe from any thread) and never
+write to it: the store's writer thread stays its only writer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from .. import operations
+from ..errors import ImageError, LookalikeError, NotFoundError, ReportError, StoreError, UsageError
+from ..extract import ImageFeatures
+from ..metrics import Metrics
+from ..settings import DEFAULT_SIMILAR_THRESHOLD
+from ..store import SearchContext
+from .openapi import DOCUMENT
+from .uploads import Stopping, UploadExtractor
+
+log = logging.getLogger(__name__)
+
+# Every `error` an answer can carry: the CLI's failure reasons for an image, then the API's own.
+REASONS = ImageError.REASONS + ("usage", "not_found", "unauthorized", "method_not_allowed", "busy",
+                                "unavailable", "store", "report", "internal")
+UNMATCHED = "unmatched"        # the route label of every request no route matched
+RETRY_AFTER_SECONDS = 1
+UPLOAD_NAME = "upload"         # what an upload without a file name is called in answers
+
+
+class ApiError(Exception):
+    """An answer other than 200, made where the request is handled."""
+
+    def __init__(self, status: int, reason: str, detail: str, headers: dict | None = None):
+        assert reason in REASONS, reason
+        super().__init__(detail)
+        self.status, self.reason, self.detail, self.headers = status, reason, detail, headers or {}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str                    # a werkzeug rule: /v1/tags/<name>
+    handler: Callable[..., dict]
+
+
+class Api:
+    """The WSGI application. `queues` says how long the daemon's queues are now."""
+
+    def __init__(self, context: SearchContext, reports: Path, uploads: UploadExtractor,
+                 queues: Callable[[], dict[str, int]], metrics: Metrics, token: str | None,
+                 max_concurrent: int, max_upload_bytes: int):
+        self.context = context
+        self.reports = reports
+        self.uploads = uploads
+        self.queues = queues
+        self.metrics = metrics
+        self._token = token.encode() if token else None
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self.max_upload_bytes = max_upload_bytes
+        self.url_map = Map([Rule(route.path, methods=[route.method], endpoint=route) for route in ROUTES])
+
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        request = Request(environ)
+        request.max_content_length = self.max_upload_bytes
+        route = UNMATCHED
+        try:
+            self._authorise(request)
+            try:
+                rule, arguments = self.url_map.bind_to_environ(environ).match(return_rule=True)
+            except NotFound:
+                raise ApiError(404, "not_found", f"{request.method} {request.path}: no such route "
+                                                 "(the routes: GET /v1/openapi.json)") from None
+            except MethodNotAllowed as exc:
+                allowed = ", ".join(exc.valid_methods or ())
+                raise ApiError(405, "method_not_allowed", f"{request.path} answers {allowed}", {"Allow": allowed}) from None
+            route = rule.rule
+            if not self._slots.acquire(blocking=False):
+                raise ApiError(503, "busy", "every request slot is taken (api.max_concurrent); retry shortly",
+                               {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            try:
+                response = _json(200, rule.endpoint.handler(self, request, **arguments))
+            finally:
+                self._slots.release()
+        except Exception as exc:
+            failure = _as_api_error(exc)
+            if failure.status >= 500 and failure.reason not in ("busy", "unavailable"):
+                log.error("%s %s: %s", request.method, request.path, failure.detail,
+                          exc_info=failure.reason == "internal")
+                if failure.reason == "internal":
+                    self.metrics.internal_errors.labels("api").inc()
+            else:
+                log.debug("%s %s: %d %s: %s", request.method, request.path, failure.status, failure.reason,
+                          failure.detail)
+            response = _json(failure.status, {"error": failure.reason, "detail": failure.detail})
+            response.headers.update(failure.headers)
+        self.metrics.api_requests.labels(route, str(response.status_code)).inc()
+        self.metrics.api_duration.labels(route).observe(time.perf_counter() - started)
+        return response(environ, start_response)
+
+    def _authorise(self, request: Request) -> None:
+        if self._token is None:
+            return
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            raise ApiError(401, "unauthorized", "send the token of api.token_file as 'Authorization: Bearer TOKEN'",
+                           {"WWW-Authenticate": 'Bearer realm="lookalike"'})
+
+    # --- what handlers share -------------------------------------------------------------
+
+    def uploaded(self, request: Request, *fields: str) -> list[ImageFeatures]:
+        """The features of the images a request carries: multipart parts named `fields`, or, for
+        one field, the raw body (named by the `name` parameter, whose extension tells a camera
+        raw file). Decoded in the upload workers, all at once."""
+        if _multipart(request):
+            uploads = []
+            for field in fields:
+                part = request.files.get(field)
+                if part is None:
+                    raise UsageError(f"the multipart body has no file part named {field!r} (it has: "
+                                     f"{', '.join(request.files) or 'none'})")
+                uploads.append((os.path.basename(part.filename or "") or UPLOAD_NAME, part.read()))
+        elif len(fields) == 1:
+            uploads = [(os.path.basename(request.args.get("name", "")) or UPLOAD_NAME, request.get_data(cache=False, parse_form_data=False))]
+        else:
+            raise UsageError(f"send the images as multipart/form-data parts named {', '.join(map(repr, fields))}")
+        futures = [self.uploads.extract(name, data) for name, data in uploads]
+        return [self.uploads.features(future) for future in futures]
+
+
+def _json(status: int, document: dict) -> Response:
+    return Response(json.dumps(document) + "\n", status=status, mimetype="application/json")
+
+
+def _as_api_error(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ImageError):
+        return ApiError({"missing": 404, "too_large": 413}.get(exc.reason, 422), exc.reason, exc.message)
+    if isinstance(exc, RequestEntityTooLarge):
+        return ApiError(413, "too_large", "the body is over api.max_upload_bytes")
+    if isinstance(exc, HTTPException):                       # a body werkzeug could not parse
+        return ApiError(exc.code or 400, "usage", exc.description or exc.name)
+    for kind, status, reason in ((UsageError, 400, "usage"), (NotFoundError, 404, "not_found"),
+                                 (Stopping, 503, "unavailable"), (StoreError, 503, "store"),
+                                 (ReportError, 500, "report"), (LookalikeError, 500, "internal")):
+        if isinstance(exc, kind):
+            return ApiError(status, reason, exc.message)
+    return ApiError(500, "internal", f"unexpected {type(exc).__name__}; the daemon's log has the details")
+
+
+# --- parameters ------------------------------------------------------------------------------
+
+def _multipart(request: Request) -> bool:
+    return request.mimetype == "multipart/form-data"
+
+
+def _parameter(request: Request, name: str) -> str | None:
+    """A query parameter, or a multipart field. Any other body is the image itself, whatever its
+    declared type (`curl --data-binary` declares a form), so it is never parsed as a form."""
+    value = request.args.get(name)
+    if value is None and _multipart(request):
+        value = request.form.get(name)
+    return value
+
+
+def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
+    text = _parameter(request, name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{name}: must be a number, not {text!r}") from None
+    if not low <= value <= high:
+        raise UsageError(f"{name}: must be from {low:g} to {high:g}, not {text}")
+    return value
+
+
+def _search_limits(request: Request) -> tuple[float, int | None]:
+    threshold = _number(request, "threshold", DEFAULT_SIMILAR_THRESHOLD, 0, 100)
+    text = _parameter(request, "max_count")
+    if text is None:
+        return threshold, None
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"max_count: must be a whole number of at least 1, not {text!r}")
+    return threshold, int(text)
+
+
+def _stored_path(request: Request) -> str:
+    path = request.args.get("path")
+    if not path:
+        raise UsageError("path: name a stored image by its absolute path (?path=/photos/a.jpg)")
+    if not os.path.isabs(path):
+        raise UsageError(f"path: must be absolute, not {path!r}")
+    return os.path.normpath(path)
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+def status(api: Api, request: Request) -> dict:
+    return operations.daemon_status(api.context, api.queues())
+
+
+def similar_to_upload(api: Api, request: Request) -> dict:
+    threshold, max_count = _search_limits(request)
+    [features] = api.uploaded(request, "image")
+    return operations.similar_document(api.context, features, threshold, max_count)
+
+
+def similar_to_stored(api: Api, request: Request) -> dict:
+    threshold, max_count = _search_limits(request)
+    features = operations.stored_features(api.context, _stored_path(request))
+    return operations.similar_document(api.context, features, threshold, max_count)
+
+
+def extract(api: Api, request: Request) -> dict:
+    [features] = api.uploaded(request, "image")
+    return operations.features_document(features.path, features.local, api.context.settings.detector)
+
+
+def stored_features(api: Api, request: Request) -> dict:
+    return operations.stored_features_document(api.context, _stored_path(request))
+
+
+def compare(api: Api, request: Request) -> dict:
+    first, second = api.uploaded(request, "first", "second")
+    return operations.compare_features(first, second, api.context.settings.detector)
+
+
+def duplicates(api: Api, request: Request) -> dict:
+    return operations.latest_duplicates(api.reports)
+
+
+def openapi(api: Api, request: Request) -> dict:
+    return DOCUMENT
+
+
+ROUTES = (
+    Route("GET", "/v1/status", status),
+    Route("POST", "/v1/similar", similar_to_upload),
+    Route("GET", "/v1/similar", similar_to_stored),
+    Route("POST", "/v1/extract", extract),
+    Route("GET", "/v1/features", stored_features),
+    Route("POST", "/v1/compare", compare),
+    Route("GET", "/v1/duplicates", duplicates),
+    Route("GET", "/v1/openapi.json", openapi),
+)
