@@ -187,9 +187,12 @@ def test_a_copy_of_a_reference_dropped_in_a_watched_folder_raises_one_alert_that
         daemon.wait(lambda: context.watch_pending() == [], "the watchlist to check the coffee")
     assert daemon.cli("alerts", "--json")["alerts"] == first
 
-    # While the daemon runs its writer is the context's only one: tags change through it.
+    # While the daemon runs its writer is the context's only one: tags change through it, and
+    # the refusal names the route that does it.
     refused = lookalike("--config", daemon.config_path, "tag", "put", "cats", chelsea)
-    assert refused.returncode == ExitCode.STORE and "HTTP API" in refused.stderr
+    assert refused.returncode == ExitCode.STORE and "HTTP API instead (PUT /v1/tags/cats" in refused.stderr
+    refused = lookalike("--config", daemon.config_path, "tag", "delete", "space")
+    assert refused.returncode == ExitCode.STORE and "HTTP API instead (DELETE /v1/tags/space" in refused.stderr
 
     assert daemon.stop()[0] == 0
     daemon.start().ready()

@@ -348,12 +348,13 @@ def alerts_since(context: SearchContext, cursor: int, limit: int = ALERTS_PAGE) 
     return {"version": OUTPUT_VERSION, "alerts": alerts, "next": alerts[-1]["cursor"] if alerts else cursor}
 
 
-def _tags_writable(state_dir: Path | None):
+def _tags_writable(state_dir: Path | None, route: str):
     """While the daemon holds the state directory its writer is the context's only writer:
-    tags are changed through it (its HTTP API), not by another process."""
+    tags are changed through it (`route` of its HTTP API), not by another process."""
     if state_dir is None:
         return contextlib.nullcontext()
-    return state_lock(state_dir, "the running daemon's HTTP API changes tags, or stop it first")
+    return state_lock(state_dir, f"change its tags through its HTTP API instead ({route}, docs/api.md), "
+                                 "or stop it first")
 
 
 def put_tag_files(directory: Path, state_dir: Path | None, name: str, images: list[str]) -> dict:
@@ -361,13 +362,13 @@ def put_tag_files(directory: Path, state_dir: Path | None, name: str, images: li
     check_name(name)
     with SearchContext.open(directory) as context:
         references = [reference_from_file(image, context.settings) for image in images]
-        with _tags_writable(state_dir):
+        with _tags_writable(state_dir, f"PUT /v1/tags/{name}"):
             return put_tag(context, name, references)
 
 
 def delete_tag_named(directory: Path, state_dir: Path | None, name: str) -> dict:
     check_name(name)
-    with SearchContext.open(directory) as context, _tags_writable(state_dir):
+    with SearchContext.open(directory) as context, _tags_writable(state_dir, f"DELETE /v1/tags/{name}"):
         return delete_tag(context, name)
 
 

@@ -14,8 +14,8 @@ Who runs what:
                      (watch/roots.py), hands its finds over as the settle queue makes room
                      (it waits meanwhile)
   duplicates thread  one pass at a time: verify candidates, group, publish reports (reads only)
-  api threads        api/: answer HTTP queries from the open context (reads only); uploads are
-                     decoded in worker processes of their own
+  api threads        api/: answer HTTP queries from the open context; their writes (tags) go to
+                     the writer; uploads are decoded in worker processes of their own
   store thread       store/writer.py: the only writer of the LMDB environment
   worker processes   workers.py (spawned, never forked): read, decode, extract
 
@@ -156,7 +156,8 @@ class Service:
         self.watcher.start()
         running.callback(self._stop_watching)
         if config.api.enabled:
-            api = ApiServer(config.api, self.context, config.reports, self.metrics, self._queues, config.source)
+            api = ApiServer(config.api, self.context, self.writer, config.reports, self.metrics, self._queues,
+                            config.source)
             running.callback(api.stop)
         self._reconcile.request()
         self._schedule.start(time.monotonic())
