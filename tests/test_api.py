@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import images
-from harness import Daemon, folder, lookalike, occupied, stop_group
+from harness import Daemon, content_hash, folder, lookalike, occupied, stop_group
 from lookalike.api.app import REASONS, ROUTES, UNMATCHED
 from lookalike.api.openapi import DOCUMENT
 from lookalike.errors import ExitCode
@@ -65,11 +65,12 @@ def call(where: int | str, method: str, path: str, body: bytes | None = None, he
         connection.close()
 
 
-def multipart(parts: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, dict]:
-    """A multipart/form-data body: name -> (file name, bytes) for a file, or a plain value."""
+def multipart(parts: dict[str, tuple[str, bytes] | str] | list[tuple[str, tuple[str, bytes] | str]]) -> tuple[bytes, dict]:
+    """A multipart/form-data body: name -> (file name, bytes) for a file, or a plain value; as a
+    list of (name, value) for several parts of one name."""
     boundary = uuid.uuid4().hex
     chunks = []
-    for name, value in parts.items():
+    for name, value in (parts.items() if isinstance(parts, dict) else parts):
         if isinstance(value, tuple):
             filename, data = value
             chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
@@ -208,7 +209,7 @@ def test_the_openapi_document_is_served(served):
 
 
 def test_the_openapi_document_describes_exactly_the_routes():
-    served_routes = {(route.path, route.method.lower()) for route in ROUTES}
+    served_routes = {(route.documented, route.method.lower()) for route in ROUTES}
     described = {(path, method) for path, operations in DOCUMENT["paths"].items() for method in operations}
     assert served_routes == described
     assert DOCUMENT["openapi"].startswith("3.")
@@ -284,7 +285,7 @@ def test_requests_are_counted_by_route_and_code(served):
     assert daemon.metric("lookalike_api_requests_total", route=UNMATCHED, code="404") == unmatched + 1
     assert daemon.metric("lookalike_api_request_duration_seconds_count", route="/v1/status") >= 2
     routes = {dict(labels).get("route") for (name, labels) in daemon.scrape() if name == "lookalike_api_requests_total"}
-    assert routes <= {route.path for route in ROUTES} | {UNMATCHED}
+    assert routes <= {route.documented for route in ROUTES} | {UNMATCHED}
 
 
 # --- daemons of their own -------------------------------------------------------------------
@@ -406,6 +407,61 @@ def test_a_disabled_api_does_not_listen(daemons, tmp_path):
     daemon.start().ready()
     with pytest.raises(ConnectionRefusedError):
         call(daemon.api_port, "GET", "/v1/status", timeout=5)
+
+
+@pytest.mark.slow
+def test_tags_put_over_http_raise_alerts_for_copies_in_a_watched_folder_that_survive_a_restart(daemons, tmp_path):
+    photos = folder(tmp_path)
+    daemon = daemons([photos])
+    daemon.start().ready()
+    port = daemon.api_port
+    astronaut = images.jpeg_bytes(images.photo("astronaut"))
+
+    # One reference as the raw body, named by ?name=; two as multipart parts named `image`.
+    space = ok(call(port, "PUT", "/v1/tags/space?name=astronaut.jpg", astronaut))
+    assert [(r["name"], r["content_hash"]) for r in space["references"]] == [
+        ("astronaut.jpg", content_hash(astronaut).hex())]
+    body, headers = multipart([("image", ("chelsea.jpg", images.jpeg_bytes(images.photo("chelsea")))),
+                               ("image", ("rocket.jpg", images.jpeg_bytes(images.photo("rocket"))))])
+    cats = ok(call(port, "PUT", "/v1/tags/cats", body, headers))
+    assert [r["name"] for r in cats["references"]] == ["chelsea.jpg", "rocket.jpg"]
+    assert ok(call(port, "GET", "/v1/tags")) == daemon.cli("tag", "list") == {"tags": [cats, space]}
+
+    # A copy dropped into the watched folder: an alert, read with a cursor.
+    crop = images.photo("astronaut")[50:450, 60:460]
+    copy = images.write_png(photos, "astronaut-copy.png", images.resized(crop, 300, 300))
+    alerts = daemon.wait(lambda: ok(call(port, "GET", "/v1/alerts?since=0"))["alerts"], "an alert over HTTP")
+    assert [(a["cursor"], a["path"], a["tag"], a["reference"]) for a in alerts] == [
+        (1, str(copy), "space", "astronaut.jpg")]
+    assert ok(call(port, "GET", "/v1/alerts?since=1&limit=10")) == {"version": 1, "alerts": [], "next": 1}
+
+    search = {"tags": ["space", "cats"], "threshold": 50, "max_count": 5}
+    found = ok(call(port, "POST", "/v1/tags/search", json.dumps(search).encode(),
+                    {"Content-Type": "application/json"}))
+    assert found == daemon.cli("tag", "search", "space", "cats", "--threshold", "50", "--max-count", "5")
+    assert [(hit["path"], hit["tag"]) for hit in found["results"]] == [(str(copy), "space")]
+
+    for method, path, body, status, reason in [
+        ("PUT", "/v1/tags/_space", astronaut, 400, "usage"),            # a name must begin with a letter or digit
+        ("PUT", "/v1/tags/" + "a" * 65, astronaut, 400, "usage"),
+        ("PUT", "/v1/tags/space", b"", 422, "empty"),
+        ("DELETE", "/v1/tags/dogs", None, 404, "not_found"),
+        ("POST", "/v1/tags/search", b'{"tags": ["dogs"]}', 404, "not_found"),
+        ("POST", "/v1/tags/search", b'{"tags": "space"}', 400, "usage"),
+        ("POST", "/v1/tags/search", b'{"tags": ["space"], "threshold": 101}', 400, "usage"),
+        ("POST", "/v1/tags/search", b"tags=space", 400, "usage"),
+        ("GET", "/v1/alerts?since=-1", None, 400, "usage"),
+        ("GET", "/v1/alerts?limit=1001", None, 400, "usage"),
+    ]:
+        assert_error(call(port, method, path, body), status, reason)
+    assert ok(call(port, "GET", "/v1/tags"))["tags"] == [cats, space]      # a refused put changes nothing
+
+    assert daemon.stop()[0] == 0
+    daemon.start().ready()
+    assert ok(call(port, "GET", "/v1/alerts")) == {"version": 1, "alerts": alerts, "next": 1}
+    assert ok(call(port, "DELETE", "/v1/tags/cats")) == {"deleted": "cats"}
+    assert ok(call(port, "GET", "/v1/tags")) == {"tags": [space]}
+    assert daemon.metric("lookalike_api_requests_total", route="/v1/tags/{name}", code="200") == 1
 
 
 # --- docs/api.md ------------------------------------------------------------------------------

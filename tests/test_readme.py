@@ -157,7 +157,8 @@ def test_the_quick_tour_and_the_clean_folder_commands_run_as_written(checkout):
     # The quick tour, with `--config FILE` as it says, its placeholders filled in.
     quarantine = checkout.parent / "tour-quarantine"
     placeholders = {"IMAGE": f"{PHOTOS}/chelsea.jpg", "A B": f"{PHOTOS}/chelsea.jpg {PHOTOS}/chelsea-small.jpg",
-                    "DIR": str(quarantine), "MANIFEST": f"{quarantine}/lookalike-manifest-*.jsonl", "FILE": CONFIG}
+                    "DIR": str(quarantine), "MANIFEST": f"{quarantine}/lookalike-manifest-*.jsonl", "FILE": CONFIG,
+                    "NAME": "cat"}
     commands = [command for command in tour_commands() if command.split()[1] != "run"]    # the daemon: above
     assert commands, "README.md: the quick tour lists no command"
     for command in commands:
@@ -207,5 +208,12 @@ def check(checkout: Path, line: str, printed: str, every_photo: list[str]) -> No
         groups = json.loads(shell(checkout, f"lookalike --config {CONFIG} duplicates").stdout)["groups"]
         assert len(groups) == 3
         assert not any(marked <= {Path(image["path"]).name for image in group["images"]} for group in groups)
+    elif verb == "tag" and words[words.index("tag") + 1] == "put":     # reference images kept under a name
+        assert [reference["name"] for reference in json.loads(printed)["references"]] == ["chelsea.jpg"]
+    elif verb == "tag":                   # the stored images that match the tag's references
+        found = [Path(r["path"]).name for r in json.loads(printed)["results"]]
+        assert sorted(found) == ["chelsea-small.jpg", "chelsea.jpg"], found
+    elif verb == "alerts":                # what the daemon indexed that matched: no daemon ran since the tag
+        assert printed == "next cursor: 0\n", printed
     else:
         pytest.fail(f"'{line}': the README's command has no check here; add what the README says it does")

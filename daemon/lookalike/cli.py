@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from . import __version__, config as config_module, operations
@@ -53,6 +54,13 @@ def _context_dir(args, config: config_module.Config | None = None) -> Path:
     raise UsageError("name the search context with --context DIR or --config FILE")
 
 
+def _context_and_state_dir(args) -> tuple[Path, Path | None]:
+    """The context, and the state directory whose lock a running daemon holds if the context is in one."""
+    config = config_module.load(args.config) if args.config else None
+    directory = _context_dir(args, config)
+    return directory, config.state_dir if config else operations.daemon_state_dir(directory)
+
+
 def _settings(args) -> ExtractionSettings:
     """The named context's settings, or the defaults when no context is named."""
     return operations.extraction_settings(_context_dir(args) if args.context or args.config else None)
@@ -84,11 +92,7 @@ def cmd_context_info(args) -> int:
 
 
 def cmd_context_delete(args) -> int:
-    config = config_module.load(args.config) if args.config else None
-    directory = _context_dir(args, config)
-    # The state directory whose lock a running daemon holds, if the context is in one.
-    state_dir = config.state_dir if config else operations.daemon_state_dir(directory)
-    _print_json(operations.delete_context(directory, state_dir))
+    _print_json(operations.delete_context(*_context_and_state_dir(args)))
     return ExitCode.OK
 
 
@@ -154,6 +158,39 @@ def cmd_compare(args) -> int:
 
 def cmd_similar(args) -> int:
     _print_json(operations.find_similar(_context_dir(args), args.image, args.threshold, args.max_count))
+    return ExitCode.OK
+
+
+def cmd_tag_put(args) -> int:
+    _print_json(operations.put_tag_files(*_context_and_state_dir(args), args.name, args.images))
+    return ExitCode.OK
+
+
+def cmd_tag_list(args) -> int:
+    _print_json(operations.listed_tags(_context_dir(args)))
+    return ExitCode.OK
+
+
+def cmd_tag_delete(args) -> int:
+    _print_json(operations.delete_tag_named(*_context_and_state_dir(args), args.name))
+    return ExitCode.OK
+
+
+def cmd_tag_search(args) -> int:
+    _print_json(operations.tags_search(_context_dir(args), args.names, args.threshold, args.max_count))
+    return ExitCode.OK
+
+
+def cmd_alerts(args) -> int:
+    document = operations.recorded_alerts(_context_dir(args), args.since, args.limit)
+    if args.json:
+        _print_json(document)
+        return ExitCode.OK
+    for alert in document["alerts"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(alert["at"]))
+        sys.stdout.write(f"{alert['cursor']}  {when}  {alert['tag']}  {alert['similarity']:5.1f}  "
+                         f"{display_path(alert['path'])}  (reference {alert['reference']})\n")
+    sys.stdout.write(f"next cursor: {document['next']}\n")
     return ExitCode.OK
 
 
@@ -360,6 +397,31 @@ def build_parser() -> argparse.ArgumentParser:
     similar_parser.add_argument("--threshold", type=float, default=DEFAULT_SIMILAR_THRESHOLD)
     similar_parser.add_argument("--max-count", type=int, default=None)
     similar_parser.set_defaults(handler=cmd_similar)
+
+    tag = commands.add_parser("tag", help="tags: named reference images, searched by and watched for")
+    tag_commands = tag.add_subparsers(dest="action", required=True)
+    tag_put = tag_commands.add_parser("put", help="store tag NAME with these reference images, replacing "
+                                      "its references (refused while the daemon runs)")
+    tag_put.add_argument("name", metavar="NAME")
+    tag_put.add_argument("images", nargs="+", metavar="IMAGE")
+    tag_put.set_defaults(handler=cmd_tag_put)
+    tag_commands.add_parser("list", help="every tag and its references").set_defaults(handler=cmd_tag_list)
+    tag_delete = tag_commands.add_parser("delete", help="forget tag NAME (refused while the daemon runs)")
+    tag_delete.add_argument("name", metavar="NAME")
+    tag_delete.set_defaults(handler=cmd_tag_delete)
+    tag_search = tag_commands.add_parser("search", help="stored images that match a reference of these tags")
+    tag_search.add_argument("names", nargs="+", metavar="NAME")
+    tag_search.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD)
+    tag_search.add_argument("--max-count", type=int, default=None)
+    tag_search.set_defaults(handler=cmd_tag_search)
+
+    alerts = commands.add_parser("alerts", help="watchlist alerts: newly indexed images that matched a tag")
+    alerts.add_argument("--since", type=int, default=0, metavar="CURSOR",
+                        help="only alerts after this cursor (default 0: from the first)")
+    alerts.add_argument("--limit", type=int, default=operations.ALERTS_PAGE, metavar="N",
+                        help=f"at most N alerts (default and most {operations.ALERTS_PAGE})")
+    alerts.add_argument("--json", action="store_true", help="print the alerts as JSON")
+    alerts.set_defaults(handler=cmd_alerts)
 
     duplicates = commands.add_parser("duplicates", help="groups of duplicate images in the context")
     duplicates.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD)

@@ -40,7 +40,8 @@ DEFAULT_API_PORT = 9848
 # entry of the watch list). parse accepts exactly these; docs/configuration.md is tested against them.
 KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"watch", "state_dir", "extraction", "workers", "settle_seconds", "settle_queue_limit",
-                   "reconcile_interval", "duplicates", "keep", "reports", "metrics", "log", "stop_timeout", "store", "api"}),
+                   "reconcile_interval", "duplicates", "keep", "reports", "metrics", "log", "stop_timeout", "store",
+                   "api", "alerts"}),
     "watch[]": frozenset({"path", "recursive", "include", "exclude", "follow_symlinks", "mode", "poll_interval"}),
     "extraction": frozenset({"detector", "max_features", "working_size", "max_pixels", "max_file_bytes"}),
     "duplicates": frozenset({"interval", "threshold"}),
@@ -51,6 +52,7 @@ KEYS: dict[str, frozenset[str]] = {
     "store": frozenset({"max_map_size"}),
     "api": frozenset({"enabled", "listen", "socket", "socket_mode", "token_file", "max_upload_bytes",
                       "max_concurrent", "read_timeout", "request_timeout"}),
+    "alerts": frozenset({"file", "threshold"}),
 }
 
 
@@ -127,6 +129,8 @@ class Config:
     keep_reference: tuple[Path, ...] = ()    # folders whose files are always kept, and never acted on
     keep_prefer: tuple[Path, ...] = ()       # folders whose files are kept first, in this order
     api: ApiSettings = field(default_factory=ApiSettings)
+    alerts_file: Path | None = None          # watchlist alerts appended as JSON lines (watchlist.py)
+    alerts_threshold: float = DEFAULT_DUPLICATE_THRESHOLD    # a copy of a reference is a duplicate of it
     warnings: tuple[str, ...] = field(default=(), compare=False)     # 'key: what is odd', not fatal
 
     @property
@@ -232,6 +236,10 @@ class _Reader:
 
 def _positive(value) -> str | None:
     return None if value > 0 else "must be greater than zero"
+
+
+def _percentage(value) -> str | None:
+    return None if 0 <= value <= 100 else "must be from 0 to 100"
 
 
 def _at_least_a_mebibyte(value: int) -> str | None:
@@ -427,6 +435,10 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
     log = reader.mapping(top.get("log"), "log", KEYS["log"])
     store = reader.mapping(top.get("store"), "store", KEYS["store"])
     api = reader.mapping(top.get("api"), "api", KEYS["api"])
+    alerts = reader.mapping(top.get("alerts"), "alerts", KEYS["alerts"])
+    alerts_file = reader.path(alerts["file"], "alerts.file") if "file" in alerts else None
+    if alerts_file is not None and alerts_file.is_dir():
+        reader.problem("alerts.file", f"{alerts_file} is a folder; name the file to append alerts to")
 
     formats = reader.typed(reports, "formats", "reports.formats", list, list(Config.report_formats), describe="a list")
     if any(f not in REPORT_FORMATS for f in formats):
@@ -452,8 +464,7 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
         duplicates_interval=reader.duration(duplicates, "interval", "duplicates.interval", Config.duplicates_interval),
         duplicates_threshold=reader.typed(duplicates, "threshold", "duplicates.threshold", (int, float),
                                           Config.duplicates_threshold,
-                                          lambda v: None if 0 <= v <= 100 else "must be from 0 to 100",
-                                          describe="a number"),
+                                          _percentage, describe="a number"),
         keep_formats=tuple(keep_formats),
         reports_dir=reports_dir,
         report_formats=tuple(formats),
@@ -470,9 +481,13 @@ def parse(document, source: Path, repeated: list[tuple[int, str]] = ()) -> Confi
         keep_reference=_keep_folders(reader, keep, "reference"),
         keep_prefer=_keep_folders(reader, keep, "prefer"),
         api=_api_settings(reader, api),
+        alerts_file=alerts_file,
+        alerts_threshold=reader.typed(alerts, "threshold", "alerts.threshold", (int, float), Config.alerts_threshold,
+                                      _percentage, describe="a number"),
         warnings=tuple(reader.warnings),
     )
-    for key, written in (("state_dir", state_dir), ("reports.dir", reports_dir), ("api.socket", config.api.socket)):
+    for key, written in (("state_dir", state_dir), ("reports.dir", reports_dir), ("api.socket", config.api.socket),
+                         ("alerts.file", alerts_file)):
         for folder in folders:
             if written and (written == folder.path or folder.path in written.parents):
                 reader.problem(key, f"{written} is inside the watched folder {folder.path}; lookalike never "

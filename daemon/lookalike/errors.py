@@ -82,6 +82,14 @@ class NotFoundError(LookalikeError):
     exit_code = ExitCode.NOT_FOUND
 
 
+class TagError(UsageError):
+    """A tag name, or what was asked of a tag, that lookalike refuses: `tag` names it."""
+
+    def __init__(self, tag: str, detail: str):
+        self.tag = tag
+        super().__init__(f"tag {tag!r}: {detail}")
+
+
 class StoreError(LookalikeError):
     """The search context cannot be opened, read or written."""
 

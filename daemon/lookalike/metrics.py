@@ -107,7 +107,7 @@ class Metrics:
         self.internal_errors = Counter("lookalike_internal_errors_total",
                                        "Unexpected errors caught and survived, by stage", ["stage"],
                                        registry=registry)
-        for stage in ("watch", "service", "reconcile", "duplicates", "api"):
+        for stage in ("watch", "service", "reconcile", "duplicates", "api", "watchlist"):
             self.internal_errors.labels(stage)
         self.api_requests = Counter("lookalike_api_requests_total",
                                     "HTTP API requests answered, by route (\"unmatched\" for none) and status code",
@@ -115,6 +115,11 @@ class Metrics:
         self.api_duration = Histogram("lookalike_api_request_duration_seconds",
                                       "Time to answer an HTTP API request, by route", ["route"],
                                       buckets=_SECONDS, registry=registry)
+        self.watchlist_matches = Counter("lookalike_watchlist_matches_total",
+                                         "Newly stored images that matched a tag's reference, by tag (the first "
+                                         "100 tags matched; later ones as _other)", ["tag"], registry=registry)
+        self.alerts_file_failures = Counter("lookalike_alerts_file_failures_total",
+                                            "Alerts that could not be appended to alerts.file", registry=registry)
         self.config_reload_ok = Gauge("lookalike_config_last_reload_successful",
                                       "1 when the last configuration reload succeeded", registry=registry)
         self.config_reload_ok.set(1)

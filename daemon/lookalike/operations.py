@@ -35,11 +35,13 @@ from .files import atomic_write
 from .reports import load as load_report, render
 from .reports.publish import latest_path, publish
 from .reports.text import counted, summary as report_summary
-from .search import query_candidate, similar
+from .search import matching, query_candidate, similar
 from .settings import ExtractionSettings
 from .statedir import STATE_LOCK_NAME, open_context, state_lock
 from .store import SearchContext, StoredImage, ignored
+from .store.changes import Change, DeleteTag, PutTag
 from .store.ignored import IgnoredPair
+from .store.tags import Reference, check_name
 from .types import FileIdentity
 from .watch.folders import Folders
 
@@ -273,6 +275,115 @@ def scan(config: Config, progress: Progress | None = None) -> dict:
 def show_report(path: Path, top: int, arrow: str) -> str:
     """A short summary of a JSON report for people: its `top` largest groups."""
     return report_summary(load_report(path), display_path(str(path)), top, arrow)
+
+
+# --- tags and watchlist alerts ----------------------------------------------------------------
+#
+# The functions that change an open context take `commit`, how a change reaches it: by default
+# the context itself (`direct_commit`, a CLI process); in the daemon its writer, the context's
+# one writer while it runs (`functools.partial(service.writer.apply, timeout=...)`).
+
+Commit = Callable[[Change], object]          # applies one change, returns its result
+ALERTS_PAGE = 1000                           # alerts `alerts_since` returns at most
+
+
+def direct_commit(context: SearchContext) -> Commit:
+    return lambda change: context.commit([change])[0]
+
+
+def reference_from_file(path: str, settings: ExtractionSettings) -> Reference:
+    """A tag's reference from an image file, named by its file name."""
+    return Reference.of_file(extract_file(os.path.abspath(path), settings))
+
+
+def put_tag(context: SearchContext, name: str, references: list[Reference], commit: Commit | None = None) -> dict:
+    """Store the tag `name` with `references`, replacing the references it had: the tag's
+    document (`tag_document`). TagError for a bad name or no reference."""
+    return tag_document((commit or direct_commit(context))(PutTag(name, tuple(references))))
+
+
+def delete_tag(context: SearchContext, name: str, commit: Commit | None = None) -> dict:
+    if not (commit or direct_commit(context))(DeleteTag(name)):
+        raise NotFoundError(f"tag {name!r}: no such tag")
+    return {"deleted": name}
+
+
+def list_tags(context: SearchContext) -> dict:
+    return {"tags": [tag_document(doc) for doc in context.tags()]}
+
+
+def tag_document(doc: dict) -> dict:
+    return {"name": doc["name"], "updated": doc["updated"],
+            "references": [{key: listed[key] for key in ("name", "content_hash", "width", "height", "features")}
+                           for listed in doc["references"]]}
+
+
+def search_tags(context: SearchContext, names: list[str], threshold: float, max_count: int | None) -> dict:
+    """Stored images that match any reference of the tags `names`, best first, each with the
+    tag and reference it matches best: `similar`'s document with `tags` for `query`."""
+    names = [check_name(name) for name in dict.fromkeys(names)]
+    if not names:
+        raise UsageError("name at least one tag to search by")
+    best: dict[str, tuple] = {}
+    for reference in context.references(names):
+        for hit in matching(context, reference.candidate, reference.fingerprint, threshold, None):
+            held = best.get(hit.image.path)
+            if held is None or hit.match.similarity > held[0].match.similarity:
+                best[hit.image.path] = (hit, reference)
+    ranked = sorted(best.values(), key=lambda found: (-found[0].match.similarity, found[0].image.path))
+    return {"version": OUTPUT_VERSION, "tags": names, "threshold": threshold,
+            "results": [{**hit.to_json(), "tag": reference.tag, "reference": reference.name}
+                        for hit, reference in ranked[:max_count or None]]}
+
+
+def alerts_since(context: SearchContext, cursor: int, limit: int = ALERTS_PAGE) -> dict:
+    """The watchlist alerts recorded after `cursor` (0: from the first), oldest first, at most
+    `limit`, and `next`: the cursor to ask with next time."""
+    if not isinstance(cursor, int) or cursor < 0:
+        raise UsageError(f"cursor {cursor!r}: must be a whole number, 0 or more")
+    if not 1 <= limit <= ALERTS_PAGE:
+        raise UsageError(f"limit {limit!r}: must be from 1 to {ALERTS_PAGE}")
+    alerts = context.alerts_since(cursor, limit)
+    return {"version": OUTPUT_VERSION, "alerts": alerts, "next": alerts[-1]["cursor"] if alerts else cursor}
+
+
+def _tags_writable(state_dir: Path | None, route: str):
+    """While the daemon holds the state directory its writer is the context's only writer:
+    tags are changed through it (`route` of its HTTP API), not by another process."""
+    if state_dir is None:
+        return contextlib.nullcontext()
+    return state_lock(state_dir, f"change its tags through its HTTP API instead ({route}, docs/api.md), "
+                                 "or stop it first")
+
+
+def put_tag_files(directory: Path, state_dir: Path | None, name: str, images: list[str]) -> dict:
+    """`tag put`: the tag `name` with these image files as its references."""
+    check_name(name)
+    with SearchContext.open(directory) as context:
+        references = [reference_from_file(image, context.settings) for image in images]
+        with _tags_writable(state_dir, f"PUT /v1/tags/{name}"):
+            return put_tag(context, name, references)
+
+
+def delete_tag_named(directory: Path, state_dir: Path | None, name: str) -> dict:
+    check_name(name)
+    with SearchContext.open(directory) as context, _tags_writable(state_dir, f"DELETE /v1/tags/{name}"):
+        return delete_tag(context, name)
+
+
+def listed_tags(directory: Path) -> dict:
+    with SearchContext.open(directory) as context:
+        return list_tags(context)
+
+
+def tags_search(directory: Path, names: list[str], threshold: float, max_count: int | None) -> dict:
+    with SearchContext.open(directory) as context:
+        return search_tags(context, names, threshold, max_count)
+
+
+def recorded_alerts(directory: Path, cursor: int, limit: int) -> dict:
+    with SearchContext.open(directory) as context:
+        return alerts_since(context, cursor, limit)
 
 
 # --- context lifecycle ---------------------------------------------------------------------

@@ -31,14 +31,19 @@ def query_candidate(features: ImageFeatures) -> Candidate:
 
 def similar(context: SearchContext, features: ImageFeatures, threshold: float, max_count: int | None) -> list[Hit]:
     """Stored images at or above `threshold`, best first; the query's own record excluded."""
-    query = query_candidate(features)
+    return matching(context, query_candidate(features), features.fingerprint, threshold, max_count, features.path)
 
+
+def matching(context: SearchContext, query: Candidate, fingerprint: int, threshold: float, max_count: int | None,
+             exclude: str | None = None) -> list[Hit]:
+    """Stored images at or above `threshold` against `query` (whose fingerprint is
+    `fingerprint`), best first; the image stored at `exclude` left out."""
     def verified(num: int) -> Hit | None:
         try:
             image, stored = context.candidate(num)
         except NotFoundError:
             return None                 # removed since the look-up
-        if image.path == features.path:
+        if image.path == exclude:
             return None
         return Hit(image, compare(query, stored, context.settings.detector))
 
@@ -50,7 +55,7 @@ def similar(context: SearchContext, features: ImageFeatures, threshold: float, m
     # for the GIL between its thousands of LMDB calls.
     with ThreadPoolExecutor(max(1, (os.cpu_count() or 1) - 1)) as pool:
         jobs = [(pool.submit(verified, num), num)
-                for num in context.candidates_for(features.content_hash, features.fingerprint, features.local)]
+                for num in context.candidates_for(query.content_hash, fingerprint, query.local)]
         found = [verified(num) for job, num in reversed(jobs) if job.cancel()]
         found += [job.result() for job, _ in jobs if not job.cancelled()]
         hits = [hit for hit in found if hit is not None and hit.match.similarity >= threshold]

@@ -14,8 +14,8 @@ Who runs what:
                      (watch/roots.py), hands its finds over as the settle queue makes room
                      (it waits meanwhile)
   duplicates thread  one pass at a time: verify candidates, group, publish reports (reads only)
-  api threads        api/: answer HTTP queries from the open context (reads only); uploads are
-                     decoded in worker processes of their own
+  api threads        api/: answer HTTP queries from the open context; their writes (tags) go to
+                     the writer; uploads are decoded in worker processes of their own
   store thread       store/writer.py: the only writer of the LMDB environment
   worker processes   workers.py (spawned, never forked): read, decode, extract
 
@@ -63,6 +63,7 @@ from .watch.folders import Folders
 from .watch.observe import Dirty, Moved, Rescan, Watcher
 from .watch.roots import Roots
 from .watch.settle import Settler
+from .watchlist import Watchlist
 from .workers import ExtractWorkers, Job
 
 log = logging.getLogger("lookalike")
@@ -146,6 +147,9 @@ class Service:
         self.writer.start()
         running.callback(self._stop_writer)
         running.callback(self._join_passes)               # the duplicates pass writes through the writer
+        self.watchlist = Watchlist(self.context, self.writer, self.metrics, lambda: self.config)
+        self.watchlist.start()
+        running.callback(self.watchlist.stop, 2.0)        # a check takes milliseconds; it writes through the writer
         self.workers = ExtractWorkers(config.workers, config.extraction)
         running.callback(self._stop_workers)
         for folder in config.watch:
@@ -153,7 +157,8 @@ class Service:
         self.watcher.start()
         running.callback(self._stop_watching)
         if config.api.enabled:
-            api = ApiServer(config.api, self.context, config.reports, self.metrics, self._queues, config.source)
+            api = ApiServer(config.api, self.context, self.writer, config.reports, self.metrics, self._queues,
+                            config.source)
             running.callback(api.stop)
         self._reconcile.request()
         self._schedule.start(time.monotonic())

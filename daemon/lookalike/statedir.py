@@ -17,8 +17,9 @@ STATE_LOCK_NAME = "lookalike.lock"
 
 
 @contextmanager
-def state_lock(state_dir: Path) -> Iterator[None]:
-    """One daemon (or rebuild) per state directory: two writers' reconciles would fight."""
+def state_lock(state_dir: Path, advice: str = "stop it first") -> Iterator[None]:
+    """One daemon (or rebuild) per state directory: two writers' reconciles would fight.
+    `advice`: what the refusal tells a person to do."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / STATE_LOCK_NAME
     with open(path, "a+") as handle:
@@ -27,7 +28,7 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise StoreError(str(state_dir), f"in use by lookalike process {holder}; stop it first") from None
+            raise StoreError(str(state_dir), f"in use by lookalike process {holder}; {advice}") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

@@ -3,8 +3,9 @@ every request goes through (token, concurrency cap, errors as JSON, metrics).
 
 A route is one line of ROUTES and a handler `(api, request, **url_arguments) -> document`; its
 OpenAPI description is one entry of openapi.DOCUMENT (a test holds the two to each other).
-Handlers read the daemon's open context (read transactions, safe from any thread) and never
-write to it: the store's writer thread stays its only writer.
+Handlers read the daemon's open context (read transactions, safe from any thread); the few that
+change it (tags) hand their change to the store's writer thread (`commit`), which stays its only
+writer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -27,8 +29,9 @@ from .. import operations
 from ..errors import ImageError, LookalikeError, NotFoundError, ReportError, StoreError, UsageError
 from ..extract import ImageFeatures
 from ..metrics import Metrics
-from ..settings import DEFAULT_SIMILAR_THRESHOLD
+from ..settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD
 from ..store import SearchContext
+from ..store.tags import Reference, check_name
 from .openapi import DOCUMENT
 from .uploads import Stopping, UploadExtractor
 
@@ -57,14 +60,21 @@ class Route:
     path: str                    # a werkzeug rule: /v1/tags/<name>
     handler: Callable[..., dict]
 
+    @property
+    def documented(self) -> str:
+        """The path as the OpenAPI document and the metrics' `route` label write it: /v1/tags/{name}."""
+        return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", self.path)
+
 
 class Api:
-    """The WSGI application. `queues` says how long the daemon's queues are now."""
+    """The WSGI application. `queues` says how long the daemon's queues are now; `commit` writes
+    a change to the context through the daemon's writer and returns its result."""
 
-    def __init__(self, context: SearchContext, reports: Path, uploads: UploadExtractor,
+    def __init__(self, context: SearchContext, commit: operations.Commit, reports: Path, uploads: UploadExtractor,
                  queues: Callable[[], dict[str, int]], metrics: Metrics, token: str | None,
                  max_concurrent: int, max_upload_bytes: int):
         self.context = context
+        self.commit = commit
         self.reports = reports
         self.uploads = uploads
         self.queues = queues
@@ -89,7 +99,7 @@ class Api:
             except MethodNotAllowed as exc:
                 allowed = ", ".join(exc.valid_methods or ())
                 raise ApiError(405, "method_not_allowed", f"{request.path} answers {allowed}", {"Allow": allowed}) from None
-            route = rule.rule
+            route = rule.endpoint.documented
             if not self._slots.acquire(blocking=False):
                 raise ApiError(503, "busy", "every request slot is taken (api.max_concurrent); retry shortly",
                                {"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -128,17 +138,21 @@ class Api:
         one field, the raw body (named by the `name` parameter, whose extension tells a camera
         raw file). Decoded in the upload workers, all at once."""
         if _multipart(request):
-            uploads = []
-            for field in fields:
-                part = request.files.get(field)
-                if part is None:
-                    raise UsageError(f"the multipart body has no file part named {field!r} (it has: "
-                                     f"{', '.join(request.files) or 'none'})")
-                uploads.append((os.path.basename(part.filename or "") or UPLOAD_NAME, part.read()))
+            uploads = [_upload(_parts(request, field)[0]) for field in fields]
         elif len(fields) == 1:
-            uploads = [(os.path.basename(request.args.get("name", "")) or UPLOAD_NAME, request.get_data(cache=False, parse_form_data=False))]
+            uploads = [_raw_upload(request)]
         else:
             raise UsageError(f"send the images as multipart/form-data parts named {', '.join(map(repr, fields))}")
+        return self._decoded(uploads)
+
+    def uploaded_all(self, request: Request, field: str) -> list[ImageFeatures]:
+        """The features of every image a request carries: each multipart part named `field`, or
+        the raw body, as `uploaded` reads one."""
+        if _multipart(request):
+            return self._decoded([_upload(part) for part in _parts(request, field)])
+        return self._decoded([_raw_upload(request)])
+
+    def _decoded(self, uploads: list[tuple[str, bytes]]) -> list[ImageFeatures]:
         futures = [self.uploads.extract(name, data) for name, data in uploads]
         return [self.uploads.features(future) for future in futures]
 
@@ -170,6 +184,24 @@ def _multipart(request: Request) -> bool:
     return request.mimetype == "multipart/form-data"
 
 
+def _parts(request: Request, field: str) -> list:
+    """The multipart body's file parts named `field`: one at least."""
+    parts = request.files.getlist(field)
+    if not parts:
+        raise UsageError(f"the multipart body has no file part named {field!r} (it has: "
+                         f"{', '.join(request.files) or 'none'})")
+    return parts
+
+
+def _upload(part) -> tuple[str, bytes]:
+    return os.path.basename(part.filename or "") or UPLOAD_NAME, part.read()
+
+
+def _raw_upload(request: Request) -> tuple[str, bytes]:
+    return (os.path.basename(request.args.get("name", "")) or UPLOAD_NAME,
+            request.get_data(cache=False, parse_form_data=False))
+
+
 def _parameter(request: Request, name: str) -> str | None:
     """A query parameter, or a multipart field. Any other body is the image itself, whatever its
     declared type (`curl --data-binary` declares a form), so it is never parsed as a form."""
@@ -192,14 +224,43 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     return value
 
 
-def _search_limits(request: Request) -> tuple[float, int | None]:
-    threshold = _number(request, "threshold", DEFAULT_SIMILAR_THRESHOLD, 0, 100)
-    text = _parameter(request, "max_count")
+def _whole(request: Request, name: str, default: int | None, low: int) -> int | None:
+    text = _parameter(request, name)
     if text is None:
-        return threshold, None
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"max_count: must be a whole number of at least 1, not {text!r}")
-    return threshold, int(text)
+        return default
+    if not text.isdigit() or int(text) < low:
+        raise UsageError(f"{name}: must be a whole number of at least {low}, not {text!r}")
+    return int(text)
+
+
+def _search_limits(request: Request) -> tuple[float, int | None]:
+    return _number(request, "threshold", DEFAULT_SIMILAR_THRESHOLD, 0, 100), _whole(request, "max_count", None, 1)
+
+
+TAG_SEARCH_KEYS = ("tags", "threshold", "max_count")
+
+
+def _tag_search(request: Request) -> tuple[list[str], float, int | None]:
+    """The JSON body of a tag search: {"tags": [NAME, ...], "threshold": 0-100, "max_count": N}."""
+    try:
+        document = json.loads(request.get_data(cache=False, parse_form_data=False))
+    except ValueError as exc:
+        raise UsageError(f"the body must be JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise UsageError('the body must be a JSON object: {"tags": ["NAME", ...], "threshold": 50, "max_count": 10}')
+    unknown = sorted(set(document) - set(TAG_SEARCH_KEYS))
+    if unknown:
+        raise UsageError(f"{', '.join(unknown)}: not a key of a tag search (its keys: {', '.join(TAG_SEARCH_KEYS)})")
+    names = document.get("tags")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise UsageError('tags: must be a list of one or more tag names, such as ["NAME"]')
+    threshold = document.get("threshold", DEFAULT_DUPLICATE_THRESHOLD)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 100:
+        raise UsageError(f"threshold: must be a number from 0 to 100, not {json.dumps(threshold)}")
+    max_count = document.get("max_count")
+    if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1):
+        raise UsageError(f"max_count: must be a whole number of at least 1, not {json.dumps(max_count)}")
+    return names, float(threshold), max_count
 
 
 def _stored_path(request: Request) -> str:
@@ -247,6 +308,29 @@ def duplicates(api: Api, request: Request) -> dict:
     return operations.latest_duplicates(api.reports)
 
 
+def put_tag(api: Api, request: Request, name: str) -> dict:
+    check_name(name)                    # before the uploads are decoded
+    references = [Reference(features.path, features) for features in api.uploaded_all(request, "image")]
+    return operations.put_tag(api.context, name, references, api.commit)
+
+
+def list_tags(api: Api, request: Request) -> dict:
+    return operations.list_tags(api.context)
+
+
+def delete_tag(api: Api, request: Request, name: str) -> dict:
+    return operations.delete_tag(api.context, name, api.commit)
+
+
+def search_tags(api: Api, request: Request) -> dict:
+    return operations.search_tags(api.context, *_tag_search(request))
+
+
+def alerts(api: Api, request: Request) -> dict:
+    return operations.alerts_since(api.context, _whole(request, "since", 0, 0),
+                                   _whole(request, "limit", operations.ALERTS_PAGE, 1))
+
+
 def openapi(api: Api, request: Request) -> dict:
     return DOCUMENT
 
@@ -259,5 +343,10 @@ ROUTES = (
     Route("GET", "/v1/features", stored_features),
     Route("POST", "/v1/compare", compare),
     Route("GET", "/v1/duplicates", duplicates),
+    Route("PUT", "/v1/tags/<name>", put_tag),
+    Route("GET", "/v1/tags", list_tags),
+    Route("DELETE", "/v1/tags/<name>", delete_tag),
+    Route("POST", "/v1/tags/search", search_tags),
+    Route("GET", "/v1/alerts", alerts),
     Route("GET", "/v1/openapi.json", openapi),
 )

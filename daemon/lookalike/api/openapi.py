@@ -4,6 +4,9 @@ to the routes app.py serves by a test (each route here, nothing here that is not
 from __future__ import annotations
 
 from .. import __version__
+from ..operations import ALERTS_PAGE
+from ..settings import DEFAULT_DUPLICATE_THRESHOLD
+from ..store.tags import MAX_REFERENCES, NAME
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _JSON = {"type": "object", "additionalProperties": True}
@@ -17,16 +20,19 @@ def _errors(*statuses: int) -> dict:
     return {str(status): _ERROR for status in (401, 503, *statuses)}
 
 
-_IMAGE_BODY = {
-    "required": True,
-    "content": {
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
-        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "format": "binary"},
-            "threshold": {"type": "number"}, "max_count": {"type": "integer"}}}},
-    },
-}
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _image_body(image_part: dict, **fields: dict) -> dict:
+    """An image as the raw body, or as the multipart part `image` (with `fields` beside it)."""
+    return {"required": True, "content": {
+        "application/octet-stream": {"schema": _BINARY},
+        "image/*": {"schema": _BINARY},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
+                                           "properties": {"image": image_part, **fields}}}}}
+
+
+_IMAGE_BODY = _image_body(_BINARY, threshold={"type": "number"}, max_count={"type": "integer"})
 _NAME = {"name": "name", "in": "query", "required": False, "schema": {"type": "string"},
          "description": "the raw body's file name: its extension tells a camera raw file (.cr2, .nef, ...)"}
 _PATH = {"name": "path", "in": "query", "required": True, "schema": {"type": "string"},
@@ -34,6 +40,11 @@ _PATH = {"name": "path", "in": "query", "required": True, "schema": {"type": "st
 _THRESHOLD = {"name": "threshold", "in": "query", "required": False,
               "schema": {"type": "number", "minimum": 0, "maximum": 100, "default": 20}}
 _MAX_COUNT = {"name": "max_count", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
+_TAG_NAME = {"name": "name", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": f"^{NAME.pattern}$"}}
+_REFERENCES_BODY = _image_body({"type": "array", "items": _BINARY, "minItems": 1, "maxItems": MAX_REFERENCES})
+_TAG = _answer("the tag: its name, when it was put, its references (name given, content hash, size, features)",
+               {"$ref": "#/components/schemas/Tag"})
 _SIMILAR = _answer("`lookalike similar`'s JSON: the stored images at or above the threshold, best first",
                    {"$ref": "#/components/schemas/Similar"})
 _FEATURES = _answer("image2features: the image's id, its feature count, bits per feature, the features",
@@ -56,6 +67,11 @@ DOCUMENT = {
                 "results": {"type": "array", "items": {"type": "object", "required": ["path", "similarity"],
                                                        "properties": {"path": {"type": "string"},
                                                                       "similarity": {"type": "number"}}}}}},
+            "Tag": {"type": "object", "required": ["name", "updated", "references"], "properties": {
+                "name": {"type": "string"}, "updated": {"type": "number"},
+                "references": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "content_hash": {"type": "string"}, "width": {"type": "integer"},
+                    "height": {"type": "integer"}, "features": {"type": "integer"}}}}}},
             "Features": {"type": "object",
                          "required": ["ImageId", "FeaturesCount", "FeatureLengthInBits", "Features"],
                          "properties": {"ImageId": {"type": "string"}, "FeaturesCount": {"type": "integer"},
@@ -93,6 +109,34 @@ DOCUMENT = {
         "/v1/duplicates": {"get": {
             "summary": "the latest duplicates report (its JSON format, docs/formats.md)",
             "responses": {"200": _answer("the report"), **_errors(404, 500)}}},
+        "/v1/tags/{name}": {
+            "put": {"summary": "store the tag with these reference images (one or more), replacing the ones it had",
+                    "parameters": [_TAG_NAME, _NAME], "requestBody": _REFERENCES_BODY,
+                    "responses": {"200": _TAG, **_errors(400, 413, 422)}},
+            "delete": {"summary": "forget the tag and its references", "parameters": [_TAG_NAME],
+                       "responses": {"200": _answer("{\"deleted\": NAME}"), **_errors(400, 404)}}},
+        "/v1/tags": {"get": {
+            "summary": "every tag and its references",
+            "responses": {"200": _answer("{\"tags\": [tag, ...]}, by name"), **_errors()}}},
+        "/v1/tags/search": {"post": {
+            "summary": "stored images that match any reference of these tags (the seed's find images by tags)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["tags"], "additionalProperties": False, "properties": {
+                    "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "threshold": {"type": "number", "minimum": 0, "maximum": 100,
+                                  "default": DEFAULT_DUPLICATE_THRESHOLD},
+                    "max_count": {"type": "integer", "minimum": 1}}}}}},
+            "responses": {"200": _answer("`similar`'s JSON with `tags` for `query`, each result with the `tag` and "
+                                         "`reference` it matches best"), **_errors(400, 404)}}},
+        "/v1/alerts": {"get": {
+            "summary": "watchlist alerts recorded after a cursor, oldest first, and the cursor to ask with next",
+            "parameters": [
+                {"name": "since", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": ALERTS_PAGE, "default": ALERTS_PAGE}}],
+            "responses": {"200": _answer("{\"version\": 1, \"alerts\": [...], \"next\": CURSOR}"),
+                          **_errors(400)}}},
         "/v1/openapi.json": {"get": {
             "summary": "this document", "responses": {"200": _answer("OpenAPI 3"), **_errors()}}},
     },

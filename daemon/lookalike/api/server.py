@@ -9,6 +9,7 @@ waitress's event loop over every listener, and closes them at stop from that sam
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ from ..config import ApiSettings, read_token
 from ..errors import ConfigError, LookalikeError
 from ..metrics import Metrics
 from ..store import SearchContext
+from ..store.writer import Writer
 from .app import Api
 from .uploads import UploadExtractor
 
@@ -39,8 +41,8 @@ logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 class ApiServer:
-    def __init__(self, settings: ApiSettings, context: SearchContext, reports: Path, metrics: Metrics,
-                 queues: Callable[[], dict[str, int]], source: str):
+    def __init__(self, settings: ApiSettings, context: SearchContext, writer: Writer, reports: Path,
+                 metrics: Metrics, queues: Callable[[], dict[str, int]], source: str):
         token = None
         if settings.token_file is not None:
             try:
@@ -52,7 +54,9 @@ class ApiServer:
         self.uploads = UploadExtractor(min(settings.max_concurrent, os.cpu_count() or 1), context.settings,
                                        settings.request_timeout)
         try:
-            self.app = Api(context, reports, self.uploads, queues, metrics, token, settings.max_concurrent,
+            # A change not written within the request's time is answered 503 (`store`); it stays queued.
+            commit = functools.partial(writer.apply, timeout=settings.request_timeout)
+            self.app = Api(context, commit, reports, self.uploads, queues, metrics, token, settings.max_concurrent,
                            settings.max_upload_bytes)
             adjustments = dict(threads=settings.max_concurrent + SPARE_THREADS, channel_timeout=settings.read_timeout,
                                cleanup_interval=max(1, settings.read_timeout // 2), connection_limit=CONNECTION_LIMIT,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import TagError
 from ..extract import ImageFeatures
 from ..types import FileIdentity
+from .tags import MAX_REFERENCES, Reference, check_name
 
 
 @dataclass(frozen=True)
@@ -76,4 +78,40 @@ class Linked:
     pairs: tuple[tuple[int, int, bytes], ...]
 
 
-Change = Put | Touch | Fail | Remove | Move | Relink | Linked
+@dataclass(frozen=True)
+class PutTag:
+    """Store a tag with these references, replacing the ones it had (store/tags.py)."""
+
+    name: str
+    references: tuple[Reference, ...]
+
+    def __post_init__(self):
+        # Refused here, before it reaches the writer: a change that fails in the store's
+        # transaction would fail there again at every retry, holding up the changes around it.
+        check_name(self.name)
+        if not self.references:
+            raise TagError(self.name, "needs at least one reference image")
+        if len(self.references) > MAX_REFERENCES:
+            raise TagError(self.name, f"{len(self.references)} reference images; a tag holds at most {MAX_REFERENCES}")
+
+
+@dataclass(frozen=True)
+class DeleteTag:
+    """Forget a tag and its references."""
+
+    name: str
+
+    def __post_init__(self):
+        check_name(self.name)
+
+
+@dataclass(frozen=True)
+class Watched:
+    """The watchlist checked a stored image: these alerts (JSON documents without their cursor)
+    are recorded, each under the next cursor, and the image leaves the watchlist's queue."""
+
+    image: int
+    alerts: tuple[dict, ...]
+
+
+Change = Put | Touch | Fail | Remove | Move | Relink | Linked | PutTag | DeleteTag | Watched

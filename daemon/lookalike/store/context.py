@@ -12,6 +12,8 @@ Sub-databases:
   pending       image number -> stamp: images the next duplicates pass must match
   pairs         first + second image number -> the comparison first -> second (JSON), and
                 second + first -> b"" so that either image finds the pair by a prefix scan
+  tags, tag_features, tag_hashes, tag_chunks, tag_lsh, watch_pending, alerts
+                tags, their references and their index, and the watchlist (tags.py)
 
 `pending` and `pairs` hold the duplicate graph (graph.py). Beside the environment, ignored.json
 holds the pairs a person marked not a duplicate (ignored.py): `delete` removes it too.
@@ -45,15 +47,16 @@ from ..imaging.features import EXTRACTION_VERSION, LocalFeatures, detector_info
 from ..match import Candidate
 from ..settings import ExtractionSettings
 from ..types import FileIdentity
-from . import codec, graph, ignored, index, migrations
-from .changes import Change, Fail, Linked, Move, Put, Relink, Remove, Touch
+from . import codec, graph, ignored, index, migrations, tags
+from .changes import Change, DeleteTag, Fail, Linked, Move, Put, PutTag, Relink, Remove, Touch, Watched
 
 SCHEMA_VERSION = 1
 STATUSES = ("idle", "extracting", "matching", "searching")
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_MAP_SIZE = 1 << 40
-_DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "chunks", "lsh", "pending", "pairs")
-_DUPSORT = ("hashes", "chunks", "lsh")
+_DATABASES = ("meta", "paths", "images", "features", "failed", "hashes", "chunks", "lsh", "pending", "pairs",
+              *tags.DATABASES)
+_DUPSORT = ("hashes", "chunks", "lsh", *tags.DUPSORT)
 
 
 _LONG_KEY = b"\x00sha256:"
@@ -160,11 +163,14 @@ class SearchContext:
         self._dbs = {name: env.open_db(name.encode(), dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
                      for name in _DATABASES}
         info = detector_info(settings.detector)
-        self._index = index.CandidateIndex(
-            self._dbs["hashes"], self._dbs["chunks"], self._dbs["lsh"],
-            index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary))
+        hasher = index.Hasher(settings.detector, info.bits_per_descriptor // (8 if info.binary else 32), info.binary)
+        self._index = index.CandidateIndex(self._dbs["hashes"], self._dbs["chunks"], self._dbs["lsh"], hasher)
         self._graph = graph.DuplicateGraph(self._dbs["meta"], self._dbs["images"], self._dbs["pending"],
                                            self._dbs["pairs"])
+        self._tags = tags.TagStore(self._dbs["meta"], self._dbs["tags"], self._dbs["tag_features"],
+                                   index.CandidateIndex(self._dbs["tag_hashes"], self._dbs["tag_chunks"],
+                                                        self._dbs["tag_lsh"], hasher),
+                                   self._dbs["watch_pending"], self._dbs["alerts"])
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -303,6 +309,7 @@ class SearchContext:
                 with self._write() as txn:
                     result = change(txn)
                 self._index.crowded.after_commit()
+                self._tags.index.crowded.after_commit()
                 return result
             except lmdb.MapFullError:
                 current = self._env.info()["map_size"]
@@ -320,7 +327,8 @@ class SearchContext:
 
         Put -> the new image number; Remove and Move -> how many records they touched;
         Touch -> whether the path was stored; Fail -> None; Relink -> images queued;
-        Linked -> pairs recorded.
+        Linked -> pairs recorded; PutTag -> the tag's document; DeleteTag -> whether it
+        existed; Watched -> the alerts recorded, with their cursors.
         """
         def change(txn):
             return [self._apply_one(txn, item) for item in changes]
@@ -341,6 +349,12 @@ class SearchContext:
             return self._graph.relink(txn, item.threshold, item.scoring)
         if isinstance(item, Linked):
             return self._graph.linked(txn, item)
+        if isinstance(item, PutTag):
+            return self._tags.put(txn, item.name, item.references)
+        if isinstance(item, DeleteTag):
+            return self._tags.delete(txn, item.name)
+        if isinstance(item, Watched):
+            return self._tags.checked(txn, item.image, item.alerts)
         raise TypeError(f"not a store change: {item!r}")
 
     def upsert(self, features: ImageFeatures) -> int:
@@ -389,6 +403,7 @@ class SearchContext:
         txn.delete(key, db=self._dbs["failed"])
         self._index.add(txn, num, features.content_hash, features.fingerprint, features.local)
         self._graph.queue(txn, [num])
+        self._tags.queue(txn, num)
         return num
 
     def _drop_image(self, txn, num: int) -> None:
@@ -400,6 +415,7 @@ class SearchContext:
         txn.delete(value, db=self._dbs["features"])
         txn.delete(path_key(image.path), db=self._dbs["paths"])
         self._graph.forget(txn, num)
+        self._tags.forget(txn, num)
 
     # --- the duplicate graph ---------------------------------------------------------------
 
@@ -428,6 +444,59 @@ class SearchContext:
         """The recorded comparison first -> second, if any (b"" is never returned)."""
         with self._read() as txn:
             return self._graph.pair(txn, first, second)
+
+    # --- tags and the watchlist (tags.py) ---------------------------------------------------
+
+    def tags(self) -> list[dict]:
+        """Every tag's document, by name."""
+        with self._read() as txn:
+            return self._tags.all(txn)
+
+    def tag(self, name: str) -> dict:
+        with self._read() as txn:
+            doc = self._tags.tag(txn, name)
+        if doc is None:
+            raise NotFoundError(f"tag {name!r}: no such tag")
+        return doc
+
+    def references(self, names: list[str]) -> list[tags.StoredReference]:
+        """The references of these tags, in the order named; NotFoundError names a missing tag."""
+        with self._read() as txn:
+            found = []
+            for name in names:
+                doc = self._tags.tag(txn, name)
+                if doc is None:
+                    raise NotFoundError(f"tag {name!r}: no such tag")
+                found += [self._tags.reference(txn, listed["number"]) for listed in doc["references"]]
+            return found
+
+    def reference(self, number: int) -> tags.StoredReference | None:
+        """A reference by number; None once its tag was replaced or deleted."""
+        with self._read() as txn:
+            return self._tags.reference(txn, number)
+
+    def reference_candidates(self, content_hash: bytes, fingerprint: int, local: LocalFeatures) -> list[int]:
+        """Reference numbers worth verifying against these features, as the references' own
+        candidate index finds them."""
+        known = self._tags.index.crowded.view()
+        with self._read() as txn:
+            return list(self._tags.index.candidates(txn, content_hash, fingerprint, local, known))
+
+    def watch_pending(self, page: int = 64) -> list[int]:
+        """Up to `page` stored images the watchlist has still to check, oldest first."""
+        with self._read() as txn, txn.cursor(db=self._dbs["watch_pending"]) as cursor:
+            return [index.NUM.unpack(key)[0] for key, _ in zip(cursor.iternext(values=False), range(page))]
+
+    def alerts_since(self, cursor: int, limit: int) -> list[dict]:
+        """Up to `limit` alerts recorded after `cursor`, oldest first."""
+        with self._read() as txn, txn.cursor(db=self._dbs["alerts"]) as reader:
+            found = []
+            if reader.set_range(tags.CURSOR.pack(cursor + 1)):
+                for _, value in reader:
+                    found.append(json.loads(value))
+                    if len(found) == limit:
+                        break
+            return found
 
     def _touch(self, txn, path: str, identity: FileIdentity) -> bool:
         num = self._num(txn, path)
@@ -519,6 +588,12 @@ class SearchContext:
 
     def _index_fingerprint(self, txn, num: int, record: bytes) -> None:
         self._index.add_fingerprint(txn, num, StoredImage.from_record(num, codec.unpack(record)[0]).fingerprint)
+
+    def _index_reference_descriptors(self, txn, number: int, record: bytes) -> None:
+        self._tags.index.add_descriptors(txn, number, tags.StoredReference.from_record(number, record).local)
+
+    def _index_reference_fingerprint(self, txn, number: int, record: bytes) -> None:
+        self._tags.index.add_fingerprint(txn, number, tags.StoredReference.from_record(number, record).fingerprint)
 
     @contextmanager
     def busy(self, status: str) -> Iterator[None]:
@@ -674,7 +749,7 @@ class SearchContext:
                 for name, db in self._dbs.items():
                     entries = 0
                     for key, value in txn.cursor(db=db):
-                        if name in ("images", "features", "failed"):
+                        if name in ("images", "features", "failed", "tag_features"):
                             codec.unpack(value)
                         entries += 1
                     counts[name] = entries

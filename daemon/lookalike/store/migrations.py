@@ -2,7 +2,12 @@
 
 The meta database records the version of each part of the candidate index that changed its
 layout (`index` for the descriptor buckets, `chunks` for the chunk postings); a context whose
-version is older has that part rebuilt from the records it is derived from.
+version is older has that part rebuilt from the records it is derived from. The references of
+tags (tags.py) have an index of the same layout, rebuilt with the images' one.
+
+The tags and the watchlist live in databases of their own that a context made before them lacks
+and that opening it creates empty: it has no tags, and an older lookalike reading a newer
+context leaves them alone. Neither needs a version of its own until its layout changes.
 """
 
 from __future__ import annotations
@@ -21,29 +26,37 @@ RETIRED_DATABASES = (b"fingerprints",)      # image number -> fingerprint, until
 
 def upgrade(context: SearchContext, index_version: int, chunks_version: int) -> None:
     """Bring the candidate index of a context just opened to this lookalike's versions."""
+    images, references = context._index, context._tags.index
     if index_version != index.VERSION:
-        reindex(context, "lsh", "features", b"index", index.VERSION, context._index_descriptors)
+        reindex(context, ((images, "lsh", "features", context._index_descriptors),
+                          (references, "tag_lsh", "tag_features", context._index_reference_descriptors)),
+                b"index", index.VERSION)
     if chunks_version != index.CHUNKS_VERSION:
-        reindex(context, "chunks", "images", b"chunks", index.CHUNKS_VERSION, context._index_fingerprint)
+        reindex(context, ((images, "chunks", "images", context._index_fingerprint),
+                          (references, "tag_chunks", "tag_features", context._index_reference_fingerprint)),
+                b"chunks", index.CHUNKS_VERSION)
         drop_retired(context)
 
 
-def reindex(context: SearchContext, db: str, source: str, version_key: bytes, version: int,
-            add: Callable[[lmdb.Transaction, int, bytes], None]) -> None:
-    """Rebuild one part of the candidate index from the records of `source`, calling
-    `add(txn, image number, record)` for each: an older lookalike wrote it otherwise (other
-    bucket keys, postings without the fingerprint).
+Part = tuple[index.CandidateIndex, str, str, Callable[[lmdb.Transaction, int, bytes], None]]
 
-    A page of images per transaction, so a large context never needs one huge write; the
+
+def reindex(context: SearchContext, parts: tuple[Part, ...], version_key: bytes, version: int) -> None:
+    """Rebuild parts of candidate indexes, each (its index, db, source, add) from the records of
+    `source`, calling `add(txn, number, record)` for each: an older lookalike wrote them
+    otherwise (other bucket keys, postings without the fingerprint).
+
+    A page of records per transaction, so a large context never needs one huge write; the
     new version is recorded last, so a rebuild cut short starts again at the next open."""
-    def clear(txn):
-        context._index.clear(txn, context._dbs[db])
-    context._apply(clear)
-    for page in context._pages(source, 512):
-        def add_page(txn, page=page):
-            for key, record in page:
-                add(txn, index.NUM.unpack(key)[0], record)
-        context._apply(add_page)
+    for candidate_index, db, source, add in parts:
+        def clear(txn, candidate_index=candidate_index, db=db):
+            candidate_index.clear(txn, context._dbs[db])
+        context._apply(clear)
+        for page in context._pages(source, 512):
+            def add_page(txn, page=page, add=add):
+                for key, record in page:
+                    add(txn, index.NUM.unpack(key)[0], record)
+            context._apply(add_page)
 
     def done(txn):
         txn.put(version_key, str(version).encode(), db=context._dbs["meta"])

@@ -21,6 +21,8 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future, TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import StoreError, StoreFullError
@@ -31,6 +33,14 @@ log = logging.getLogger(__name__)
 
 BATCH = 8
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class _Awaited:
+    """A change whose submitter waits for its result (Writer.apply)."""
+
+    change: Change
+    result: Future
 
 
 class Writer(threading.Thread):
@@ -50,6 +60,18 @@ class Writer(threading.Thread):
 
     def submit(self, change: Change) -> None:
         self._queue.put(change)
+
+    def apply(self, change: Change, timeout: float | None) -> object:
+        """Submit `change` and wait for its commit: its result (SearchContext.commit). StoreError
+        when it is not committed within `timeout` seconds (None: no limit), in which case it stays
+        queued and may land later, or when the writer stopped without writing it."""
+        awaited = _Awaited(change, Future())
+        self._queue.put(awaited)
+        try:
+            return awaited.result.result(timeout)
+        except FutureTimeout:
+            raise StoreError(str(self.context.directory), f"the change was not written within {timeout:.0f} s "
+                             "(the store is busy or cannot write); it stays queued") from None
 
     @property
     def room(self) -> int:
@@ -94,15 +116,24 @@ class Writer(threading.Thread):
                 except queue.Empty:
                     break
             stop = batch[-1] is _STOP
-            changes = [c for c in batch if c is not _STOP]
-            if changes:
-                self._commit(changes)
+            items = [item for item in batch if item is not _STOP]
+            if items:
+                changes = [item.change if isinstance(item, _Awaited) else item for item in items]
+                results = self._commit(changes)
+                for item, result in zip(items, results or [None] * len(items)):
+                    if isinstance(item, _Awaited) and results is None:
+                        item.result.set_exception(StoreError(str(self.context.directory),
+                                                             "stopped before the change was written"))
+                    elif isinstance(item, _Awaited):
+                        item.result.set_result(result)
             for _ in batch:
                 self._queue.task_done()
             if stop:
                 return
 
-    def _commit(self, changes: list[Change]) -> None:
+    def _commit(self, changes: list[Change]) -> list | None:
+        """Commit `changes`, retrying while the store cannot: their results, or None when the
+        writer stopped first."""
         troubled = False
         while True:
             try:
@@ -124,9 +155,10 @@ class Writer(threading.Thread):
             self.last_progress = time.monotonic()
             if self._stopping.wait(self._retry_seconds):
                 log.error("stopping with %d changes not written; the next reconcile finds them again", len(changes))
-                return
+                return None
         if troubled:
             log.info("the search context is writable again")
             self._on_trouble(False)
         self.last_progress = time.monotonic()
         self._on_commit(changes, results)
+        return results
