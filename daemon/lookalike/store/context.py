@@ -247,7 +247,7 @@ class SearchContext:
                                  + "; ".join(differences) + "); use another state directory or delete this context")
         env.reader_check()
         context = cls(directory, env, settings, max_map_size)
-        migrations.upgrade(context, index_version, chunks_version)
+        context._upgrade(index_version, chunks_version)
         return context
 
     @staticmethod
@@ -582,6 +582,20 @@ class SearchContext:
             txn.delete(new_key, db=self._dbs["failed"])
             self._update_image_doc(txn, index.NUM.unpack(value)[0], path=new_path)
         return len(images)
+
+    def _upgrade(self, index_version: int, chunks_version: int) -> None:
+        """Rebuild the parts of the candidate indexes (the images' and the tag references') that an
+        older lookalike laid out otherwise (migrations.py)."""
+        def part(candidate_index: index.CandidateIndex, db: str, source: str, add) -> migrations.Part:
+            return migrations.Part(candidate_index, self._dbs[db], lambda: self._pages(source, 512), add)
+        images, references = self._index, self._tags.index
+        migrations.upgrade(self._apply, self._env, self._dbs["meta"], migrations.Layout(
+            b"index", index_version, index.VERSION,
+            (part(images, "lsh", "features", self._index_descriptors),
+             part(references, "tag_lsh", "tag_features", self._index_reference_descriptors))),
+            migrations.Layout(b"chunks", chunks_version, index.CHUNKS_VERSION,
+                              (part(images, "chunks", "images", self._index_fingerprint),
+                               part(references, "tag_chunks", "tag_features", self._index_reference_fingerprint))))
 
     def _index_descriptors(self, txn, num: int, record: bytes) -> None:
         self._index.add_descriptors(txn, num, _features_record(record)[0])

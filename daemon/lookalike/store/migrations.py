@@ -12,63 +12,67 @@ context leaves them alone. Neither needs a version of its own until its layout c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import lmdb
 
 from . import index
 
-if TYPE_CHECKING:
-    from .context import SearchContext
-
 RETIRED_DATABASES = (b"fingerprints",)      # image number -> fingerprint, until index.CHUNKS_VERSION 2
 
-
-def upgrade(context: SearchContext, index_version: int, chunks_version: int) -> None:
-    """Bring the candidate index of a context just opened to this lookalike's versions."""
-    images, references = context._index, context._tags.index
-    if index_version != index.VERSION:
-        reindex(context, ((images, "lsh", "features", context._index_descriptors),
-                          (references, "tag_lsh", "tag_features", context._index_reference_descriptors)),
-                b"index", index.VERSION)
-    if chunks_version != index.CHUNKS_VERSION:
-        reindex(context, ((images, "chunks", "images", context._index_fingerprint),
-                          (references, "tag_chunks", "tag_features", context._index_reference_fingerprint)),
-                b"chunks", index.CHUNKS_VERSION)
-        drop_retired(context)
+Apply = Callable[[Callable[[lmdb.Transaction], None]], None]     # one write transaction of the context
 
 
-Part = tuple[index.CandidateIndex, str, str, Callable[[lmdb.Transaction, int, bytes], None]]
+@dataclass(frozen=True)
+class Part:
+    """One part of a candidate index, and the records it is derived from."""
+    index: index.CandidateIndex
+    db: object                                                  # the index database rebuilt
+    pages: Callable[[], Iterator[list[tuple[bytes, bytes]]]]    # the records: (number key, record) pages
+    add: Callable[[lmdb.Transaction, int, bytes], None]         # indexes one record
 
 
-def reindex(context: SearchContext, parts: tuple[Part, ...], version_key: bytes, version: int) -> None:
-    """Rebuild parts of candidate indexes, each (its index, db, source, add) from the records of
-    `source`, calling `add(txn, number, record)` for each: an older lookalike wrote them
-    otherwise (other bucket keys, postings without the fingerprint).
+@dataclass(frozen=True)
+class Layout:
+    """The recorded version of one layout of the candidate index, and the parts laid out so."""
+    version_key: bytes
+    recorded: int
+    current: int
+    parts: tuple[Part, ...]
+
+
+def upgrade(apply: Apply, env: lmdb.Environment, meta, descriptors: Layout, chunks: Layout) -> None:
+    """Bring the candidate index of a context just opened to this lookalike's layouts."""
+    for layout in (descriptors, chunks):
+        if layout.recorded != layout.current:
+            reindex(apply, meta, layout)
+    if chunks.recorded != chunks.current:
+        drop_retired(apply, env)
+
+
+def reindex(apply: Apply, meta, layout: Layout) -> None:
+    """Rebuild the parts of a layout from their records: an older lookalike wrote them otherwise
+    (other bucket keys, postings without the fingerprint).
 
     A page of records per transaction, so a large context never needs one huge write; the
     new version is recorded last, so a rebuild cut short starts again at the next open."""
-    for candidate_index, db, source, add in parts:
-        def clear(txn, candidate_index=candidate_index, db=db):
-            candidate_index.clear(txn, context._dbs[db])
-        context._apply(clear)
-        for page in context._pages(source, 512):
-            def add_page(txn, page=page, add=add):
+    for part in layout.parts:
+        apply(lambda txn, part=part: part.index.clear(txn, part.db))
+        for page in part.pages():
+            def add_page(txn, page=page, add=part.add):
                 for key, record in page:
                     add(txn, index.NUM.unpack(key)[0], record)
-            context._apply(add_page)
-
-    def done(txn):
-        txn.put(version_key, str(version).encode(), db=context._dbs["meta"])
-    context._apply(done)
+            apply(add_page)
+    apply(lambda txn: txn.put(layout.version_key, str(layout.current).encode(), db=meta))
 
 
-def drop_retired(context: SearchContext) -> None:
+def drop_retired(apply: Apply, env: lmdb.Environment) -> None:
     """Delete the databases no version of the layout reads any more."""
     def drop(txn):
         for name in RETIRED_DATABASES:
             try:
-                txn.drop(context._env.open_db(name, txn=txn, create=False), delete=True)
+                txn.drop(env.open_db(name, txn=txn, create=False), delete=True)
             except lmdb.NotFoundError:
                 pass
-    context._apply(drop)
+    apply(drop)
