@@ -1,13 +1,17 @@
 """The HTTP API: POST /v1/similar against the in-process `similar`, then a bounded load test.
 
     nice -n 5 .venv/bin/python bench/api_load.py [--photos PHOTOS] [--images 10000]
+    nice -n 5 .venv/bin/python bench/api_load.py --state bench/.data/scale --out bench/results/api_load-100k.json
 
 PHOTOS defaults to the development photo set (CALIBRATION.md, "Data"). Writes
 bench/results/api_load.json.
 
 The context: the first half of the photos, indexed by the daemon from its watched folder, among
 `--images` in all; the rest are the synthetic distractors of bench/scale.py (real descriptors and
-fingerprints, re-drawn), stored before the daemon starts, with their duplicate pass done. The
+fingerprints, re-drawn), stored before the daemon starts, with their duplicate pass done. With
+`--state`, the daemon runs on that state folder's context instead (bench/scale.py's, built by
+`scale.py build`: 100,000 images after `scale.py passes`); whatever it holds unmatched is matched
+before the daemon starts, and what the daemon indexed is removed from it at the end. The
 queries are the indexed photos recompressed (JPEG q70) at half size, outside the watched folder.
 
 1. Latency, the daemon otherwise idle: each query as an upload to POST /v1/similar (a new
@@ -41,6 +45,7 @@ from lookalike.extract import extract_file
 from lookalike.search import similar
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 from lookalike.store import SearchContext
+from lookalike.store.changes import Remove
 from runinfo import machine, revision
 from scale import Distractors
 from testhelpers import harness
@@ -65,8 +70,7 @@ def post(port: int, path: str, body: bytes | None = None, method: str = "POST") 
         connection.close()
 
 
-def build_context(directory: Path, photos: list[Path], total: int) -> dict:
-    """The distractors, stored and matched before the daemon starts."""
+def store_distractors(directory: Path, photos: list[Path], total: int) -> dict:
     settings = ExtractionSettings()
     records = [extract_file(str(path), settings) for path in photos]
     distractors = Distractors(records)
@@ -79,10 +83,17 @@ def build_context(directory: Path, photos: list[Path], total: int) -> dict:
                 context.upsert_many(batch)
                 batch = []
         context.upsert_many(batch)
-        stored = time.perf_counter()
+    return {"distractors": total, "store_seconds": round(time.perf_counter() - started, 1)}
+
+
+def match_before_start(directory: Path) -> dict:
+    """The duplicates pass over what the context holds unmatched, so that the daemon's first pass
+    does not run during the measurement."""
+    started = time.perf_counter()
+    with SearchContext.open(directory) as context:
         find_groups(context, DEFAULT_DUPLICATE_THRESHOLD)
-    return {"distractors": total, "store_seconds": round(stored - started, 1),
-            "duplicate_pass_seconds": round(time.perf_counter() - stored, 1)}
+        images = context.count()
+    return {"images_before_start": images, "duplicate_pass_seconds": round(time.perf_counter() - started, 1)}
 
 
 def make_queries(photos: list[Path], folder: Path) -> list[Path]:
@@ -187,6 +198,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000, help="images in the context, distractors included")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--state", type=Path, help="a state folder whose context is built already "
+                        "(bench/scale.py's: bench/.data/scale), instead of --images")
     parser.add_argument("--out", type=Path, default=Path("bench/results/api_load.json"))
     args = parser.parse_args()
     photos = sorted(p for p in args.photos.resolve().rglob("*") if p.suffix.lower() in EXTENSIONS)
@@ -198,11 +211,12 @@ def main() -> None:
         queries = make_queries(indexed, harness.folder(root, "queries"))
         for path in indexed:
             shutil.copyfile(path, folder / f"{path.parent.name}-{path.name}")
-        daemon = harness.Daemon(root, [folder])
+        daemon = harness.Daemon(root, [folder], state=args.state.resolve() if args.state else None)
         daemon.write_config([folder], workers=1, duplicates={"interval": "1h"},
                             api={"listen": f"127.0.0.1:{daemon.api_port}"})
-        print("building the context", flush=True)
-        context = build_context(daemon.context_dir, photos, args.images - len(indexed))
+        print("preparing the context", flush=True)
+        context = {} if args.state else store_distractors(daemon.context_dir, photos, args.images - len(indexed))
+        context.update(match_before_start(daemon.context_dir))
         print(json.dumps(context), flush=True)
         try:
             daemon.start().ready()
@@ -220,11 +234,15 @@ def main() -> None:
         finally:
             left = harness.stop_group(daemon.process, timeout=30)
             daemon.close()
+            if args.state:
+                with SearchContext.open(daemon.context_dir) as prebuilt:
+                    prebuilt.commit([Remove(str(folder))])
     results = {"machine": machine(), "lookalike": revision(), "date": time.strftime("%Y-%m-%d"),
-               "load_average_at_end": os.getloadavg(), "command": f"bench/api_load.py --images {args.images} --clients {args.clients} --seconds {args.seconds:g}",
+               "load_average_at_end": os.getloadavg(), "command": f"bench/api_load.py {f'--state {args.state}' if args.state else f'--images {args.images}'} "
+                          f"--clients {args.clients} --seconds {args.seconds:g}",
                "photos": f"{len(photos)} files of the development photo set: {len(indexed)} indexed, "
                          f"{len(incoming)} fed in during the load",
-               "images": args.images, "context": context, "latency": quiet, "load": loaded, "left_behind": left}
+               "images": context["images_before_start"] + len(indexed), "context": context, "latency": quiet, "load": loaded, "left_behind": left}
     args.out.write_text(json.dumps(results, indent=1) + "\n")
 
 
