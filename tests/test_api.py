@@ -227,6 +227,7 @@ def test_the_openapi_document_describes_exactly_the_routes():
     ("POST", "/v1/similar?threshold=high", "coffee", {}, 400, "usage"),
     ("POST", "/v1/similar?threshold=101", "coffee", {}, 400, "usage"),
     ("POST", "/v1/similar?max_count=0", "coffee", {}, 400, "usage"),
+    ("POST", "/v1/similar?max_count=%C2%B2", "coffee", {}, 400, "usage"),          # a digit to str.isdigit, not to int()
     ("GET", "/v1/similar?path=photos/coffee.jpg", None, {}, 400, "usage"),
     ("GET", "/v1/similar", None, {}, 400, "usage"),
     ("GET", "/v1/similar?path=/nowhere/coffee.jpg", None, {}, 404, "not_found"),

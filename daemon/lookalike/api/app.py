@@ -10,6 +10,7 @@ writer.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -60,7 +61,7 @@ class Route:
     path: str                    # a werkzeug rule: /v1/tags/<name>
     handler: Callable[..., dict]
 
-    @property
+    @functools.cached_property
     def documented(self) -> str:
         """The path as the OpenAPI document and the metrics' `route` label write it: /v1/tags/{name}."""
         return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", self.path)
@@ -133,26 +134,17 @@ class Api:
 
     # --- what handlers share -------------------------------------------------------------
 
-    def uploaded(self, request: Request, *fields: str) -> list[ImageFeatures]:
-        """The features of the images a request carries: multipart parts named `fields`, or, for
-        one field, the raw body (named by the `name` parameter, whose extension tells a camera
-        raw file). Decoded in the upload workers, all at once."""
+    def uploaded(self, request: Request, *fields: str, every: bool = False) -> list[ImageFeatures]:
+        """The features of the images a request carries: the multipart part named by each of
+        `fields` (every part so named with `every`), or, for one field, the raw body (named by
+        the `name` parameter, whose extension tells a camera raw file). Decoded in the upload
+        workers, all at once."""
         if _multipart(request):
-            uploads = [_upload(_parts(request, field)[0]) for field in fields]
+            uploads = [_upload(part) for field in fields for part in _parts(request, field)[:None if every else 1]]
         elif len(fields) == 1:
             uploads = [_raw_upload(request)]
         else:
             raise UsageError(f"send the images as multipart/form-data parts named {', '.join(map(repr, fields))}")
-        return self._decoded(uploads)
-
-    def uploaded_all(self, request: Request, field: str) -> list[ImageFeatures]:
-        """The features of every image a request carries: each multipart part named `field`, or
-        the raw body, as `uploaded` reads one."""
-        if _multipart(request):
-            return self._decoded([_upload(part) for part in _parts(request, field)])
-        return self._decoded([_raw_upload(request)])
-
-    def _decoded(self, uploads: list[tuple[str, bytes]]) -> list[ImageFeatures]:
         futures = [self.uploads.extract(name, data) for name, data in uploads]
         return [self.uploads.features(future) for future in futures]
 
@@ -228,7 +220,7 @@ def _whole(request: Request, name: str, default: int | None, low: int) -> int | 
     text = _parameter(request, name)
     if text is None:
         return default
-    if not text.isdigit() or int(text) < low:
+    if not (text.isascii() and text.isdigit()) or int(text) < low:
         raise UsageError(f"{name}: must be a whole number of at least {low}, not {text!r}")
     return int(text)
 
@@ -310,7 +302,7 @@ def duplicates(api: Api, request: Request) -> dict:
 
 def put_tag(api: Api, request: Request, name: str) -> dict:
     check_name(name)                    # before the uploads are decoded
-    references = [Reference(features.path, features) for features in api.uploaded_all(request, "image")]
+    references = [Reference.of_file(features) for features in api.uploaded(request, "image", every=True)]
     return operations.put_tag(api.context, name, references, api.commit)
 
 

@@ -53,6 +53,7 @@ class ApiServer:
         self._stopping = threading.Event()
         self.uploads = UploadExtractor(min(settings.max_concurrent, os.cpu_count() or 1), context.settings,
                                        settings.request_timeout)
+        self._servers = []
         try:
             # A change not written within the request's time is answered 503 (`store`); it stays queued.
             commit = functools.partial(writer.apply, timeout=settings.request_timeout)
@@ -63,12 +64,11 @@ class ApiServer:
                                # waitress refuses a declared length >= this: the cap itself is allowed
                                max_request_body_size=settings.max_upload_bytes + 1,
                                ident="lookalike", expose_tracebacks=False, asyncore_use_poll=True)
-            self._servers = []
             if settings.listen is not None:
-                self._servers.append(self._bind("api.listen", settings.listen, self.app, listen=settings.listen,
+                self._servers.append(self._bind("api.listen", settings.listen, listen=settings.listen,
                                                 **adjustments))
             if settings.socket is not None:
-                self._servers.append(self._bind("api.socket", str(settings.socket), self.app,
+                self._servers.append(self._bind("api.socket", str(settings.socket),
                                                 unix_socket=str(settings.socket),
                                                 unix_socket_perms=f"{settings.socket_mode:o}", **adjustments))
         except BaseException:
@@ -83,9 +83,9 @@ class ApiServer:
         self._thread = threading.Thread(target=self._run, name="api-http", daemon=True)
         self._thread.start()
 
-    def _bind(self, key: str, where: str, app: Api, **adjustments):
+    def _bind(self, key: str, where: str, **adjustments):
         try:
-            return create_server(app, map=self._map, **adjustments)
+            return create_server(self.app, map=self._map, **adjustments)
         except OSError as exc:
             raise LookalikeError(f"{key}: cannot listen on {where}: {exc.strerror or exc}") from None
 
@@ -110,7 +110,7 @@ class ApiServer:
             self._close()
 
     def _close(self) -> None:
-        for server in getattr(self, "_servers", ()):
+        for server in self._servers:
             server.task_dispatcher.shutdown(timeout=1)
         wasyncore.close_all(self._map)
 
