@@ -231,11 +231,11 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
         components.setdefault(links.find(num), []).append(num)
     waiting = [[Contender.of(image, rules) for image in images]
                for nums in components.values() if len(images := list(_still_stored(context, nums))) >= 2]
-    thumbnail = _thumbnails(context)
+    judge = _judge(context)
     groups = []
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         while waiting:
-            stars = _keepers(context, threshold, waiting, thumbnail, ignored, pool, apply, stats)
+            stars = _keepers(context, threshold, waiting, judge, ignored, pool, apply, stats)
             waiting = []
             for keeper, contenders, scores in stars:
                 group = Group(keeper.image, [Member(keeper.image, 100.0)])
@@ -248,7 +248,7 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
                     if doc["similarity"] >= threshold and not any(
                             ignored.apart(image.content_hash, m.image.content_hash) for m in group.members):
                         group.members.append(Member(image, doc["similarity"], doc["transform"], tuple(doc["kinds"])))
-                        decided_by.append(verdict(keeper, contender, doc["transform"], thumbnail)[0])
+                        decided_by.append(judge(keeper, contender, doc["transform"])[0])
                     else:
                         held_by_chain.append(contender)
                 group.keeper_reason = group_reason(decided_by)
@@ -260,9 +260,14 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
     return groups
 
 
-def _thumbnails(context: SearchContext) -> Callable[[int], np.ndarray | None]:
-    """An image's stored thumbnail by number (None once removed), each read once a pass."""
+Judge = Callable[[Contender, Contender, dict | None], tuple[str, bool]]
+
+
+def _judge(context: SearchContext) -> Judge:
+    """keeper.verdict over the stored thumbnails, each thumbnail read and each pair judged once a
+    pass: choosing a keeper asks it, and the group's reason asks it again."""
     read: dict[int, np.ndarray | None] = {}
+    judged: dict[tuple[int, int], tuple[str, bool]] = {}
 
     def thumbnail(num: int) -> np.ndarray | None:
         if num not in read:
@@ -271,11 +276,17 @@ def _thumbnails(context: SearchContext) -> Callable[[int], np.ndarray | None]:
             except NotFoundError:
                 read[num] = None
         return read[num]
-    return thumbnail
+
+    def judge(keeper: Contender, member: Contender, transform: dict | None) -> tuple[str, bool]:
+        pair = (keeper.image.num, member.image.num)
+        if pair not in judged:
+            judged[pair] = verdict(keeper, member, transform, thumbnail)
+        return judged[pair]
+    return judge
 
 
 def _keepers(context: SearchContext, threshold: float, components: list[list[Contender]],
-             thumbnail: Callable[[int], np.ndarray | None], ignored: ignored_pairs.Ignored, pool: ThreadPoolExecutor,
+             judge: Judge, ignored: ignored_pairs.Ignored, pool: ThreadPoolExecutor,
              apply: Callable[[Change], None], stats: PassStats) -> list[tuple[Contender, list[Contender], dict]]:
     """Each component's keeper, its images and the comparisons keeper -> image. The keeper is
     first the image the facts rank first; it is compared with the rest, and a member at or
@@ -295,12 +306,14 @@ def _keepers(context: SearchContext, threshold: float, components: list[list[Con
                                 pool, apply, stats)
         for i in unsettled:
             keeper = keepers[i]
-            better = [c for c in components[i] if c is not keeper and c.image.num not in tried[i]
-                      and (doc := scores.get((keeper.image.num, c.image.num))) is not None
-                      and doc["similarity"] >= threshold
-                      and not ignored.apart(keeper.image.content_hash, c.image.content_hash)
-                      and verdict(keeper, c, doc["transform"], thumbnail)[1]]
-            if better and handover < KEEPER_HANDOVERS:
+            # The last round hands over no more, so it asks no verdict.
+            better = handover < KEEPER_HANDOVERS and [
+                c for c in components[i] if c is not keeper and c.image.num not in tried[i]
+                and (doc := scores.get((keeper.image.num, c.image.num))) is not None
+                and doc["similarity"] >= threshold
+                and not ignored.apart(keeper.image.content_hash, c.image.content_hash)
+                and judge(keeper, c, doc["transform"])[1]]
+            if better:
                 keepers[i] = provisional(better)
                 tried[i].add(keepers[i].image.num)
             else:

@@ -85,9 +85,6 @@ class Ignored:
         """Whether the images with these content hashes were marked not a duplicate."""
         return (min(one, other), max(one, other)) in self._keys
 
-    def by_id(self, pair_id: str) -> IgnoredPair | None:
-        return next((pair for pair in self.pairs if pair.id == pair_id), None)
-
 
 NONE = Ignored()
 
