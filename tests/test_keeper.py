@@ -125,6 +125,8 @@ def test_every_report_says_why_its_keeper_was_chosen(families):
     groups = find_groups(families.context, DEFAULT_DUPLICATE_THRESHOLD)
     document = to_document(groups, DEFAULT_DUPLICATE_THRESHOLD, "context")
     assert all(group["keeper_reason"] in KEEPER_REASONS for group in document["groups"])
+    # Families of an original and its edited copies: evidence decides each, never the path alone.
+    assert "first path" not in {group["keeper_reason"] for group in document["groups"]}
     rows = to_csv(document).splitlines()
     assert rows[0].split(",")[-1] == "keeper_reason"
     keeper_rows = [row for row in rows[1:] if ",yes," in row]
