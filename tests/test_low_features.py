@@ -51,6 +51,15 @@ def blurred(name: str) -> np.ndarray:
     return cv2.GaussianBlur(images.photo(name), (0, 0), 30)
 
 
+def faint(name: str, detail: float) -> np.ndarray:
+    """Mist or soft clouds: the picture's broad shading over its full range, its detail at
+    `detail` of its contrast, so that the grey range is wide and every gradient weak."""
+    pixels = images.grey(images.photo(name)).astype(np.float32)
+    shading = cv2.GaussianBlur(pixels, (0, 0), 25)
+    spread = (shading - shading.min()) / (shading.max() - shading.min()) * 200 + 20
+    return np.clip(spread + detail * (pixels - shading), 0, 255).astype(np.uint8)
+
+
 def grouped(folder_path: Path, files: list[Path]) -> list[set[str]]:
     with SearchContext.create(folder_path / "context") as context:
         context.upsert_many([extract_file(str(path), SETTINGS) for path in files])
@@ -72,6 +81,20 @@ def test_dark_and_washed_out_photos_are_grouped_with_their_copies_and_the_origin
         expected.append({f"{name}.jpg", f"{name}-{kind}.jpg", f"{name}-{kind}-half.jpg"})
     groups = grouped(tmp_path, files)
     assert sorted(map(sorted, groups)) == sorted(map(sorted, expected))
+
+
+def test_faint_photos_get_keypoints_at_a_lower_threshold_and_are_grouped_with_their_crops_and_mirrors(tmp_path):
+    files, expected = [images.write_jpeg(tmp_path, "coffee.jpg", images.photo("coffee"))], []
+    for name, detail in (("chelsea", 0.2), ("rocket", 0.3)):
+        pixels = faint(name, detail)
+        height, width = pixels.shape[:2]
+        crop = pixels[height // 5: height - height // 5, width // 5: width - width // 5]
+        files += [images.write_jpeg(tmp_path, f"{name}.jpg", pixels, 95),
+                  images.write_jpeg(tmp_path, f"{name}-crop.jpg", crop, 80),
+                  images.write_jpeg(tmp_path, f"{name}-mirror.jpg", np.ascontiguousarray(pixels[:, ::-1]), 80)]
+        expected.append({f"{name}.jpg", f"{name}-crop.jpg", f"{name}-mirror.jpg"})
+    assert min(extract_file(str(path), SETTINGS).local.count for path in files) >= SETTINGS.max_features // 2
+    assert sorted(map(sorted, grouped(tmp_path, files))) == sorted(map(sorted, expected))
 
 
 def test_a_25_to_1_panorama_is_grouped_with_its_quarter_size_copy(tmp_path):

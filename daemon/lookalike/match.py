@@ -63,8 +63,8 @@ SPREAD_GRID = 12
 # Logistic model over the evidence, fitted by bench/calibrate.py on the calibration set (real photos,
 # their copies and hard negatives; CALIBRATION.md). similarity = 100 * sigmoid(w . features + b).
 MODEL_FEATURES = ("residual", "photo_low", "content_inliers", "photo_median", "inlier_span", "affinity")
-MODEL_WEIGHTS = (-4.113, 9.197, 13.187, 1.07, 2.707, 36.374)
-MODEL_BIAS = -50.181
+MODEL_WEIGHTS = (-4.335, 9.684, 14.241, 0.53, 3.667, 33.059)
+MODEL_BIAS = -47.919
 
 # What names the scores a context has recorded: pairs scored by another model are scored again
 # (duplicates.match_pending), or a refit would leave the old model's groups standing. Raise

@@ -22,7 +22,8 @@ DETECTORS = ("akaze", "orb", "sift", "brisk")
 # Features of one version of the extraction (detector input, working geometry) do not match
 # another's: a search context records the version it was filled with and refuses any other.
 # 2: contrast stretched before detection; panoramas worked at their working length.
-EXTRACTION_VERSION = 2
+# 3: AKAZE's threshold lowered for an image that yields few keypoints (AKAZE_THRESHOLDS).
+EXTRACTION_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,19 @@ def _xfeatures(name: str):
     return getattr(contrib, name, None) or getattr(cv2, name)
 
 
-def create_detector(name: str, max_features: int):
+# AKAZE's response thresholds, tried in turn while an image yields fewer keypoints than
+# ENOUGH_KEYPOINTS of its budget (see `_detected`). The first is below OpenCV's 0.001 so that most photos fill the
+# budget at once (the strongest are kept anyway). A smooth photo (clouds, mist, a soft focus)
+# responds weakly everywhere and got a handful of keypoints, too few to match even its own
+# resized copy. A lower threshold only adds weaker keypoints, so an image and its copy detected
+# at different thresholds still share the stronger ones (CALIBRATION.md, "Low-feature images").
+AKAZE_THRESHOLDS = (0.0003, 0.0001, 0.00003)
+ENOUGH_KEYPOINTS = 0.5
+
+
+def create_detector(name: str, max_features: int, akaze_threshold: float = AKAZE_THRESHOLDS[0]):
     if name == "akaze":
-        # A lower threshold than OpenCV's 0.001 so that smooth photos still yield enough
-        # keypoints; the strongest `max_features` are kept afterwards anyway.
-        return _xfeatures("AKAZE_create")(threshold=0.0003)
+        return _xfeatures("AKAZE_create")(threshold=akaze_threshold)
     if name == "orb":
         return cv2.ORB_create(nfeatures=max_features, fastThreshold=10)
     if name == "sift":
@@ -79,19 +88,36 @@ MIN_DETECTOR_SIDE = 8
 
 
 def extract_local(pixels: np.ndarray, detector_name: str, max_features: int) -> LocalFeatures:
-    detector = create_detector(detector_name, max_features)
     keypoints, descriptors = ((), None)
     if min(pixels.shape[:2]) >= MIN_DETECTOR_SIDE:
-        keypoints, descriptors = detector.detectAndCompute(stretched_contrast(pixels), None)
+        keypoints, descriptors = _detected(stretched_contrast(pixels), detector_name, max_features)
     info = detector_info(detector_name)
     if descriptors is None or not keypoints:
-        width = detector.descriptorSize()
+        width = create_detector(detector_name, max_features).descriptorSize()
         empty = np.zeros((0, width), np.uint8 if info.binary else np.float32)
         return LocalFeatures(np.zeros((0, 4), np.float32), empty, pixels.shape[1], pixels.shape[0])
     points = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in keypoints], np.float32)
     responses = np.array([k.response for k in keypoints], np.float32)
     keep = spread_strongest(points, responses, pixels.shape, max_features)
     return LocalFeatures(points[keep], np.ascontiguousarray(descriptors[keep]), pixels.shape[1], pixels.shape[0])
+
+
+def _detected(pixels: np.ndarray, detector_name: str, max_features: int) -> tuple:
+    """Keypoints and descriptors of the detector: AKAZE's at the highest of AKAZE_THRESHOLDS that
+    yields enough of them. An image that yields enough at none keeps the first threshold's: a
+    blurred or nearly flat picture then gets a few keypoints more of blur and noise, which match
+    its own copies less often than the pixel check of an image with too few keypoints does."""
+    def detect(threshold: float) -> tuple:
+        return create_detector(detector_name, max_features, threshold).detectAndCompute(pixels, None)
+
+    first = detect(AKAZE_THRESHOLDS[0])
+    if detector_name != "akaze" or len(first[0]) >= ENOUGH_KEYPOINTS * max_features:
+        return first
+    for threshold in AKAZE_THRESHOLDS[1:]:
+        lower = detect(threshold)
+        if len(lower[0]) >= ENOUGH_KEYPOINTS * max_features:
+            return lower
+    return first
 
 
 # The share of pixels let go dark or bright at each end when the grey range is measured: a few
