@@ -4,9 +4,12 @@
 
 A context holds the originals of the dataset (bench/dataset.py); each copy of --kind (by
 default the centre crops keeping 36 % of the area at JPEG quality 60) is the query. Counts the
-queries whose first result is their original, and lists the others with what was found and,
+queries whose first result is their original, lists every result that is not the query's
+original (another photo: a false hit), and lists the missed queries with what was found and,
 for the descriptor index, how many of the query's descriptors share an uncrowded bucket with
 the original and at most with any other image (a candidate needs index.MIN_SHARED_DESCRIPTORS).
+With --kind same_scene the context holds the same-scene photos (hard negatives: other frames of
+one scene, never copies) and each is the query: every result is a false hit.
 Writes bench/results/heavy_crops.json.
 """
 
@@ -20,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from lookalike.extract import extract_file
+from lookalike.extract import extract_file, query_file
 from lookalike.imaging.features import mirrored
 from lookalike.search import similar
 from lookalike.settings import ExtractionSettings
@@ -28,6 +31,7 @@ from lookalike.store import SearchContext, index, inspection
 from runinfo import machine, revision
 
 SIMILAR_THRESHOLD = 20.0       # the CLI's default
+SAME_SCENE = "same_scene"      # --kind: the same-scene photos, each the query, all of them stored
 
 
 def main() -> None:
@@ -39,23 +43,29 @@ def main() -> None:
     args = parser.parse_args()
     data = args.data.resolve()
     truth = json.loads((data / "truth.json").read_text())
-    queries = {str(data / copy): str(data / cluster["original"]) for cluster in truth["clusters"]
-               for copy, kind in cluster["copies"].items() if kind == args.kind}
+    if args.kind == SAME_SCENE:
+        queries = {str(data / name): None for group in truth["same_scene"] for name in group["files"]}
+        stored = list(queries)
+    else:
+        queries = {str(data / copy): str(data / cluster["original"]) for cluster in truth["clusters"]
+                   for copy, kind in cluster["copies"].items() if kind == args.kind}
+        stored = sorted(set(queries.values()))
     settings = ExtractionSettings()
-    extract = partial(extract_file, settings=settings)
     with tempfile.TemporaryDirectory() as state, SearchContext.create(Path(state) / "context", settings) as context, \
             ProcessPoolExecutor(args.workers) as pool:
-        context.upsert_many(list(pool.map(extract, sorted(set(queries.values())), chunksize=4)))
-        first, missed, seconds = 0, [], []
-        for query, features in zip(queries, pool.map(extract, queries, chunksize=4)):
+        context.upsert_many(list(pool.map(partial(extract_file, settings=settings), stored, chunksize=4)))
+        first, missed, others, seconds = 0, [], [], []
+        for query, looked_up in zip(queries, pool.map(partial(query_file, settings=settings), queries, chunksize=4)):
             started = time.perf_counter()
-            hits = similar(context, features, SIMILAR_THRESHOLD, None)
+            hits = similar(context, looked_up, SIMILAR_THRESHOLD, None)
             seconds.append(time.perf_counter() - started)
             expected = queries[query]
+            others += [(str(Path(query).relative_to(data)), str(Path(hit.image.path).relative_to(data)),
+                        round(hit.match.similarity, 1)) for hit in hits if hit.image.path != expected]
             if hits and hits[0].image.path == expected:
                 first += 1
-            else:
-                shared = _shared_descriptors(context, features.local)
+            elif expected is not None:
+                shared = _shared_descriptors(context, looked_up.features.local)
                 original = context.image(expected).num
                 missed.append({"query": str(Path(query).relative_to(data)),
                                "found": [(str(Path(h.image.path).relative_to(data)), round(h.match.similarity, 1))
@@ -66,7 +76,8 @@ def main() -> None:
               "data": str(args.data), "kind": args.kind, "queries": len(queries), "original_first": first,
               "min_shared_descriptors": index.MIN_SHARED_DESCRIPTORS,
               "share": round(first / max(len(queries), 1), 3),
-              "similar_ms_median": round(1000 * sorted(seconds)[len(seconds) // 2], 1), "missed": missed}
+              "similar_ms_median": round(1000 * sorted(seconds)[len(seconds) // 2], 1), "missed": missed,
+              "other_results": others}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from lookalike.duplicates import find_groups
-from lookalike.extract import extract_file
+from lookalike.extract import extract_file, query_file
 from lookalike.search import similar
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, ExtractionSettings
 from lookalike.store import SearchContext
@@ -51,7 +51,7 @@ def full_pass(directory: Path) -> None:
 def similar_queries(directory: Path) -> None:
     with SearchContext.open(directory / "context") as context:
         for query in json.loads((directory / "queries.json").read_text()):
-            similar(context, extract_file(query, context.settings), 20.0, None)
+            similar(context, query_file(query, context.settings), 20.0, None)
 
 
 def main() -> None:
