@@ -1,6 +1,6 @@
 """Does `similar` list the original first when asked with a heavy crop of it?
 
-    python bench/heavy_crops.py [--data bench/.data/calibration] [--kind crop_heavy] [--out F]
+    python bench/heavy_crops.py [--data bench/.data/calibration] [--kind crop_heavy] [--scale S] [--out F]
 
 A context holds the originals of the dataset (bench/dataset.py); each copy of --kind (by
 default the centre crops keeping 36 % of the area at JPEG quality 60) is the query. Counts the
@@ -10,6 +10,7 @@ for the descriptor index, how many of the query's descriptors share an uncrowded
 the original and at most with any other image (a candidate needs index.MIN_SHARED_DESCRIPTORS).
 With --kind same_scene the context holds the same-scene photos (hard negatives: other frames of
 one scene, never copies) and each is the query: every result is a false hit.
+--scale replaces search.CROP_LOOKUP_SCALE, the scale of the second look-up, to compare choices.
 Writes bench/results/heavy_crops.json.
 """
 
@@ -23,9 +24,9 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
+from lookalike import search
 from lookalike.extract import extract_file, query_file
 from lookalike.imaging.features import mirrored
-from lookalike.search import similar
 from lookalike.settings import ExtractionSettings
 from lookalike.store import SearchContext, index, inspection
 from runinfo import machine, revision
@@ -38,9 +39,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("bench/.data/calibration"))
     parser.add_argument("--kind", default="crop_heavy")
+    parser.add_argument("--scale", type=float, default=search.CROP_LOOKUP_SCALE)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/heavy_crops.json"))
     args = parser.parse_args()
+    search.CROP_LOOKUP_SCALE = args.scale
     data = args.data.resolve()
     truth = json.loads((data / "truth.json").read_text())
     if args.kind == SAME_SCENE:
@@ -57,7 +60,7 @@ def main() -> None:
         first, missed, others, seconds = 0, [], [], []
         for query, looked_up in zip(queries, pool.map(partial(query_file, settings=settings), queries, chunksize=4)):
             started = time.perf_counter()
-            hits = similar(context, looked_up, SIMILAR_THRESHOLD, None)
+            hits = search.similar(context, looked_up, SIMILAR_THRESHOLD, None)
             seconds.append(time.perf_counter() - started)
             expected = queries[query]
             others += [(str(Path(query).relative_to(data)), str(Path(hit.image.path).relative_to(data)),
@@ -74,7 +77,7 @@ def main() -> None:
                                "most_shared_by_another_image": max(shared.values(), default=0)})
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "lookalike": revision(),
               "data": str(args.data), "kind": args.kind, "queries": len(queries), "original_first": first,
-              "min_shared_descriptors": index.MIN_SHARED_DESCRIPTORS,
+              "min_shared_descriptors": index.MIN_SHARED_DESCRIPTORS, "crop_lookup_scale": args.scale,
               "share": round(first / max(len(queries), 1), 3),
               "similar_ms_median": round(1000 * sorted(seconds)[len(seconds) // 2], 1), "missed": missed,
               "other_results": others}
