@@ -8,8 +8,11 @@ queries whose first result is their original, lists every result that is not the
 original (another photo: a false hit), and lists the missed queries with what was found and,
 for the descriptor index, how many of the query's descriptors share an uncrowded bucket with
 the original and at most with any other image (a candidate needs index.MIN_SHARED_DESCRIPTORS).
-With --kind same_scene the context holds the same-scene photos (hard negatives: other frames of
-one scene, never copies) and each is the query: every result is a false hit.
+With --kind hard_negatives the context holds the hard negatives, each of them the query: the
+same-scene photos (other shots of one scene) and the framed files (photos in a frame that other
+photos are shown in too) with the photos they show; a result is a false hit unless the dataset
+lists the pair as neither copy nor stranger (its excluded pairs: a photo and its framed copy,
+the ISO pairs shot from a tripod).
 --scale replaces search.CROP_LOOKUP_SCALE, the scale of the second look-up, to compare choices.
 Writes bench/results/heavy_crops.json.
 """
@@ -32,13 +35,13 @@ from lookalike.store import SearchContext, index, inspection
 from runinfo import machine, revision
 
 SIMILAR_THRESHOLD = 20.0       # the CLI's default
-SAME_SCENE = "same_scene"      # --kind: the same-scene photos, each the query, all of them stored
+HARD_NEGATIVES = "hard_negatives"      # a --kind: see the docstring
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("bench/.data/calibration"))
-    parser.add_argument("--kind", default="crop_heavy")
+    parser.add_argument("--kind", default="crop_heavy", help=f"a copy kind, or {HARD_NEGATIVES}")
     parser.add_argument("--scale", type=float, default=search.CROP_LOOKUP_SCALE)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/heavy_crops.json"))
@@ -46,8 +49,11 @@ def main() -> None:
     search.CROP_LOOKUP_SCALE = args.scale
     data = args.data.resolve()
     truth = json.loads((data / "truth.json").read_text())
-    if args.kind == SAME_SCENE:
-        queries = {str(data / name): None for group in truth["same_scene"] for name in group["files"]}
+    allowed = {frozenset(str(data / name) for name in pair) for pair in truth.get("excluded_pairs", [])}
+    if args.kind == HARD_NEGATIVES:
+        names = [name for group in truth.get("same_scene", []) for name in group["files"]]
+        names += [name for framed in truth.get("framed", []) for name in (framed["file"], *framed["shows"])]
+        queries = dict.fromkeys((str(data / name) for name in names), None)
         stored = list(queries)
     else:
         queries = {str(data / copy): str(data / cluster["original"]) for cluster in truth["clusters"]
@@ -64,7 +70,8 @@ def main() -> None:
             seconds.append(time.perf_counter() - started)
             expected = queries[query]
             others += [(str(Path(query).relative_to(data)), str(Path(hit.image.path).relative_to(data)),
-                        round(hit.match.similarity, 1)) for hit in hits if hit.image.path != expected]
+                        round(hit.match.similarity, 1)) for hit in hits
+                       if hit.image.path != expected and frozenset((query, hit.image.path)) not in allowed]
             if hits and hits[0].image.path == expected:
                 first += 1
             elif expected is not None:
