@@ -380,7 +380,7 @@ class CandidateIndex:
         # The vote slots go to images the hash and fingerprint have not found already.
         yield from self.voted(txn, local, known, found)
 
-    def voted(self, txn, local: LocalFeatures, known: CrowdedView, found: Container[int] = ()) -> list[int]:
+    def voted(self, txn, local: LocalFeatures, known: CrowdedView, found: Container[int]) -> list[int]:
         """The images the local descriptors (and their mirror images', where the detector has a
         mirror table) vote for, most votes first: at most MAX_VOTED of those not in `found`."""
         votes: dict[int, float] = {}
