@@ -16,7 +16,7 @@ queries are the indexed photos recompressed (JPEG q70) at half size, outside the
 
 1. Latency, the daemon otherwise idle: each query as an upload to POST /v1/similar (a new
    connection each, as curl makes), and `similar` in this process on the same context
-   (extraction included: extract_file, then search.similar), alternating which goes first.
+   (extraction included: query_file, then search.similar), alternating which goes first.
 2. Load: `--clients` threads for `--seconds`, each posting queries to /v1/similar (one request
    in ten a GET /v1/status) as fast as answers come, while a photo is copied into the watched
    folder every 0.5 s. Recorded: every status code, the daemon's resident memory (its own
@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from lookalike.duplicates import find_groups
-from lookalike.extract import extract_file
+from lookalike.extract import extract_file, query_file
 from lookalike.search import similar
 from lookalike.settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 from lookalike.store import SearchContext
@@ -123,7 +123,7 @@ def latency(daemon: harness.Daemon, queries: list[Path]) -> dict:
 
                 def in_process():
                     started = time.perf_counter()
-                    hits = similar(context, extract_file(str(query), context.settings), DEFAULT_SIMILAR_THRESHOLD, None)
+                    hits = similar(context, query_file(str(query), context.settings), DEFAULT_SIMILAR_THRESHOLD, None)
                     local.append(time.perf_counter() - started)
                     return [hit.image.path for hit in hits]
 

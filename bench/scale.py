@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.extract import ImageFeatures
+from lookalike.extract import ImageFeatures, Query
 from lookalike.imaging.features import LocalFeatures
 from lookalike.store import SearchContext
 from lookalike.types import FileIdentity
@@ -149,7 +149,7 @@ def time_queries(context: SearchContext, queries: list[ImageFeatures]) -> dict:
         found = list(context.candidates_for(features.content_hash, features.fingerprint, features.local))
         lookup.append(time.perf_counter() - started)
         started = time.perf_counter()
-        similar(context, features, DEFAULT_SIMILAR_THRESHOLD, None)
+        similar(context, Query(features), DEFAULT_SIMILAR_THRESHOLD, None)
         total.append(time.perf_counter() - started)
         verified.append(len(found))
     ms = lambda values, q: round(1000 * float(np.percentile(values, q)), 2)    # noqa: E731

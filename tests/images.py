@@ -56,6 +56,27 @@ def shapes(seed: int, side: int = 128, count: int = 12, smallest: int = 8, noise
     return canvas
 
 
+# Close-up textures (2-D grey, 512x512): their heavy crops share too few descriptor buckets with
+# them for the index's look-up of the crop's own descriptors.
+TEXTURES = ("grass", "gravel")
+
+
+@lru_cache(maxsize=None)
+def texture(name: str = "grass") -> np.ndarray:
+    if name not in TEXTURES:
+        raise ValueError(f"unknown texture {name!r}; choose one of {', '.join(TEXTURES)}")
+    pixels = getattr(skimage.data, name)()
+    pixels.setflags(write=False)
+    return pixels
+
+
+def centre_crop(pixels: np.ndarray, side: float) -> np.ndarray:
+    """The centre of the picture, `side` of its width and height (0.6 keeps 36 % of the area)."""
+    height, width = pixels.shape[:2]
+    top, left = round(height * (1 - side) / 2), round(width * (1 - side) / 2)
+    return pixels[top:height - top, left:width - left]
+
+
 def grey(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 2:
         return pixels

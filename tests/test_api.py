@@ -22,9 +22,14 @@ import pytest
 
 import images
 from harness import Daemon, content_hash, folder, lookalike, occupied, stop_group
+from lookalike import operations
 from lookalike.api.app import REASONS, ROUTES, UNMATCHED
 from lookalike.api.openapi import DOCUMENT
+from lookalike.api.uploads import UploadExtractor
 from lookalike.errors import ExitCode
+from lookalike.extract import extract_file
+from lookalike.settings import ExtractionSettings
+from lookalike.store import SearchContext
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -153,6 +158,23 @@ def test_similar_to_an_upload_is_what_the_cli_says(served):
     parted = call(daemon.api_port, "POST", "/v1/similar", body, headers)
     assert parted.status == 200, parted
     assert parted.json() == {**expected, "query": "coffee-query.jpg", "results": expected["results"][:1]}
+
+
+def test_similar_to_an_uploaded_heavy_crop_finds_its_original(tmp_path):
+    """The upload workers hand the working pixels back with the features, so that the API's
+    `similar` can look a heavy crop up at its original's scale as the CLI's does."""
+    settings = ExtractionSettings()
+    pixels = images.texture("grass")
+    original = images.write_jpeg(tmp_path, "original.jpg", pixels)
+    extractor = UploadExtractor(1, settings, timeout=60)
+    try:
+        query = extractor.query(extractor.extract("crop.jpg", images.jpeg_bytes(images.centre_crop(pixels, 0.6), 60)))
+    finally:
+        extractor.stop()
+    with SearchContext.create(tmp_path / "context", settings) as context:
+        context.upsert_many([extract_file(str(original), settings)])
+        found = operations.similar_document(context, query, 20.0, None)["results"]
+    assert [hit["path"] for hit in found] == [str(original)]
 
 
 @pytest.mark.slow

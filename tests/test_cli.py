@@ -392,6 +392,19 @@ def test_similar_finds_a_transformed_copy_of_an_unstored_query(stored, photos, t
     assert {hit["path"] for hit in result["results"]} <= {str(photos[n]) for n in COPIES}
 
 
+@pytest.mark.parametrize("name", images.TEXTURES)
+def test_similar_finds_the_original_of_a_heavy_crop(context, tmp_path, capsys, name):
+    """A crop keeping 36 % of the area is worked at the working size like any image, its content
+    1.67x larger than the original's; its own descriptors share too few index buckets with the
+    original's for a candidate, but described again at the original's scale they do."""
+    pixels = images.texture(name)
+    original = images.write_jpeg(tmp_path, "original.jpg", pixels)
+    run_json(capsys, "--context", context, "features", "add", original)
+    crop = images.write_jpeg(tmp_path, "crop.jpg", images.centre_crop(pixels, 0.6), quality=60)
+    found = run_json(capsys, "--context", context, "similar", crop)["results"]
+    assert [hit["path"] for hit in found] == [str(original)] and found[0]["similarity"] >= 90
+
+
 @pytest.mark.parametrize("args", [["--threshold", "101"], ["--threshold", "-1"], ["--max-count", "0"]])
 def test_bad_option_values_are_usage_errors(stored, photos, capsys, args):
     with pytest.raises(SystemExit) as caught:

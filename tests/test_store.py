@@ -28,7 +28,7 @@ import pytest
 
 import images
 from lookalike.errors import NotFoundError, StoreError, StoreFullError
-from lookalike.extract import ImageFeatures, extract_file
+from lookalike.extract import ImageFeatures, Query, extract_file
 from lookalike.imaging.features import fingerprint_variants
 from lookalike.settings import ExtractionSettings
 from lookalike.store import SearchContext, codec, index, inspection
@@ -711,7 +711,7 @@ def test_similar_skips_a_candidate_removed_since_the_look_up(tmp_path, photos, m
         context.remove(str(tmp_path / "gone.jpg"))
         look_up = context.candidates_for
         monkeypatch.setattr(context, "candidates_for", lambda *args: itertools.chain([gone], look_up(*args)))
-        hits = similar(context, at(query, tmp_path / "query.jpg"), 50.0, None)
+        hits = similar(context, Query(at(query, tmp_path / "query.jpg")), 50.0, None)
     assert [(hit.image.path, hit.match.similarity) for hit in hits] == [(str(tmp_path / "copy.jpg"), 100.0)]
 
 # --- the writer thread ---------------------------------------------------------------------

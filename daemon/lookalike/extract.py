@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ImageError
-from .imaging.decode import LoadedFile, content_hasher, decode, read_file
+from .imaging.decode import LoadedFile, content_hasher, decode, read_file, scaled
 from .imaging.features import LocalFeatures, extract_local, fingerprint, thumbnail
 from .match import MIN_INLIERS
 from .settings import ExtractionSettings
@@ -40,13 +40,31 @@ def few_features(keypoints: int) -> bool:
     return keypoints < MIN_INLIERS
 
 
+@dataclass(frozen=True)
+class Query:
+    """An image to look up: its features, and its working pixels when its file was read for the
+    look-up, so that it can be described again at a smaller scale (search.similar)."""
+    features: ImageFeatures
+    working: np.ndarray | None = None     # None: a stored image's features, its file not read again
+
+    def local_at(self, scale: float, settings: ExtractionSettings) -> LocalFeatures | None:
+        """The local features of the working image scaled by `scale`; None without the pixels."""
+        if self.working is None:
+            return None
+        return extract_local(scaled(self.working, scale), settings.detector, settings.max_features)
+
+
 def extract_file(path: str, settings: ExtractionSettings) -> ImageFeatures:
+    return query_file(path, settings).features
+
+
+def query_file(path: str, settings: ExtractionSettings) -> Query:
     started = time.perf_counter()
     return _extract(path, read_file(path, settings.limits), settings, started)
 
 
-def extract_data(name: str, data: bytes, settings: ExtractionSettings) -> ImageFeatures:
-    """The features of bytes that are no file (an upload to the API): `name` stands for the path
+def query_data(name: str, data: bytes, settings: ExtractionSettings) -> Query:
+    """The query of bytes that are no file (an upload to the API): `name` stands for the path
     in messages and the result, and its extension tells a camera raw file, as a path's does."""
     started = time.perf_counter()
     if not data:
@@ -56,11 +74,11 @@ def extract_data(name: str, data: bytes, settings: ExtractionSettings) -> ImageF
     return _extract(name, LoadedFile(data, None, content_hasher(data).digest()), settings, started)
 
 
-def _extract(path: str, loaded: LoadedFile, settings: ExtractionSettings, started: float) -> ImageFeatures:
+def _extract(path: str, loaded: LoadedFile, settings: ExtractionSettings, started: float) -> Query:
     image = decode(path, loaded.data, settings.limits, settings.working_size)
     decoded = time.perf_counter()
     local = extract_local(image.pixels, settings.detector, settings.max_features)
-    return ImageFeatures(
+    return Query(ImageFeatures(
         path=path,
         identity=loaded.identity,
         content_hash=loaded.content_hash,
@@ -72,7 +90,7 @@ def _extract(path: str, loaded: LoadedFile, settings: ExtractionSettings, starte
         thumbnail=thumbnail(image.pixels),
         decode_seconds=decoded - started,
         extract_seconds=time.perf_counter() - started,
-    )
+    ), image.pixels)
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,6 @@ def examine(path: str, settings: ExtractionSettings, known_hash: bytes | None) -
         loaded = read_file(path, settings.limits)
         if loaded.content_hash == known_hash:
             return SameContent(path, loaded.identity)
-        return Extracted(_extract(path, loaded, settings, started))
+        return Extracted(_extract(path, loaded, settings, started).features)
     except ImageError as exc:
         return Unreadable(path, exc.reason, exc.detail)

@@ -25,7 +25,7 @@ from . import resolve as resolve_module
 from .config import Config, WatchedFolder
 from .duplicates_pass import report_document
 from .errors import ImageError, NotFoundError, ReportError, UsageError, display_path
-from .extract import ImageFeatures, extract_file, few_features
+from .extract import ImageFeatures, Query, extract_file, few_features, query_file
 from .imaging.decode import unchanged
 from .imaging.features import LocalFeatures, detector_info
 from .keeper import KeepRules
@@ -207,16 +207,16 @@ def compare_features(first: ImageFeatures, second: ImageFeatures, detector: str)
 
 def find_similar(directory: Path, image: str, threshold: float, max_count: int | None) -> dict:
     with SearchContext.open(directory) as context:
-        features = extract_file(os.path.abspath(image), context.settings)
+        query = query_file(os.path.abspath(image), context.settings)
         with context.busy("searching"):
-            return similar_document(context, features, threshold, max_count)
+            return similar_document(context, query, threshold, max_count)
 
 
-def similar_document(context: SearchContext, features: ImageFeatures, threshold: float, max_count: int | None) -> dict:
+def similar_document(context: SearchContext, query: Query, threshold: float, max_count: int | None) -> dict:
     """`similar`'s answer. Reads only, so the daemon's API runs it on the context it holds open
     beside its writer (`find_similar` adds the status `context info` shows, which is a write)."""
-    hits = similar(context, features, threshold, max_count)
-    return {"version": OUTPUT_VERSION, "query": features.path, "threshold": threshold,
+    hits = similar(context, query, threshold, max_count)
+    return {"version": OUTPUT_VERSION, "query": query.features.path, "threshold": threshold,
             "results": [hit.to_json() for hit in hits]}
 
 

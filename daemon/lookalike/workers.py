@@ -24,7 +24,7 @@ from functools import partial
 from multiprocessing.connection import Connection
 
 from .errors import ImageError
-from .extract import Extracted, Outcome, Unreadable, examine, extract_data
+from .extract import Outcome, Query, Unreadable, examine, query_data
 from .settings import ExtractionSettings
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,9 @@ def _examine(settings: ExtractionSettings, job: Job) -> Outcome:
     return examine(job.path, settings, job.known_hash)
 
 
-def _examine_upload(settings: ExtractionSettings, upload: Upload) -> Outcome:
+def _examine_upload(settings: ExtractionSettings, upload: Upload) -> Query | Unreadable:
     try:
-        return Extracted(extract_data(upload.path, upload.data, settings))
+        return query_data(upload.path, upload.data, settings)
     except ImageError as exc:
         return Unreadable(upload.path, exc.reason, exc.detail)
 
@@ -182,7 +182,7 @@ class ExtractWorkers(Workers):
 
 
 class UploadWorkers(Workers):
-    """The API's workers: `extract_data` on each `Upload`, a lost one answered `Unreadable`."""
+    """The API's workers: `query_data` on each `Upload`, a lost one answered `Unreadable`."""
 
     def __init__(self, count: int, settings: ExtractionSettings, job_timeout: float):
         super().__init__(count, partial(_examine_upload, settings),

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Request, Response
 
 from .. import operations
 from ..errors import ImageError, LookalikeError, NotFoundError, ReportError, StoreError, UsageError
-from ..extract import ImageFeatures
+from ..extract import Query
 from ..metrics import Metrics
 from ..settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD
 from ..store import SearchContext
@@ -134,8 +134,8 @@ class Api:
 
     # --- what handlers share -------------------------------------------------------------
 
-    def uploaded(self, request: Request, *fields: str, every: bool = False) -> list[ImageFeatures]:
-        """The features of the images a request carries: the multipart part named by each of
+    def uploaded(self, request: Request, *fields: str, every: bool = False) -> list[Query]:
+        """The images a request carries, as queries: the multipart part named by each of
         `fields` (every part so named with `every`), or, for one field, the raw body (named by
         the `name` parameter, whose extension tells a camera raw file). Decoded in the upload
         workers, all at once."""
@@ -146,7 +146,7 @@ class Api:
         else:
             raise UsageError(f"send the images as multipart/form-data parts named {', '.join(map(repr, fields))}")
         futures = [self.uploads.extract(name, data) for name, data in uploads]
-        return [self.uploads.features(future) for future in futures]
+        return [self.uploads.query(future) for future in futures]
 
 
 def _json(status: int, document: dict) -> Response:
@@ -272,18 +272,18 @@ def status(api: Api, request: Request) -> dict:
 
 def similar_to_upload(api: Api, request: Request) -> dict:
     threshold, max_count = _search_limits(request)
-    [features] = api.uploaded(request, "image")
-    return operations.similar_document(api.context, features, threshold, max_count)
+    [query] = api.uploaded(request, "image")
+    return operations.similar_document(api.context, query, threshold, max_count)
 
 
 def similar_to_stored(api: Api, request: Request) -> dict:
     threshold, max_count = _search_limits(request)
-    features = operations.stored_features(api.context, _stored_path(request))
-    return operations.similar_document(api.context, features, threshold, max_count)
+    query = Query(operations.stored_features(api.context, _stored_path(request)))
+    return operations.similar_document(api.context, query, threshold, max_count)
 
 
 def extract(api: Api, request: Request) -> dict:
-    [features] = api.uploaded(request, "image")
+    [features] = [query.features for query in api.uploaded(request, "image")]
     return operations.features_document(features.path, features.local, api.context.settings.detector)
 
 
@@ -292,7 +292,7 @@ def stored_features(api: Api, request: Request) -> dict:
 
 
 def compare(api: Api, request: Request) -> dict:
-    first, second = api.uploaded(request, "first", "second")
+    first, second = [query.features for query in api.uploaded(request, "first", "second")]
     return operations.compare_features(first, second, api.context.settings.detector)
 
 
@@ -302,7 +302,7 @@ def duplicates(api: Api, request: Request) -> dict:
 
 def put_tag(api: Api, request: Request, name: str) -> dict:
     check_name(name)                    # before the uploads are decoded
-    references = [Reference.of_file(features) for features in api.uploaded(request, "image", every=True)]
+    references = [Reference.of_file(query.features) for query in api.uploaded(request, "image", every=True)]
     return operations.put_tag(api.context, name, references, api.commit)
 
 

@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from multiprocessing.connection import wait as wait_for
 
 from ..errors import ImageError, LookalikeError
-from ..extract import ImageFeatures, Unreadable
+from ..extract import Query, Unreadable
 from ..settings import ExtractionSettings
 from ..workers import Upload, UploadWorkers
 
@@ -48,7 +48,7 @@ class UploadExtractor:
         self._thread.start()
 
     def extract(self, name: str, data: bytes) -> Future:
-        """A future of the upload's ImageFeatures (`features`), so that two uploads are decoded at once."""
+        """A future of the upload's Query (`query`), so that two uploads are decoded at once."""
         future: Future = Future()
         with self._lock:
             if self._stopping.is_set():
@@ -58,11 +58,11 @@ class UploadExtractor:
         return future
 
     @staticmethod
-    def features(future: Future) -> ImageFeatures:
+    def query(future: Future) -> Query:
         outcome = future.result()
         if isinstance(outcome, Unreadable):
             raise ImageError(outcome.path, outcome.reason, outcome.detail)
-        return outcome.features
+        return outcome
 
     def _run(self) -> None:
         waiting: dict[int, Future] = {}

@@ -45,7 +45,7 @@ class DecodeLimits:
 @dataclass(frozen=True)
 class LoadedFile:
     data: bytes
-    identity: FileIdentity | None     # None for bytes that are no file (extract.extract_data)
+    identity: FileIdentity | None     # None for bytes that are no file (extract.query_data)
     content_hash: bytes      # BLAKE2b-128 of the bytes: finds byte-identical copies without matching
 
 

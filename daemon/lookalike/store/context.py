@@ -35,7 +35,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Container, Iterator
 
 import lmdb
 import numpy as np
@@ -745,6 +745,13 @@ class SearchContext:
         known = self._index.crowded.view()
         with self._read() as txn:
             yield from self._index.candidates(txn, content_hash, fingerprint, local, known)
+
+    def voted_for(self, local: LocalFeatures, found: Container[int]) -> list[int]:
+        """The images these descriptors alone vote for in the candidate index (the last tier of
+        `candidates_for`), leaving out `found`."""
+        known = self._index.crowded.view()
+        with self._read() as txn:
+            return self._index.voted(txn, local, known, found)
 
     def paths_with_content(self, content_hash: bytes) -> list[str]:
         """The paths of the stored images whose bytes have this content hash."""

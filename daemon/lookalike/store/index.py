@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from importlib import resources
 
@@ -377,13 +377,17 @@ class CandidateIndex:
         for num, distance in zip(nums[near_enough].tolist(), distances[near_enough].tolist()):
             found[num] = max(found.get(num, 0.0), 1e6 - distance)
         yield from sorted(found, key=lambda num: -found[num])
+        # The vote slots go to images the hash and fingerprint have not found already.
+        yield from self.voted(txn, local, known, found)
 
+    def voted(self, txn, local: LocalFeatures, known: CrowdedView, found: Container[int]) -> list[int]:
+        """The images the local descriptors (and their mirror images', where the detector has a
+        mirror table) vote for, most votes first: at most MAX_VOTED of those not in `found`."""
         votes: dict[int, float] = {}
         with txn.cursor(db=self.lsh) as cursor:
             for mirrored in (False, True) if self.hasher.mirrors else (False,):
                 for num, weight in _descriptor_votes(cursor, self.hasher, local.descriptors, known, mirrored).items():
                     if weight > votes.get(num, 0.0):
                         votes[num] = weight
-        # The vote slots go to images the hash and fingerprint have not found already.
         voted = sorted(((w, n) for n, w in votes.items() if n not in found), reverse=True)[:MAX_VOTED]
-        yield from (num for _, num in voted)
+        return [num for _, num in voted]
