@@ -48,10 +48,13 @@ class Query:
     working: np.ndarray | None = None     # None: a stored image's features, its file not read again
 
     def local_at(self, scale: float, settings: ExtractionSettings) -> LocalFeatures | None:
-        """The local features of the working image scaled by `scale`; None without the pixels."""
+        """The local features of the working image scaled by `scale`, at the detector's first
+        threshold only; None without the pixels. They are look-up keys, never stored: at a
+        smaller scale most images fill less than half the keypoint budget, and lowering the
+        threshold for them would cost a query up to two more detections."""
         if self.working is None:
             return None
-        return extract_local(scaled(self.working, scale), settings.detector, settings.max_features)
+        return extract_local(scaled(self.working, scale), settings.detector, settings.max_features, faint_retry=False)
 
 
 def extract_file(path: str, settings: ExtractionSettings) -> ImageFeatures:

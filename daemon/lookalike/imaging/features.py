@@ -87,10 +87,12 @@ class LocalFeatures:
 MIN_DETECTOR_SIDE = 8
 
 
-def extract_local(pixels: np.ndarray, detector_name: str, max_features: int) -> LocalFeatures:
+def extract_local(pixels: np.ndarray, detector_name: str, max_features: int, faint_retry: bool = True) -> LocalFeatures:
+    """The strongest `max_features` keypoints, spread over the picture, and their descriptors;
+    without `faint_retry`, at the first of AKAZE_THRESHOLDS only."""
     keypoints, descriptors = ((), None)
     if min(pixels.shape[:2]) >= MIN_DETECTOR_SIDE:
-        keypoints, descriptors = _detected(stretched_contrast(pixels), detector_name, max_features)
+        keypoints, descriptors = _detected(stretched_contrast(pixels), detector_name, max_features, faint_retry)
     info = detector_info(detector_name)
     if descriptors is None or not keypoints:
         width = create_detector(detector_name, max_features).descriptorSize()
@@ -102,7 +104,7 @@ def extract_local(pixels: np.ndarray, detector_name: str, max_features: int) -> 
     return LocalFeatures(points[keep], np.ascontiguousarray(descriptors[keep]), pixels.shape[1], pixels.shape[0])
 
 
-def _detected(pixels: np.ndarray, detector_name: str, max_features: int) -> tuple:
+def _detected(pixels: np.ndarray, detector_name: str, max_features: int, faint_retry: bool) -> tuple:
     """Keypoints and descriptors of the detector: AKAZE's at the highest of AKAZE_THRESHOLDS that
     yields enough of them. An image that yields enough at none keeps the first threshold's: a
     blurred or nearly flat picture then gets a few keypoints more of blur and noise, which match
@@ -111,7 +113,7 @@ def _detected(pixels: np.ndarray, detector_name: str, max_features: int) -> tupl
         return create_detector(detector_name, max_features, threshold).detectAndCompute(pixels, None)
 
     first = detect(AKAZE_THRESHOLDS[0])
-    if detector_name != "akaze" or len(first[0]) >= ENOUGH_KEYPOINTS * max_features:
+    if not faint_retry or detector_name != "akaze" or len(first[0]) >= ENOUGH_KEYPOINTS * max_features:
         return first
     for threshold in AKAZE_THRESHOLDS[1:]:
         lower = detect(threshold)
