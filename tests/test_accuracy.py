@@ -449,6 +449,23 @@ def test_every_member_is_verified_against_its_keeper_and_says_why(corpus):
     assert "flipped" in kinds_of["coffee-flip.jpg"] and "resized" in kinds_of["coffee-resize.jpg"]
 
 
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "rocket"])
+def test_a_caption_over_the_picture_reads_edited_and_a_re_encoding_does_not(tmp_path, name):
+    """A caption changes a few tiles a lot, too few to move the tiles' 25th percentile: the
+    overlay test of the aligned thumbnails (match.overlaid) is what names it. (Over the dense
+    texture of `astronaut` it adds too little structure to tell: CALIBRATION.md, "Kinds".)"""
+    pixels = photo(name)
+    original = extract_file(str(images.write_jpeg(tmp_path, "original.jpg", pixels)), SETTINGS)
+
+    def kinds(pixels: np.ndarray, quality: int = 90) -> tuple[str, ...]:
+        copy = extract_file(str(images.write_jpeg(tmp_path, "copy.jpg", pixels, quality)), SETTINGS)
+        return compare(query_candidate(original), query_candidate(copy), SETTINGS.detector).kinds
+
+    assert "edited" in kinds(images.caption_over(pixels))
+    assert "edited" not in kinds(pixels, quality=30)
+    assert "edited" not in kinds(images.resized(pixels, pixels.shape[1] // 2, pixels.shape[0] // 2))
+
+
 def test_a_false_pair_does_not_chain_two_families_into_one_group(corpus, tmp_path):
     """Groups are stars around their keeper, not chains: one false pair (two screenshots in one
     window once scored 64) merged a family of 31 with one of 21."""

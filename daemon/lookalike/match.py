@@ -215,7 +215,7 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
     if isinstance(fit, str):
         return Match(0.0, None, None, reason=fit)
     matrix, flipped, geometry, inliers_first, inliers_second = fit
-    photo_median, photo_low, content_inliers, inlier_span, tone = _pixel_agreement(
+    photo_median, photo_low, content_inliers, inlier_span, tone, drawn_over = _pixel_agreement(
         first, second, matrix, flipped, inliers_first, inliers_second)
     evidence = Evidence(photo_median=photo_median, photo_low=photo_low, content_inliers=content_inliers,
                         inlier_span=inlier_span, **geometry)
@@ -223,7 +223,7 @@ def compare(first: Candidate, second: Candidate, detector: str) -> Match:
         matrix = _inverse(matrix, flipped, first.local, second.local)
         first, second = second, first
     transform = _describe(matrix, flipped, first, second)
-    return Match(score(evidence), evidence, transform, _kinds(first, second, transform, evidence, tone))
+    return Match(score(evidence), evidence, transform, _kinds(first, second, transform, evidence, tone, drawn_over))
 
 
 def _fit(first: Candidate, second: Candidate, detector: str) -> tuple | str:
@@ -439,7 +439,7 @@ ROTATED_ABOVE = 0.5           # degrees
 RESIZED_BEYOND = 0.02         # relative change of scale
 CROPPED_BELOW = 0.97          # share of the frame in the common area
 RECOLOURED_ABOVE = 8.0        # median grey-level difference of the aligned thumbnails
-EDITED_BELOW = 0.8            # 25th percentile of the tiles' structure correlation
+EDITED_BELOW = 0.8            # 25th percentile of the tiles' structure correlation; or an overlay (`overlaid`)
 
 
 def _same_pixels(first: Candidate, second: Candidate) -> bool:
@@ -452,18 +452,22 @@ def _same_pixels(first: Candidate, second: Candidate) -> bool:
 
 
 def _kinds(first: Candidate, second: Candidate, transform: Transform, evidence: Evidence,
-           tone: float) -> tuple[str, ...]:
+           tone: float, drawn_over: bool) -> tuple[str, ...]:
     if _same_pixels(first, second):
         return ("same_pixels",)
     rotation = abs((transform.rotation_degrees + 180.0) % 360.0 - 180.0)
+    recoloured = tone > RECOLOURED_ABOVE
+    # A recolouring (a gamma curve) strengthens the structure of some tiles more than others, as
+    # strokes drawn over them would: then only the tiles' correlation tells an edit.
+    drawn_over = drawn_over and not recoloured
     found = [kind for kind, present in (
         ("flipped", transform.flipped),
         ("rotated", rotation > ROTATED_ABOVE),
         ("resized", abs(transform.scale - 1.0) > RESIZED_BEYOND),
         ("cropped", _area(transform.crop_first) < CROPPED_BELOW),
         ("extended", _area(transform.crop_second) < CROPPED_BELOW),
-        ("recoloured", tone > RECOLOURED_ABOVE),
-        ("edited", evidence.photo_low < EDITED_BELOW)) if present]
+        ("recoloured", recoloured),
+        ("edited", evidence.photo_low < EDITED_BELOW or drawn_over)) if present]
     return tuple(found) or ("recompressed",)
 
 
@@ -556,19 +560,28 @@ def overlaid(first: np.ndarray, second: np.ndarray) -> int:
     height, width = first.shape[:2]
     if (second.shape[1], second.shape[0]) != (width, height):
         second = cv2.resize(second, (width, height), interpolation=cv2.INTER_AREA)
-    a, b = _structure(first.astype(np.float32)).ravel(), _structure(second.astype(np.float32)).ravel()
-    tile = _tile_index(height, width).ravel()
-    sums = [np.bincount(tile, weights=w, minlength=PHOTO_TILES ** 2) for w in (a, b, a * a, b * b, a * b)]
-    count = np.maximum(np.bincount(tile, minlength=PHOTO_TILES ** 2), 1)
-    sa, sb, saa, sbb, sab = (s / count for s in sums)
-    spread = np.sqrt(np.maximum(saa - sa * sa, 0) * np.maximum(sbb - sb * sb, 0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        correlation = np.where(spread > 1e-6, (sab - sa * sb) / spread, 1.0)
-    textured = (sa >= OVERLAY_TEXTURE * np.median(sa)) & (sb >= OVERLAY_TEXTURE * np.median(sb))
-    differing = (correlation < EDITED_BELOW) & textured
-    if not differing.any() or differing.mean() > OVERLAY_TILES:
+    return _drawn_over(_structure(first.astype(np.float32)), _structure(second.astype(np.float32)),
+                       np.ones((height, width), bool))
+
+
+def _drawn_over(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> int:
+    """`overlaid` of two aligned structure images (`_structure`), over their valid pixels: the
+    tiles less than half valid take no part."""
+    count, sa, sb, saa, sbb, sab, area = _tile_sums(a, b, valid)
+    kept = count >= 0.5 * area
+    if not kept.any():
         return 0
-    energy_first, energy_second = float(sums[0][differing].sum()), float(sums[1][differing].sum())
+    mean_a, mean_b = sa / np.maximum(count, 1), sb / np.maximum(count, 1)
+    spread = np.sqrt(np.maximum(saa / np.maximum(count, 1) - mean_a ** 2, 0)
+                     * np.maximum(sbb / np.maximum(count, 1) - mean_b ** 2, 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        correlation = np.where(spread > 1e-6, (sab / np.maximum(count, 1) - mean_a * mean_b) / spread, 1.0)
+    textured = (kept & (mean_a >= OVERLAY_TEXTURE * np.median(mean_a[kept]))
+                & (mean_b >= OVERLAY_TEXTURE * np.median(mean_b[kept])))
+    differing = (correlation < EDITED_BELOW) & textured
+    if not differing.any() or differing.sum() > OVERLAY_TILES * kept.sum():
+        return 0
+    energy_first, energy_second = float(sa[differing].sum()), float(sb[differing].sum())
     if energy_first > OVERLAY_GAIN * energy_second:
         return 1
     if energy_second > OVERLAY_GAIN * energy_first:
@@ -588,10 +601,12 @@ def _structure(pixels: np.ndarray) -> np.ndarray:
 
 
 def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, flipped: bool,
-                     inliers_first: np.ndarray, inliers_second: np.ndarray) -> tuple[float, float, float, float, float]:
+                     inliers_first: np.ndarray, inliers_second: np.ndarray) -> tuple[float, float, float, float, float, bool]:
     """(median, 25th percentile) of the tiles' structure correlation, the share of the textured
     tiles holding an inlier, the share of the common area the inliers span (their convex hull),
-    and the median grey-level difference, of the two thumbnails aligned
+    the median grey-level difference, and whether one has strokes drawn over the picture that the
+    other lacks (`overlaid`: a caption or a logo changes too few tiles to move the 25th
+    percentile), of the two thumbnails aligned
     by the fit (`inliers_*`: the inliers' working coordinates, in the mirrored first image when
     `flipped`). The image that shows the common area larger is warped onto the other: enlarging
     the coarser one would blur it and blame the pair for it, and which image that is must not
@@ -614,7 +629,7 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     valid = cv2.erode(valid, np.ones((5, 5), np.uint8)) > 0
     rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
     if len(rows) == 0:
-        return 0.0, 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0, False
     # The tiles divide the common area, not the frame: a border or a cropped-away margin would
     # leave fewer tiles, and an overlay on the rest would outweigh them.
     common = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
@@ -622,7 +637,7 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     warped_structure, target_structure = _structure(warped), _structure(target)
     correlations = np.sort(_tile_correlations(warped_structure, target_structure, valid))
     if len(correlations) == 0:
-        return 0.0, 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0, False
     # Content, not frame: two pictures in one frame (a viewer window, a slide or meme template,
     # a shop's white background) fit on the frame's text and lines, which are flat areas with
     # strokes on them, and their inliers stay there, off the pictures. A copy's inliers are all
@@ -640,7 +655,8 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     # Another shot of a scene fits on one plane of it (a facade), a copy wherever its picture is.
     inlier_span = min(1.0, cv2.contourArea(cv2.convexHull(inliers.astype(np.float32))) / float(valid.sum()))
     tone = float(np.median(np.abs(warped[valid] - target[valid])))
-    return _quantile(correlations, 0.5), _quantile(correlations, 0.25), content_inliers, inlier_span, tone
+    drawn_over = _drawn_over(warped_structure, target_structure, valid) != 0
+    return _quantile(correlations, 0.5), _quantile(correlations, 0.25), content_inliers, inlier_span, tone, drawn_over
 
 
 def _quantile(ordered: np.ndarray, q: float) -> float:
@@ -684,17 +700,23 @@ def _tile_correlations(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.nd
     out the valid pixels and counting them per tile, and as exact (BENCHMARKS.md, "Verifying
     while looking up"). (Summed-area tables
     are faster still, but a dark tile's sums come out as differences of the whole image's.)"""
-    height, width = valid.shape
-    rows, cols = _tile_bands(height), _tile_bands(width)
-    mask = valid.astype(np.float64)
-    x, y = a * mask, b * mask
-    count, sx, sy, sxx, syy, sxy = (rows @ plane @ cols.T for plane in (mask, x, y, x * x, y * y, x * y))
-    area = rows.sum(axis=1)[:, None] * cols.sum(axis=1)[None, :]
+    count, sx, sy, sxx, syy, sxy, area = _tile_sums(a, b, valid)
     with np.errstate(divide="ignore", invalid="ignore"):
         sx, sy, sxx, syy, sxy = (s / np.maximum(count, 1) for s in (sx, sy, sxx, syy, sxy))
         spread = np.sqrt(np.maximum(sxx - sx * sx, 0) * np.maximum(syy - sy * sy, 0)) * count
         kept = (count >= 0.5 * area) & (spread > 1e-3)
         return ((sxy - sx * sy) * count / spread)[kept]
+
+
+def _tile_sums(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per tile (PHOTO_TILES x PHOTO_TILES), over the valid pixels: their count, the sums of a,
+    b, a*a, b*b and a*b; and the tile's area."""
+    height, width = valid.shape
+    rows, cols = _tile_bands(height), _tile_bands(width)
+    mask = valid.astype(np.float64)
+    x, y = a * mask, b * mask
+    sums = tuple(rows @ plane @ cols.T for plane in (mask, x, y, x * x, y * y, x * y))
+    return (*sums, rows.sum(axis=1)[:, None] * cols.sum(axis=1)[None, :])
 
 
 @functools.lru_cache(maxsize=None)
