@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import lmdb
 import pytest
 
 import images
@@ -64,6 +65,32 @@ def test_rebuild_sets_the_damaged_context_aside_and_indexes_the_folders_again(sc
     assert (Path(summary["previous"]) / "data.mdb").exists()           # kept for a post-mortem
     info = json.loads(lookalike("--config", scanned, "context", "info").stdout)
     assert info["images"] == 3
+
+
+def test_rebuild_after_an_extraction_change_names_the_tags_it_sets_aside(scanned, tmp_path):
+    tag = lookalike("--config", scanned, "tag", "put", "cats", images.write_jpeg(tmp_path, "cat.jpg", images.photo("chelsea")))
+    assert tag.returncode == ExitCode.OK, tag.stderr
+    context = data_file(scanned).parent
+    with lmdb.open(str(context), max_dbs=32) as env:       # as an older extraction left it
+        with env.begin(write=True) as txn:
+            txn.put(b"extraction", b"2", db=env.open_db(b"meta", txn=txn))
+    assert lookalike("--config", scanned, "context", "info").returncode == ExitCode.STORE
+
+    result = lookalike("--config", scanned, "context", "rebuild")
+    assert result.returncode == ExitCode.OK, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["tags_set_aside"] == ["cats"] and summary["added"] == 3
+    assert "'cats'" in result.stderr and summary["previous"] in result.stderr and "tag put" in result.stderr
+    assert json.loads(lookalike("--config", scanned, "tag", "list").stdout)["tags"] == []
+
+
+def test_a_rebuild_that_cannot_read_the_context_it_sets_aside_says_so(scanned):
+    data = data_file(scanned)
+    os.truncate(data, data.stat().st_size // 2)
+    result = lookalike("--config", scanned, "context", "rebuild")
+    assert result.returncode == ExitCode.OK, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["tags_set_aside"] is None and "could not be read" in result.stderr
 
 
 def test_rebuild_is_refused_while_the_state_dir_is_in_use(scanned):

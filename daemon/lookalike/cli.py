@@ -104,7 +104,13 @@ def cmd_context_check(args) -> int:
 def cmd_context_rebuild(args) -> int:
     """Set a damaged context aside and index the configured folders into a new one."""
     config = _loaded_config(args, "context rebuild", "the folders to index again")
-    _print_json(operations.rebuild_context(config, _progress))
+    summary = operations.rebuild_context(config, _progress)
+    _print_json(summary)
+    if summary["tags_set_aside"]:
+        _warn(f"the tags {', '.join(map(repr, summary['tags_set_aside']))} stay in {summary['previous']}: "
+              f"put them again with 'lookalike tag put NAME IMAGE'")
+    elif summary["tags_set_aside"] is None:
+        _warn(f"{summary['previous']} could not be read: any tags it held stay there")
     return ExitCode.OK
 
 

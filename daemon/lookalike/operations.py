@@ -428,6 +428,9 @@ def rebuild_context(config: Config, progress: Progress | None = None) -> dict:
         directory = config.context_dir
         # They name contents, which the new context finds again in the same folders.
         marks = ignored.read(directory)
+        # Tags are not in the folders, and the references' features may be another extraction's:
+        # they stay in the context set aside, and are named so that they can be put again.
+        tags_set_aside = SearchContext.tag_names(directory)
         previous = None
         if directory.exists():
             previous = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
@@ -437,7 +440,7 @@ def rebuild_context(config: Config, progress: Progress | None = None) -> dict:
                 ignored.add(directory, marks.pairs)
             summary = ingest(context, configured_files(config), progress)
     return {"context": str(directory), "previous": str(previous) if previous else None,
-            **{k: summary[k] for k in ("added", "failed")}}
+            **{k: summary[k] for k in ("added", "failed")}, "tags_set_aside": tags_set_aside}
 
 
 # --- acting on a report --------------------------------------------------------------------

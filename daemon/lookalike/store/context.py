@@ -251,6 +251,30 @@ class SearchContext:
         return context
 
     @staticmethod
+    def tag_names(directory: str | Path) -> list[str] | None:
+        """The names of the tags a context holds, whatever lookalike filled it (a rebuild says
+        which it leaves behind); None when its data cannot be read."""
+        directory = Path(directory)
+        if not (directory / "data.mdb").exists():
+            return []
+        try:
+            env = _open_env(directory, create=False)
+        except StoreError:
+            return None
+        try:
+            _refuse_truncated(directory, env)
+            with env.begin() as txn:
+                try:
+                    names = env.open_db(b"tags", txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    return []       # filled before tags were kept
+                return [key.decode() for key, _ in txn.cursor(db=names)]
+        except (StoreError, lmdb.Error, UnicodeDecodeError):
+            return None
+        finally:
+            env.close()
+
+    @staticmethod
     def delete(directory: str | Path) -> None:
         directory = Path(directory)
         if not (directory / "data.mdb").exists():
