@@ -560,28 +560,25 @@ def overlaid(first: np.ndarray, second: np.ndarray) -> int:
     height, width = first.shape[:2]
     if (second.shape[1], second.shape[0]) != (width, height):
         second = cv2.resize(second, (width, height), interpolation=cv2.INTER_AREA)
-    return _drawn_over(_structure(first.astype(np.float32)), _structure(second.astype(np.float32)),
-                       np.ones((height, width), bool))
+    tiles = _tile_statistics(_structure(first.astype(np.float32)), _structure(second.astype(np.float32)),
+                             np.ones((height, width), bool))
+    return _drawn_over(tiles)
 
 
-def _drawn_over(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> int:
-    """`overlaid` of two aligned structure images (`_structure`), over their valid pixels: the
-    tiles less than half valid take no part."""
-    count, sa, sb, saa, sbb, sab, area = _tile_sums(a, b, valid)
-    kept = count >= 0.5 * area
+def _drawn_over(tiles: TileStatistics) -> int:
+    """`overlaid` of the tiles of two aligned structure images (`_structure`): the tiles less
+    than half valid take no part."""
+    kept = tiles.count >= 0.5 * tiles.area
     if not kept.any():
         return 0
-    mean_a, mean_b = sa / np.maximum(count, 1), sb / np.maximum(count, 1)
-    spread = np.sqrt(np.maximum(saa / np.maximum(count, 1) - mean_a ** 2, 0)
-                     * np.maximum(sbb / np.maximum(count, 1) - mean_b ** 2, 0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        correlation = np.where(spread > 1e-6, (sab / np.maximum(count, 1) - mean_a * mean_b) / spread, 1.0)
-    textured = (kept & (mean_a >= OVERLAY_TEXTURE * np.median(mean_a[kept]))
-                & (mean_b >= OVERLAY_TEXTURE * np.median(mean_b[kept])))
+        correlation = np.where(tiles.spread > 1e-6, tiles.covariance / tiles.spread, 1.0)
+    textured = (kept & (tiles.mean_a >= OVERLAY_TEXTURE * np.median(tiles.mean_a[kept]))
+                & (tiles.mean_b >= OVERLAY_TEXTURE * np.median(tiles.mean_b[kept])))
     differing = (correlation < EDITED_BELOW) & textured
     if not differing.any() or differing.sum() > OVERLAY_TILES * kept.sum():
         return 0
-    energy_first, energy_second = float(sa[differing].sum()), float(sb[differing].sum())
+    energy_first, energy_second = float(tiles.sum_a[differing].sum()), float(tiles.sum_b[differing].sum())
     if energy_first > OVERLAY_GAIN * energy_second:
         return 1
     if energy_second > OVERLAY_GAIN * energy_first:
@@ -634,8 +631,8 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     # leave fewer tiles, and an overlay on the rest would outweigh them.
     common = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     warped, target, valid = warped[common], target[common], valid[common]
-    warped_structure, target_structure = _structure(warped), _structure(target)
-    correlations = np.sort(_tile_correlations(warped_structure, target_structure, valid))
+    tiles = _tile_statistics(_structure(warped), _structure(target), valid)
+    correlations = np.sort(_correlations(tiles))
     if len(correlations) == 0:
         return 0.0, 0.0, 0.0, 0.0, 0.0, False
     # Content, not frame: two pictures in one frame (a viewer window, a slide or meme template,
@@ -655,7 +652,7 @@ def _pixel_agreement(first: Candidate, second: Candidate, matrix: np.ndarray, fl
     # Another shot of a scene fits on one plane of it (a facade), a copy wherever its picture is.
     inlier_span = min(1.0, cv2.contourArea(cv2.convexHull(inliers.astype(np.float32))) / float(valid.sum()))
     tone = float(np.median(np.abs(warped[valid] - target[valid])))
-    drawn_over = _drawn_over(warped_structure, target_structure, valid) != 0
+    drawn_over = _drawn_over(tiles) != 0
     return _quantile(correlations, 0.5), _quantile(correlations, 0.25), content_inliers, inlier_span, tone, drawn_over
 
 
@@ -695,28 +692,45 @@ def _tile_index(height: int, width: int) -> np.ndarray:
 
 def _tile_correlations(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The correlation of `a` and `b` over the valid pixels of each of PHOTO_TILES x PHOTO_TILES
-    tiles that are at least half valid (and not flat). Each sum over all tiles at once is two
-    small matrix products, a band of tiles by the image by a band of tiles: faster than picking
-    out the valid pixels and counting them per tile, and as exact (BENCHMARKS.md, "Verifying
-    while looking up"). (Summed-area tables
-    are faster still, but a dark tile's sums come out as differences of the whole image's.)"""
-    count, sx, sy, sxx, syy, sxy, area = _tile_sums(a, b, valid)
+    tiles that are at least half valid (and not flat)."""
+    return _correlations(_tile_statistics(a, b, valid))
+
+
+def _correlations(tiles: TileStatistics) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        sx, sy, sxx, syy, sxy = (s / np.maximum(count, 1) for s in (sx, sy, sxx, syy, sxy))
-        spread = np.sqrt(np.maximum(sxx - sx * sx, 0) * np.maximum(syy - sy * sy, 0)) * count
-        kept = (count >= 0.5 * area) & (spread > 1e-3)
-        return ((sxy - sx * sy) * count / spread)[kept]
+        spread = tiles.spread * tiles.count
+        kept = (tiles.count >= 0.5 * tiles.area) & (spread > 1e-3)
+        return (tiles.covariance * tiles.count / spread)[kept]
 
 
-def _tile_sums(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per tile (PHOTO_TILES x PHOTO_TILES), over the valid pixels: their count, the sums of a,
-    b, a*a, b*b and a*b; and the tile's area."""
+@dataclass(frozen=True)
+class TileStatistics:
+    """Per tile (PHOTO_TILES x PHOTO_TILES) of two aligned images, over their valid pixels."""
+    count: np.ndarray         # valid pixels
+    area: np.ndarray          # pixels
+    sum_a: np.ndarray
+    sum_b: np.ndarray
+    mean_a: np.ndarray
+    mean_b: np.ndarray
+    covariance: np.ndarray
+    spread: np.ndarray        # the product of the standard deviations
+
+
+def _tile_statistics(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> TileStatistics:
+    """Each sum over all tiles at once is two small matrix products, a band of tiles by the
+    image by a band of tiles: faster than picking out the valid pixels and counting them per
+    tile, and as exact (BENCHMARKS.md, "Verifying while looking up"). (Summed-area tables are
+    faster still, but a dark tile's sums come out as differences of the whole image's.)"""
     height, width = valid.shape
     rows, cols = _tile_bands(height), _tile_bands(width)
     mask = valid.astype(np.float64)
     x, y = a * mask, b * mask
-    sums = tuple(rows @ plane @ cols.T for plane in (mask, x, y, x * x, y * y, x * y))
-    return (*sums, rows.sum(axis=1)[:, None] * cols.sum(axis=1)[None, :])
+    count, sa, sb, saa, sbb, sab = (rows @ plane @ cols.T for plane in (mask, x, y, x * x, y * y, x * y))
+    pixels = np.maximum(count, 1)
+    mean_a, mean_b = sa / pixels, sb / pixels
+    spread = np.sqrt(np.maximum(saa / pixels - mean_a * mean_a, 0) * np.maximum(sbb / pixels - mean_b * mean_b, 0))
+    return TileStatistics(count, rows.sum(axis=1)[:, None] * cols.sum(axis=1)[None, :], sa, sb, mean_a, mean_b,
+                          sab / pixels - mean_a * mean_b, spread)
 
 
 @functools.lru_cache(maxsize=None)
