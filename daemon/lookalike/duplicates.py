@@ -27,6 +27,7 @@ Memory is bounded by a page of queued images and the linked images, never by the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -263,19 +264,22 @@ def find_groups(context: SearchContext, threshold: float, apply: Callable[[Chang
 Judge = Callable[[Contender, Contender, dict | None], tuple[str, bool]]
 
 
+# Thumbnails kept while a pass judges pairs: a component's pairs are judged one after another,
+# so its keeper's stays at hand; a pass over every group of a large library must not keep them all.
+THUMBNAILS_KEPT = 256
+
+
 def _judge(context: SearchContext) -> Judge:
-    """keeper.verdict over the stored thumbnails, each thumbnail read and each pair judged once a
-    pass: choosing a keeper asks it, and the group's reason asks it again."""
-    read: dict[int, np.ndarray | None] = {}
+    """keeper.verdict over the stored thumbnails, each pair judged once a pass: choosing a keeper
+    asks it, and the group's reason asks it again."""
     judged: dict[tuple[int, int], tuple[str, bool]] = {}
 
+    @functools.lru_cache(maxsize=THUMBNAILS_KEPT)
     def thumbnail(num: int) -> np.ndarray | None:
-        if num not in read:
-            try:
-                read[num] = context.candidate(num)[1].thumbnail
-            except NotFoundError:
-                read[num] = None
-        return read[num]
+        try:
+            return context.candidate(num)[1].thumbnail
+        except NotFoundError:
+            return None
 
     def judge(keeper: Contender, member: Contender, transform: dict | None) -> tuple[str, bool]:
         pair = (keeper.image.num, member.image.num)
