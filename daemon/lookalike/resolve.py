@@ -114,6 +114,7 @@ def make_plan(document: dict, action: str, source: Path, watched: tuple[WatchedF
         raise ReportError(source, f"an image entry lacks or mangles {exc}; not a report this lookalike "
                                   "can act on") from None
     every_keeper = {image.path for group, flags in zip(groups, keepers) for image, kept in zip(group, flags) if kept}
+    folders = Folders(watched) if watched is not None else None
     seen: set[str] = set()
     for group, flags in zip(groups, keepers):
         keeper = next((image for image, kept in zip(group, flags) if kept), None)
@@ -130,7 +131,7 @@ def make_plan(document: dict, action: str, source: Path, watched: tuple[WatchedF
                 continue
             seen.add(image.path)
             try:
-                reason = _why_acted_on(image, keeper, keeper_problem, action, every_keeper, watched, reference)
+                reason = _why_acted_on(image, keeper, keeper_problem, action, every_keeper, folders, reference)
             except Refused as refused:
                 plan.skipped.append(Skip(image.path, refused.reason))
             else:
@@ -139,14 +140,14 @@ def make_plan(document: dict, action: str, source: Path, watched: tuple[WatchedF
 
 
 def _why_acted_on(image: Recorded, keeper: Recorded | None, keeper_problem: str | None, action: str,
-                  every_keeper: set[str], watched, reference) -> str:
+                  every_keeper: set[str], folders: Folders | None, reference) -> str:
     """Why `image` is acted on, or Refused with why not."""
     if image.path in every_keeper:
         raise Refused(image.path, "the keeper")
     for folder in reference:
         if under(image.path, folder):
             raise Refused(image.path, f"in the reference folder {display_path(str(folder))}")
-    if watched is not None and Folders(watched).folder_of(image.path) is None:
+    if folders is not None and folders.folder_of(image.path) is None:
         raise Refused(image.path, "outside the watched folders")
     if keeper_problem:
         raise Refused(image.path, keeper_problem)
