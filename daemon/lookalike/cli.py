@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from . import __version__, config as config_module, operations
-from .service import run_daemon
 from .errors import ExitCode, LookalikeError, UsageError, display_path
 from .settings import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SIMILAR_THRESHOLD, ExtractionSettings
 
@@ -325,6 +324,9 @@ def cmd_run(args) -> int:
     """The daemon: watch the configured folders until SIGTERM (see service.py)."""
     if not args.config:
         raise UsageError("run needs --config FILE")
+    # Here, not at the top: the daemon (its HTTP API, watchdog, the metrics server) is no start-up
+    # cost of every short command.
+    from .service import run_daemon
     return run_daemon(config_module.load(args.config))
 
 
