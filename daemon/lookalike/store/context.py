@@ -476,13 +476,6 @@ class SearchContext:
         with self._read() as txn:
             return self._tags.all(txn)
 
-    def tag(self, name: str) -> dict:
-        with self._read() as txn:
-            doc = self._tags.tag(txn, name)
-        if doc is None:
-            raise NotFoundError(f"tag {name!r}: no such tag")
-        return doc
-
     def references(self, names: list[str]) -> list[tags.StoredReference]:
         """The references of these tags, in the order named; NotFoundError names a missing tag."""
         with self._read() as txn:
