@@ -299,6 +299,7 @@ def test_the_page_says_why_each_keeper_is_kept_and_what_resolve_would_do(scanned
     plan = json.loads(out)
     acted = {a["path"]: a["action"] for a in plan["actions"]}
     assert code == 0 and acted and plan["skipped"]
+    assert len(group_sections(page)) == len(scanned["document"]["groups"])
     for section, group in zip(group_sections(page), scanned["document"]["groups"]):
         assert f"kept: {group['keeper_reason']}" in section.text
         shown = [attrs["data-action"] for attrs in section.find("p", "plan")]
